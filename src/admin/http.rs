@@ -1,0 +1,63 @@
+//! `/healthz` (the process is up), `/readyz` (config loaded and every referenced credential
+//! available) and `/metrics` (Prometheus text format).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::gate::Gate;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub gate: Arc<Gate>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let registry = state.gate.registry();
+    let missing = state
+        .gate
+        .credentials()
+        .missing(&registry.referenced_credentials());
+    crate::telemetry::record_ready(missing.is_empty());
+    let missing: Vec<&str> = missing.iter().map(|m| &**m).collect();
+    let status = if missing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ready": missing.is_empty(),
+        "consumers": registry.consumers().len(),
+        "missing_credentials": missing,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

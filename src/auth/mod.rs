@@ -1,0 +1,10 @@
+//! Consumer authentication: the key format, hashing, where keys arrive, and the registry.
+
+pub mod extract;
+pub mod hash;
+pub mod key;
+pub mod registry;
+
+pub use hash::KeyHash;
+pub use key::{KeyEnv, KeyFormatError, ParsedKey};
+pub use registry::{Consumer, Lookup, Provider, Registry};

@@ -1,0 +1,156 @@
+//! The registry: an immutable snapshot of consumers indexed by key hash. It is rebuilt on
+//! reload and swapped atomically by the gate, so a lookup never takes a lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{KeyEnv, KeyHash, ParsedKey};
+use crate::config::{Config, ConsumerStatus};
+use crate::providers::ProviderKind;
+use crate::scope::RoutePattern;
+
+/// A provider as the request path needs it: how to inject its credential.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: Arc<str>,
+    pub kind: ProviderKind,
+    pub inject_header: String,
+    pub inject_prefix: String,
+}
+
+/// A consumer as the request path needs it.
+#[derive(Debug)]
+pub struct Consumer {
+    pub name: Arc<str>,
+    pub team: Option<String>,
+    pub environment: String,
+    pub provider: Arc<Provider>,
+    /// e.g. `openai/production`: which credential the cache serves for this consumer.
+    pub credential: Arc<str>,
+    pub status: ConsumerStatus,
+    pub routes: Vec<RoutePattern>,
+}
+
+#[derive(Debug)]
+struct KeyEntry {
+    consumer: usize,
+    env: KeyEnv,
+    expires: Option<SystemTime>,
+}
+
+/// The outcome of looking a presented key up.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    Found(&'a Arc<Consumer>),
+    Unknown,
+    Expired(&'a Arc<Consumer>),
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    keys: HashMap<KeyHash, KeyEntry>,
+    consumers: Vec<Arc<Consumer>>,
+    providers: BTreeMap<String, Arc<Provider>>,
+}
+
+impl Registry {
+    /// Builds a snapshot from a validated config.
+    pub fn from_config(config: &Config) -> Registry {
+        let providers: BTreeMap<String, Arc<Provider>> = config
+            .providers
+            .iter()
+            .map(|(name, p)| {
+                let (header, prefix) = match &p.inject {
+                    Some(inject) => (inject.header.clone(), inject.prefix.clone()),
+                    None => {
+                        let (h, pre) = p.kind.default_injection();
+                        (h.to_string(), pre.to_string())
+                    }
+                };
+                let provider = Provider {
+                    name: name.as_str().into(),
+                    kind: p.kind,
+                    inject_header: header,
+                    inject_prefix: prefix,
+                };
+                (name.clone(), Arc::new(provider))
+            })
+            .collect();
+        let mut registry = Registry {
+            providers,
+            ..Registry::default()
+        };
+        for c in &config.consumers {
+            let (Some(provider), Some(credential)) = (
+                registry.providers.get(&c.provider),
+                config
+                    .providers
+                    .get(&c.provider)
+                    .and_then(|p| p.credentials.get(&c.environment)),
+            ) else {
+                continue; // unreachable after validation; never panic on config
+            };
+            let index = registry.consumers.len();
+            registry.consumers.push(Arc::new(Consumer {
+                name: c.name.as_str().into(),
+                team: c.team.clone(),
+                environment: c.environment.clone(),
+                provider: provider.clone(),
+                credential: credential.as_str().into(),
+                status: c.status,
+                routes: c.scope.routes.clone(),
+            }));
+            for key in &c.keys {
+                registry.keys.insert(
+                    key.hash,
+                    KeyEntry {
+                        consumer: index,
+                        env: key.env,
+                        expires: key.expires,
+                    },
+                );
+            }
+        }
+        registry
+    }
+
+    /// Hashes the key and finds its consumer. A key whose env prefix differs from the one it
+    /// was registered with is unknown.
+    pub fn lookup(&self, key: &ParsedKey<'_>, now: SystemTime) -> Lookup<'_> {
+        let hash = KeyHash::of(key.as_str());
+        let Some(entry) = self.keys.get(&hash) else {
+            return Lookup::Unknown;
+        };
+        let Some(consumer) = self.consumers.get(entry.consumer) else {
+            return Lookup::Unknown;
+        };
+        if entry.env != key.env {
+            return Lookup::Unknown;
+        }
+        match entry.expires {
+            Some(at) if at <= now => Lookup::Expired(consumer),
+            _ => Lookup::Found(consumer),
+        }
+    }
+
+    pub fn consumers(&self) -> &[Arc<Consumer>] {
+        &self.consumers
+    }
+
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.providers.values()
+    }
+
+    /// Every credential reference some consumer needs; readiness waits for all of them.
+    pub fn referenced_credentials(&self) -> Vec<Arc<str>> {
+        let mut refs: Vec<Arc<str>> = self
+            .consumers
+            .iter()
+            .map(|c| c.credential.clone())
+            .collect();
+        refs.sort();
+        refs.dedup();
+        refs
+    }
+}

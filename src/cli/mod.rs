@@ -1,0 +1,4 @@
+//! Command implementations for the `keygate` binary (everything except `serve`).
+
+pub mod check;
+pub mod keys;

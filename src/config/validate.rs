@@ -1,0 +1,143 @@
+//! Semantic checks that serde cannot express, each reported with its field path.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{Config, ConfigError};
+use crate::auth::KeyEnv;
+use crate::providers::ProviderKind;
+
+/// Names become Prometheus label values and log fields: keep them short and plain.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+const NAME_RULE: &str = "must be 1-64 characters of letters, digits, '-', '_' or '.'";
+
+/// The production environment refuses `kg_test_` keys.
+const PRODUCTION: &str = "production";
+
+pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
+    let err = |field: String, msg: String| Err(ConfigError::field(file, field, msg));
+
+    if config.providers.is_empty() {
+        return err(
+            "providers".into(),
+            "at least one provider is required".into(),
+        );
+    }
+    for (name, provider) in &config.providers {
+        let at = format!("providers.{name}");
+        if !valid_name(name) {
+            return err(at, format!("provider name {NAME_RULE}"));
+        }
+        if provider.credentials.is_empty() {
+            return err(
+                format!("{at}.credentials"),
+                "map at least one environment to a credential reference".into(),
+            );
+        }
+        for (env, reference) in &provider.credentials {
+            if !valid_name(env) {
+                return err(
+                    format!("{at}.credentials.{env}"),
+                    format!("environment name {NAME_RULE}"),
+                );
+            }
+            if !valid_reference(reference) {
+                return err(
+                    format!("{at}.credentials.{env}"),
+                    format!("credential reference {reference:?} must look like \"provider/environment\""),
+                );
+            }
+        }
+        match (&provider.inject, provider.kind) {
+            (None, ProviderKind::Generic) => {
+                return err(
+                    format!("{at}.inject"),
+                    "a generic provider must say which header carries the credential".into(),
+                )
+            }
+            (Some(inject), _) if !crate::providers::valid_header_name(&inject.header) => {
+                return err(
+                    format!("{at}.inject.header"),
+                    format!("{:?} is not a valid lowercase header name", inject.header),
+                )
+            }
+            _ => {}
+        }
+    }
+
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut hashes = HashMap::new();
+    for (i, consumer) in config.consumers.iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        if !valid_name(&consumer.name) {
+            return err(format!("{at}.name"), format!("consumer name {NAME_RULE}"));
+        }
+        if let Some(first) = names.insert(&consumer.name, i) {
+            return err(
+                format!("{at}.name"),
+                format!("{:?} is already used by consumers[{first}]", consumer.name),
+            );
+        }
+        let Some(provider) = config.providers.get(&consumer.provider) else {
+            let known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
+            return err(
+                format!("{at}.provider"),
+                format!(
+                    "unknown provider {:?} (known: {})",
+                    consumer.provider,
+                    known.join(", ")
+                ),
+            );
+        };
+        if !provider.credentials.contains_key(&consumer.environment) {
+            return err(
+                format!("{at}.environment"),
+                format!(
+                    "provider {:?} has no credential for environment {:?}",
+                    consumer.provider, consumer.environment
+                ),
+            );
+        }
+        if consumer.keys.len() > 2 {
+            return err(
+                format!("{at}.keys"),
+                "at most two keys per consumer (the rotation overlap)".into(),
+            );
+        }
+        for (k, key) in consumer.keys.iter().enumerate() {
+            let key_at = format!("{at}.keys[{k}]");
+            if let Some(owner) = hashes.insert(key.hash, i) {
+                return err(
+                    format!("{key_at}.hash"),
+                    format!("the same key hash is already listed under consumers[{owner}]"),
+                );
+            }
+            if key.env == KeyEnv::Test && consumer.environment == PRODUCTION {
+                return err(
+                    format!("{key_at}.env"),
+                    "test keys cannot be used by a production consumer".into(),
+                );
+            }
+        }
+        if consumer.scope.routes.is_empty() {
+            return err(
+                format!("{at}.scope.routes"),
+                "list at least one route; scope is deny by default".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn valid_reference(reference: &str) -> bool {
+    let mut parts = reference.split('/');
+    let ok = parts.next().is_some_and(valid_name);
+    ok && parts.all(valid_name)
+}

@@ -1,0 +1,22 @@
+//! keygate: an Envoy ext_proc / ext_authz sidecar that authenticates scoped consumer keys,
+//! swaps in the real AI provider key, and makes every call observable.
+//!
+//! The decision core ([`gate::Gate`]) is protocol-independent; [`envoy`] translates Envoy's
+//! messages at the edge.
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod denial;
+pub mod envoy;
+pub mod gate;
+pub mod path;
+pub mod providers;
+pub mod reload;
+pub mod request;
+pub mod scope;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;

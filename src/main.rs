@@ -1,0 +1,76 @@
+//! The `keygate` binary: parses the command line and runs one command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keygate::cli;
+use keygate::telemetry::{self, LogFormat};
+
+/// Envoy ext_proc / ext_authz sidecar that guards AI provider API keys.
+#[derive(Debug, Parser)]
+#[command(name = "keygate", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve ext_proc and ext_authz on the gRPC listener, plus the admin HTTP listener.
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(short, long, env = "KEYGATE_CONFIG")]
+        config: PathBuf,
+        /// Log output format.
+        #[arg(long, env = "KEYGATE_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration file and every credential it references; exits non-zero on error.
+    Check {
+        #[arg(short, long, env = "KEYGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Create and hash consumer keys.
+    Keys {
+        #[command(subcommand)]
+        command: cli::keys::KeysCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match args.command {
+        Command::Serve { config, log_format } => {
+            telemetry::init_tracing(log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&anyhow::anyhow!("cannot start the runtime: {e}")),
+            };
+            match runtime.block_on(keygate::server::serve(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "keygate stopped");
+                    fail(&anyhow::Error::new(e))
+                }
+            }
+        }
+        Command::Check { config } => report(cli::check::run(&config)),
+        Command::Keys { command } => report(cli::keys::run(command)),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("keygate: error: {e:#}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,172 @@
+//! `keygate serve`: wires config, credentials, the gate, the gRPC and admin listeners, the
+//! reloader and graceful shutdown together.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+use crate::admin::{self, AdminState};
+use crate::envoy::{AuthzService, ProcService};
+use crate::gate::Gate;
+use crate::reload::{self, Reloader};
+use crate::secrets::CredentialCache;
+use crate::telemetry;
+
+/// Large prompts arrive as one body message in BUFFERED mode; tonic's default is 4 MiB.
+pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Why `serve` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Load(#[from] reload::LoadError),
+    #[error("cannot listen on {what}: {source}")]
+    Bind {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Runs until SIGTERM or SIGINT, then drains in-flight streams.
+pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
+    let metrics =
+        telemetry::install_prometheus().map_err(|e| ServeError::Metrics(e.to_string()))?;
+    let cache = Arc::new(CredentialCache::new());
+    let (config, registry) = reload::prepare(config_path, &cache).await?;
+    telemetry::record_registry_size(registry.consumers().len());
+    let gate = Arc::new(Gate::new(registry, cache));
+    gate.set_trust_forwarded_for(config.network.trust_forwarded_for);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grpc_tcp = TcpListener::bind(config.listeners.grpc)
+        .await
+        .map_err(|source| bind_error(&config.listeners.grpc, source))?;
+    let admin_listener = TcpListener::bind(config.listeners.admin)
+        .await
+        .map_err(|source| bind_error(&config.listeners.admin, source))?;
+    tracing::info!(
+        grpc = %config.listeners.grpc,
+        admin = %config.listeners.admin,
+        consumers = config.consumers.len(),
+        "keygate listening"
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(grpc_server(
+        gate.clone(),
+        TcpListenerStream::new(grpc_tcp),
+        stop_rx.clone(),
+    ));
+    if let Some(path) = &config.listeners.grpc_uds {
+        let _ = std::fs::remove_file(path);
+        let uds = UnixListener::bind(path).map_err(|source| bind_error(&path.display(), source))?;
+        tracing::info!(path = %path.display(), "keygate listening on unix socket");
+        tasks.spawn(grpc_server(
+            gate.clone(),
+            UnixListenerStream::new(uds),
+            stop_rx.clone(),
+        ));
+    }
+    let admin_router = admin::router(AdminState {
+        gate: gate.clone(),
+        metrics,
+    });
+    let mut admin_stop = stop_rx.clone();
+    tasks.spawn(async move {
+        axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: "admin".into(),
+                source,
+            })
+    });
+    let reloader = Reloader {
+        path: config_path.to_path_buf(),
+        gate: gate.clone(),
+        interval: config.reload.watch_interval,
+    };
+    let reload_task = tokio::spawn(reloader.run(config.clone()));
+
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        Some(done) = tasks.join_next() => match done {
+            Ok(result) => result,
+            Err(e) => Err(ServeError::Metrics(format!("task failed: {e}"))),
+        },
+    };
+    tracing::info!("shutting down");
+    reload_task.abort();
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    if let Some(path) = &config.listeners.grpc_uds {
+        let _ = std::fs::remove_file(path);
+    }
+    outcome
+}
+
+fn bind_error(what: &dyn std::fmt::Display, source: std::io::Error) -> ServeError {
+    ServeError::Bind {
+        what: what.to_string(),
+        source,
+    }
+}
+
+async fn grpc_server<S, IO, E>(
+    gate: Arc<Gate>,
+    incoming: S,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServeError>
+where
+    S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: tonic::transport::server::Connected
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let proc_service = ExternalProcessorServer::new(ProcService::new(gate.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let authz_service = AuthorizationServer::new(AuthzService::new(gate))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(proc_service)
+        .add_service(authz_service)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,110 @@
+//! Metric names, their registration, and tracing setup. Label values come from the registry
+//! (consumer and provider names) or fixed enums, never from request input.
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::Consumer;
+
+pub const REQUESTS_TOTAL: &str = "keygate_requests_total";
+pub const DECISION_SECONDS: &str = "keygate_decision_seconds";
+pub const CONFIG_RELOAD_TOTAL: &str = "keygate_config_reload_total";
+pub const REGISTRY_CONSUMERS: &str = "keygate_registry_consumers";
+pub const SECRET_REFRESH_TOTAL: &str = "keygate_secret_refresh_total";
+pub const READY: &str = "keygate_ready";
+
+/// The label value used for requests whose key matched no consumer.
+pub const UNKNOWN: &str = "unknown";
+
+/// Installs the global Prometheus recorder and describes every metric.
+pub fn install_prometheus() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(DECISION_SECONDS.to_string()),
+            &[
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005,
+                0.01,
+            ],
+        )?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests decided by keygate, by consumer, provider and outcome."
+    );
+    describe_histogram!(
+        DECISION_SECONDS,
+        Unit::Seconds,
+        "Time keygate spent deciding a request."
+    );
+    describe_counter!(
+        CONFIG_RELOAD_TOTAL,
+        "Configuration reload attempts by result."
+    );
+    describe_gauge!(REGISTRY_CONSUMERS, "Consumers in the active registry.");
+    describe_counter!(
+        SECRET_REFRESH_TOTAL,
+        "Provider credential loads by credential and result."
+    );
+    describe_gauge!(
+        READY,
+        "1 when keygate has its config and every referenced credential."
+    );
+}
+
+/// Counts one decision and observes its latency.
+pub fn record_decision(consumer: Option<&Consumer>, outcome: &'static str, elapsed: Duration) {
+    let (name, provider) = match consumer {
+        Some(c) => (c.name.to_string(), c.provider.name.to_string()),
+        None => (UNKNOWN.to_string(), UNKNOWN.to_string()),
+    };
+    counter!(REQUESTS_TOTAL, "consumer" => name, "provider" => provider, "outcome" => outcome)
+        .increment(1);
+    histogram!(DECISION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub fn record_reload(ok: bool) {
+    counter!(CONFIG_RELOAD_TOTAL, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn record_registry_size(consumers: usize) {
+    gauge!(REGISTRY_CONSUMERS).set(consumers as f64);
+}
+
+pub fn record_secret_refresh(credential: &str, ok: bool) {
+    counter!(SECRET_REFRESH_TOTAL, "credential" => credential.to_string(), "result" => if ok { "ok" } else { "error" })
+        .increment(1);
+}
+
+pub fn record_ready(ready: bool) {
+    gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up tracing to stderr; `KEYGATE_LOG` (or `RUST_LOG`) filters, default `info`.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,182 @@
+"""Render the shipped Envoy configs for tests and start Envoy on them."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .paths import venv_bin
+from .ports import HOST
+from .procs import Proc
+
+KEYGATE_CLUSTER = "keygate"
+ENVOY_READY_TIMEOUT = 20.0
+
+Config = dict[str, Any]
+
+
+def load(path: Path) -> Config:
+    """Parse an Envoy YAML bootstrap into plain dicts/lists."""
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not an Envoy bootstrap mapping")
+    return data
+
+
+def render(
+    src: Path,
+    out: Path,
+    *,
+    listen_port: int,
+    admin_port: int,
+    keygate_port: int | None = None,
+    keygate_uds: str | Path | None = None,
+    upstream_port: int,
+) -> Path:
+    """Rewrite a shipped Envoy config for a test and write it to `out`; return `out`.
+
+    This is the documented way for tests to point the shipped configs at the mock
+    provider. Starting from `src` (envoy/ext_proc.yaml or envoy/ext_authz.yaml),
+    the rendered copy differs only in where things are:
+
+    * every listener binds 127.0.0.1:`listen_port`, the admin interface
+      127.0.0.1:`admin_port`;
+    * the `keygate` cluster's single endpoint becomes 127.0.0.1:`keygate_port`,
+      or the Unix socket `keygate_uds` (a `pipe: {path: ...}` address) when given;
+    * every other cluster (the providers) becomes a STATIC cluster at
+      127.0.0.1:`upstream_port` with its TLS transport_socket and DNS settings
+      removed, i.e. plain HTTP to the mock provider.
+
+    Filters, routes, host rewrites, timeouts and circuit breakers are untouched, so
+    tests exercise the configs exactly as shipped.
+    """
+    if (keygate_port is None) == (keygate_uds is None):
+        raise ValueError("pass exactly one of keygate_port / keygate_uds")
+    config = rewrite(
+        load(Path(src)),
+        listen_port=listen_port,
+        admin_port=admin_port,
+        keygate_port=keygate_port,
+        keygate_uds=keygate_uds,
+        upstream_port=upstream_port,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        f"# Rendered by tests/harness/envoy_config.py from {Path(src).name}; do not edit.\n"
+        + yaml.safe_dump(config, sort_keys=False),
+        encoding="utf-8",
+    )
+    return out
+
+
+def rewrite(
+    config: Config,
+    *,
+    listen_port: int,
+    admin_port: int,
+    keygate_port: int | None,
+    keygate_uds: str | Path | None,
+    upstream_port: int,
+) -> Config:
+    """The in-memory transformation behind render(); returns a new dict."""
+    config = copy.deepcopy(config)
+    config.setdefault("admin", {})["address"] = _socket_address(admin_port)
+    resources = config.get("static_resources", {})
+    for listener in resources.get("listeners", []):
+        listener["address"] = _socket_address(listen_port)
+    clusters = resources.get("clusters", [])
+    if not any(c.get("name") == KEYGATE_CLUSTER for c in clusters):
+        raise ValueError(f"config has no '{KEYGATE_CLUSTER}' cluster")
+    for cluster in clusters:
+        if cluster.get("name") == KEYGATE_CLUSTER:
+            keygate_addr = (
+                {"pipe": {"path": str(keygate_uds)}}
+                if keygate_uds is not None
+                else _socket_address(int(keygate_port))  # type: ignore[arg-type]
+            )
+            _set_single_endpoint(cluster, keygate_addr)
+        else:
+            _make_plain_static(cluster, upstream_port)
+    return config
+
+
+def listener_port(config: Config) -> int:
+    """Port of the first listener in a (rendered) config."""
+    return int(config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"])
+
+
+def admin_port_of(config: Config) -> int:
+    """Port of the admin interface in a (rendered) config."""
+    return int(config["admin"]["address"]["socket_address"]["port_value"])
+
+
+def start_envoy(
+    config_path: Path,
+    workdir: Path,
+    base_id: int | None = None,
+    *,
+    concurrency: int = 2,
+    log_level: str = "info",
+    ready_timeout: float = ENVOY_READY_TIMEOUT,
+) -> Proc:
+    """Start Envoy on `config_path` and wait until admin /ready answers 200.
+
+    Envoy keeps hot-restart state (shared memory, domain sockets) keyed by a "base
+    id"; two Envoys with the same id on one host collide. With `base_id=None` the
+    server picks a free one itself (`--use-dynamic-base-id`, written to
+    <workdir>/envoy.N.base-id), which is safe under pytest-xdist; pass an int to pin it
+    (`--base-id N`). The admin port is read from the config. The Proc's log holds
+    Envoy's own log and the stdout access log.
+    """
+    config_path = Path(config_path)
+    admin_port = admin_port_of(load(config_path))
+    cmd: list[str] = [str(venv_bin("envoy")), "-c", str(config_path), "--log-level", log_level]
+    cmd += ["--concurrency", str(concurrency)]
+    # Access log lines reach the log file within 100 ms instead of Envoy's default 10 s.
+    cmd += ["--file-flush-interval-msec", "100"]
+    if base_id is None:
+        cmd += ["--use-dynamic-base-id", "--base-id-path", str(_base_id_path(Path(workdir)))]
+    else:
+        cmd += ["--base-id", str(base_id)]
+    proc = Proc(cmd, workdir, name="envoy")
+    try:
+        proc.wait_http(f"http://{HOST}:{admin_port}/ready", timeout=ready_timeout, expect_status=200)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
+def _socket_address(port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": HOST, "port_value": int(port)}}
+
+
+def _set_single_endpoint(cluster: Config, address: dict[str, Any]) -> None:
+    name = cluster["name"]
+    cluster["load_assignment"] = {
+        "cluster_name": name,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+    }
+
+
+def _make_plain_static(cluster: Config, port: int) -> None:
+    cluster["type"] = "STATIC"
+    for key in ("transport_socket", "transport_socket_matches", "dns_lookup_family", "dns_refresh_rate",
+                "respect_dns_ttl", "typed_dns_resolver_config", "upstream_http_protocol_options"):
+        cluster.pop(key, None)
+    _set_single_endpoint(cluster, _socket_address(port))
+
+
+def _base_id_path(workdir: Path) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    n = 1
+    path = workdir / "envoy.base-id"
+    while path.exists():
+        n += 1
+        path = workdir / f"envoy.{n}.base-id"
+    return path
