@@ -1,0 +1,89 @@
+//! Config validation: every mistake is reported with its exact field path.
+
+use std::path::PathBuf;
+
+const BASE: &str = r#"
+credentials: {source: file, path: secrets.yaml}
+providers:
+  openai: {kind: openai, credentials: {production: openai/production, staging: openai/staging}}
+consumers:
+  - name: a
+    environment: production
+    provider: openai
+    keys: [{hash: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}]
+    scope: {routes: ["POST /v1/chat/completions"]}
+  - name: b
+    environment: staging
+    provider: openai
+    keys: [{hash: "sha256:0000000000000000000000000000000000000000000000000000000000000002", env: test}]
+    scope: {routes: ["GET /v1/models"]}
+"#;
+
+fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let path = dir.path().join("keygate.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn error_for(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, text);
+    let err = keygate::config::load(&path)
+        .expect_err("config should be rejected")
+        .to_string();
+    err.split_once(": ")
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or(err)
+}
+
+#[test]
+fn base_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = keygate::config::load(&write(&dir, BASE)).unwrap();
+    assert_eq!(config.consumers.len(), 2);
+    assert_eq!(config.listeners.grpc.to_string(), "127.0.0.1:50051");
+}
+
+#[test]
+fn errors_name_the_field_path() {
+    let cases = [
+        (BASE.replace("GET /v1/models", "POTS /v1/models"), "consumers[1].scope.routes[0]: unknown method \"POTS\""),
+        (BASE.replace("provider: openai\n    keys: [{hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000002\"", "provider: opneai\n    keys: [{hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000002\""), "consumers[1].provider: unknown provider \"opneai\""),
+        (BASE.replace("environment: staging", "environment: qa"), "consumers[1].environment: provider \"openai\" has no credential for environment \"qa\""),
+        (BASE.replace("0000000000000000000000000000000000000000000000000000000000000002", "0000000000000000000000000000000000000000000000000000000000000001"), "consumers[1].keys[0].hash: the same key hash"),
+        (BASE.replace("sha256:0000000000000000000000000000000000000000000000000000000000000002", "md5:abc"), "consumers[1].keys[0].hash: expected \"sha256:\""),
+        (BASE.replace("name: b", "name: \"b b\""), "consumers[1].name: consumer name must be"),
+        (BASE.replace("name: b", "name: a"), "consumers[1].name: \"a\" is already used by consumers[0]"),
+        (BASE.replace("env: test", "env: prod"), "consumers[1].keys[0].env: unknown variant `prod`"),
+        (BASE.replace("environment: staging", "environment: staging\n    colour: red"), "consumers[1].colour: unknown field `colour`"),
+        (BASE.replace("kind: openai", "kind: openia"), "providers.openai.kind: unknown variant `openia`"),
+        (BASE.replace("{routes: [\"GET /v1/models\"]}", "{routes: []}"), "consumers[1].scope.routes: list at least one route"),
+        (BASE.replace("environment: staging", "environment: production").replace("name: b", "name: b2"), "consumers[1].keys[0].env: test keys cannot be used by a production consumer"),
+        (BASE.replace("[{hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\"}]", "[{hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000001\", expires: tomorrow}]"), "consumers[0].keys[0].expires: invalid timestamp \"tomorrow\""),
+        (BASE.replace("openai/staging", "openai staging"), "providers.openai.credentials.staging: credential reference"),
+        (format!("listeners: {{grpc: nowhere}}\n{BASE}"), "listeners.grpc: invalid socket address syntax"),
+        (BASE.replace("providers:\n  openai: {kind: openai", "providers:\n  g: {kind: generic, credentials: {x: g/x}}\n  openai: {kind: openai"), "providers.g.inject: a generic provider must say which header"),
+    ];
+    for (text, want) in cases {
+        let got = error_for(&text);
+        assert!(
+            got.starts_with(want),
+            "\nwant prefix: {want}\n       got: {got}"
+        );
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "providers: [unclosed");
+    let err = keygate::config::load(&path).unwrap_err().to_string();
+    assert!(err.starts_with(&path.display().to_string()), "{err}");
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let config = keygate::config::load(&root.join("examples/keygate.yaml")).unwrap();
+    assert!(!config.consumers.is_empty());
+}

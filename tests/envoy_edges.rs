@@ -1,0 +1,212 @@
+//! The Envoy edges translate faithfully: the same gate decision becomes the right ext_proc and
+//! ext_authz wire messages (raw_value vs value, overwrite not append, route-cache clear).
+
+mod common;
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, HeaderValue, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AuthRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
+use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingRequest};
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use keygate::envoy::{ext_authz, ext_proc};
+
+fn raw(headers: &[(&str, &str)]) -> HeaderMap {
+    HeaderMap {
+        headers: headers
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: k.to_string(),
+                raw_value: v.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn proc_request(headers: &[(&str, &str)]) -> ProcessingRequest {
+    let mut fields = HashMap::new();
+    fields.insert(
+        "source.address".to_string(),
+        Value {
+            kind: Some(Kind::StringValue("127.0.0.2:40000".into())),
+        },
+    );
+    let mut attributes = HashMap::new();
+    attributes.insert("envoy.filters.http.ext_proc".to_string(), Struct { fields });
+    ProcessingRequest {
+        request: Some(In::RequestHeaders(HttpHeaders {
+            headers: Some(raw(headers)),
+            end_of_stream: true,
+            ..Default::default()
+        })),
+        attributes,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ext_proc_allow_overwrites_the_credential_in_raw_value_and_clears_the_route() {
+    let f = common::fixture();
+    let bearer = format!("Bearer {}", f.keys.openai);
+    let req = proc_request(&[
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("authorization", &bearer),
+        ("x-keygate-provider", "anthropic"),
+    ]);
+    let Some(Out::RequestHeaders(h)) = ext_proc::respond(&f.gate, req).response else {
+        panic!("expected a headers response");
+    };
+    let common = h.response.unwrap();
+    assert!(common.clear_route_cache);
+    let mutation = common.header_mutation.unwrap();
+    let find = |name: &str| {
+        mutation
+            .set_headers
+            .iter()
+            .find(|o| o.header.as_ref().unwrap().key == name)
+            .unwrap()
+    };
+    let auth = find("authorization");
+    assert_eq!(
+        auth.append_action,
+        HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+    );
+    let value = auth.header.as_ref().unwrap();
+    assert_eq!(
+        value.raw_value,
+        format!("Bearer {}", common::OPENAI_SECRET).into_bytes()
+    );
+    assert!(value.value.is_empty(), "ext_proc reads raw_value only");
+    assert_eq!(
+        find("x-keygate-provider")
+            .header
+            .as_ref()
+            .unwrap()
+            .raw_value,
+        b"openai"
+    );
+}
+
+#[test]
+fn ext_proc_deny_is_an_immediate_json_response() {
+    let f = common::fixture();
+    let req = proc_request(&[
+        (":method", "GET"),
+        (":path", "/v1/models"),
+        ("authorization", "Bearer nope"),
+    ]);
+    let Some(Out::ImmediateResponse(r)) = ext_proc::respond(&f.gate, req).response else {
+        panic!("expected an immediate response");
+    };
+    assert_eq!(r.status.unwrap().code, 401);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let ct = &r.headers.unwrap().set_headers[0];
+    assert_eq!(ct.header.as_ref().unwrap().key, "content-type");
+    assert_eq!(ct.header.as_ref().unwrap().raw_value, b"application/json");
+    assert_eq!(r.details, "keygate_malformed_key");
+}
+
+#[test]
+fn ext_proc_passes_through_phases_it_did_not_ask_for() {
+    let f = common::fixture();
+    let req = ProcessingRequest {
+        request: Some(In::ResponseHeaders(HttpHeaders::default())),
+        ..Default::default()
+    };
+    assert!(matches!(
+        ext_proc::respond(&f.gate, req).response,
+        Some(Out::ResponseHeaders(_))
+    ));
+}
+
+fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(AddressKind::SocketAddress(SocketAddress {
+                        address: "127.0.0.3".into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(AuthRequest {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    header_map: Some(raw(headers)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+#[test]
+fn ext_authz_allow_sets_text_values_and_removes_client_credentials() {
+    let f = common::fixture();
+    let req = check_request(
+        "POST",
+        "/v1/messages",
+        &[
+            ("x-api-key", &f.keys.anthropic),
+            ("authorization", ""),
+            ("x-keygate-team", "x"),
+        ],
+    );
+    let resp = ext_authz::check(&f.gate, &req);
+    assert_eq!(resp.status.unwrap().code, 0);
+    let Some(HttpResponse::OkResponse(ok)) = resp.http_response else {
+        panic!("not ok")
+    };
+    let key = ok
+        .headers
+        .iter()
+        .find(|o| o.header.as_ref().unwrap().key == "x-api-key")
+        .unwrap();
+    assert_eq!(key.header.as_ref().unwrap().value, common::ANTHROPIC_SECRET);
+    assert_eq!(
+        key.append_action,
+        HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+    );
+    assert!(ok.headers_to_remove.contains(&"authorization".to_string()));
+    assert!(ok.headers_to_remove.contains(&"x-keygate-team".to_string()));
+}
+
+#[test]
+fn ext_authz_deny_carries_status_and_body() {
+    let f = common::fixture();
+    let bearer = format!("Bearer {}", f.keys.suspended);
+    let resp = ext_authz::check(
+        &f.gate,
+        &check_request("GET", "/v1/models", &[("authorization", &bearer)]),
+    );
+    assert_eq!(resp.status.unwrap().code, 7);
+    let Some(HttpResponse::DeniedResponse(d)) = resp.http_response else {
+        panic!("not denied")
+    };
+    assert_eq!(d.status.unwrap().code, 403);
+    let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+    assert_eq!(body["error"]["code"], "consumer_suspended");
+}
+
+#[test]
+fn ext_authz_without_http_attributes_is_denied() {
+    let f = common::fixture();
+    let resp = ext_authz::check(&f.gate, &CheckRequest::default());
+    assert_ne!(resp.status.unwrap().code, 0);
+}

@@ -1,0 +1,282 @@
+//! The decision core, driven directly: every denial reason and the allow mutation.
+
+mod common;
+
+use keygate::decision::Decision;
+use keygate::denial::DenyReason;
+use keygate::request::{Header, RequestView};
+
+fn decide(
+    gate: &keygate::gate::Gate,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Decision {
+    let view = RequestView {
+        method,
+        path,
+        headers: headers
+            .iter()
+            .map(|(n, v)| Header {
+                name: n,
+                value: v.as_bytes(),
+            })
+            .collect(),
+        source: None,
+    };
+    gate.decide(&view)
+}
+
+fn denied(d: Decision) -> (u16, DenyReason, serde_json::Value) {
+    match d {
+        Decision::Deny(d) => (
+            d.status(),
+            d.reason.clone(),
+            serde_json::from_slice(&d.body()).unwrap(),
+        ),
+        Decision::Allow(a) => panic!("expected a denial, got allow for {}", a.consumer.name),
+    }
+}
+
+#[test]
+fn valid_openai_key_is_swapped_for_the_provider_key() {
+    let f = common::fixture();
+    let bearer = format!("Bearer {}", f.keys.openai);
+    let d = decide(
+        &f.gate,
+        "POST",
+        "/v1/chat/completions?x=1",
+        &[
+            ("authorization", &bearer),
+            ("x-keygate-consumer", "spoof"),
+            ("x-keygate-debug", "1"),
+            ("x-api-key", &f.keys.openai),
+        ],
+    );
+    let Decision::Allow(allow) = d else {
+        panic!("denied")
+    };
+    assert_eq!(&*allow.consumer.name, "team-a");
+    let set: Vec<(String, Vec<u8>)> = allow
+        .mutation
+        .set
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_wire()))
+        .collect();
+    assert!(set.contains(&(
+        "authorization".into(),
+        format!("Bearer {}", common::OPENAI_SECRET).into_bytes()
+    )));
+    assert!(set.contains(&("x-keygate-consumer".into(), b"team-a".to_vec())));
+    assert!(set.contains(&("x-keygate-provider".into(), b"openai".to_vec())));
+    for h in ["x-api-key", "api-key", "x-keygate-debug"] {
+        assert!(
+            allow.mutation.remove.iter().any(|r| r == h),
+            "{h} not removed"
+        );
+    }
+    // The injected header is replaced, never removed after being set.
+    assert!(!allow.mutation.remove.iter().any(|r| r == "authorization"));
+    assert!(
+        !format!("{allow:?}").contains(common::OPENAI_SECRET),
+        "secret leaked through Debug"
+    );
+}
+
+#[test]
+fn both_rotation_keys_work() {
+    let f = common::fixture();
+    for k in [&f.keys.openai, &f.keys.second_openai] {
+        let bearer = format!("Bearer {k}");
+        assert!(matches!(
+            decide(&f.gate, "GET", "/v1/models", &[("authorization", &bearer)]),
+            Decision::Allow(_)
+        ));
+    }
+}
+
+#[test]
+fn anthropic_key_goes_into_x_api_key() {
+    let f = common::fixture();
+    let d = decide(
+        &f.gate,
+        "POST",
+        "/v1/messages",
+        &[
+            ("x-api-key", &f.keys.anthropic),
+            ("anthropic-version", "2023-06-01"),
+        ],
+    );
+    let Decision::Allow(allow) = d else {
+        panic!("denied")
+    };
+    let (name, value) = &allow.mutation.set[0];
+    assert_eq!(name, "x-api-key");
+    assert_eq!(value.to_wire(), common::ANTHROPIC_SECRET.as_bytes());
+    assert!(allow.mutation.remove.iter().any(|r| r == "authorization"));
+    assert!(!allow.mutation.remove.iter().any(|r| r == "x-api-key"));
+}
+
+#[test]
+fn authentication_failures_are_401_with_reasons() {
+    let f = common::fixture();
+    let mut typo = f.keys.openai.clone();
+    let last = typo.pop().unwrap();
+    typo.push(if last == 'a' { 'b' } else { 'a' });
+    let unknown = keygate::auth::key::reveal(
+        &keygate::auth::key::generate(keygate::auth::KeyEnv::Live).unwrap(),
+    )
+    .to_string();
+    let cases: Vec<(Vec<(&str, String)>, DenyReason)> = vec![
+        (vec![], DenyReason::MissingKey),
+        (
+            vec![("authorization", "Bearer sk-not-ours".into())],
+            DenyReason::MalformedKey(keygate::auth::KeyFormatError::Shape),
+        ),
+        (
+            vec![("authorization", format!("Bearer {typo}"))],
+            DenyReason::MalformedKey(keygate::auth::KeyFormatError::Checksum),
+        ),
+        (
+            vec![("authorization", format!("Bearer {unknown}"))],
+            DenyReason::UnknownKey,
+        ),
+        (
+            vec![("authorization", format!("Bearer {}", f.keys.expired))],
+            DenyReason::ExpiredKey,
+        ),
+        (
+            vec![("authorization", format!("Basic {}", f.keys.openai))],
+            DenyReason::UnreadableCredential,
+        ),
+        (
+            vec![
+                ("authorization", format!("Bearer {}", f.keys.openai)),
+                ("api-key", f.keys.anthropic.clone()),
+            ],
+            DenyReason::ConflictingKeys,
+        ),
+    ];
+    for (headers, want) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let (status, reason, body) = denied(decide(&f.gate, "GET", "/v1/models", &h));
+        assert_eq!((status, &reason), (401, &want));
+        let message = body["error"]["message"].as_str().unwrap();
+        for secret in [
+            &f.keys.openai,
+            &f.keys.expired,
+            &f.keys.anthropic,
+            &typo,
+            &unknown,
+        ] {
+            assert!(!message.contains(secret.as_str()), "key echoed: {message}");
+        }
+    }
+}
+
+#[test]
+fn status_and_scope_failures_are_403() {
+    let f = common::fixture();
+    let b = |k: &str| format!("Bearer {k}");
+    assert_eq!(
+        denied(decide(
+            &f.gate,
+            "GET",
+            "/v1/models",
+            &[("authorization", &b(&f.keys.suspended))]
+        ))
+        .1,
+        DenyReason::Suspended
+    );
+    assert_eq!(
+        denied(decide(
+            &f.gate,
+            "GET",
+            "/v1/models",
+            &[("authorization", &b(&f.keys.revoked))]
+        ))
+        .1,
+        DenyReason::Revoked
+    );
+    let (status, reason, _) = denied(decide(
+        &f.gate,
+        "POST",
+        "/v1/embeddings",
+        &[("authorization", &b(&f.keys.openai))],
+    ));
+    assert_eq!(status, 403);
+    assert!(matches!(
+        reason,
+        DenyReason::OutOfScope {
+            sensitive: false,
+            ..
+        }
+    ));
+    let (_, reason, body) = denied(decide(
+        &f.gate,
+        "GET",
+        "/v1/files",
+        &[("authorization", &b(&f.keys.wide))],
+    ));
+    assert!(matches!(
+        reason,
+        DenyReason::OutOfScope {
+            sensitive: true,
+            ..
+        }
+    ));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("named explicitly"));
+}
+
+#[test]
+fn traversal_never_reaches_a_sensitive_endpoint() {
+    let f = common::fixture();
+    let b = format!("Bearer {}", f.keys.openai);
+    for path in [
+        "/v1/chat/completions/../files",
+        "/v1/chat/completions%2F..%2Ffiles",
+        "/v1/chat/completions/%2e%2e/files",
+    ] {
+        let (status, reason, _) = denied(decide(&f.gate, "POST", path, &[("authorization", &b)]));
+        assert_eq!(status, 400, "{path}");
+        assert!(matches!(reason, DenyReason::BadPath(_)));
+    }
+}
+
+#[test]
+fn error_shape_follows_the_provider() {
+    let f = common::fixture();
+    let (_, _, body) = denied(decide(
+        &f.gate,
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "nope"), ("anthropic-version", "2023-06-01")],
+    ));
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "authentication_error");
+    let (_, _, body) = denied(decide(
+        &f.gate,
+        "GET",
+        "/v1/models",
+        &[("authorization", &format!("Bearer {}", f.keys.anthropic))],
+    ));
+    assert_eq!(body["error"]["type"], "permission_error");
+}
+
+#[test]
+fn missing_credential_is_503() {
+    let f = common::fixture();
+    let registry = keygate::auth::Registry::from_config(&keygate::config::load(&f.config).unwrap());
+    let empty = std::sync::Arc::new(keygate::secrets::CredentialCache::new());
+    let gate = keygate::gate::Gate::new(registry, empty);
+    let (status, reason, _) = denied(decide(
+        &gate,
+        "GET",
+        "/v1/models",
+        &[("authorization", &format!("Bearer {}", f.keys.openai))],
+    ));
+    assert_eq!((status, reason), (503, DenyReason::CredentialUnavailable));
+}
