@@ -76,32 +76,28 @@ impl Gate {
         req: &RequestView<'_>,
         now: SystemTime,
     ) -> (Decision, Option<Arc<Consumer>>) {
-        let guess = guess_shape(req);
+        let shape = request_shape(req);
         let deny = |reason, shape| Decision::Deny(Denial::new(reason, shape));
 
         let normalized = match path::normalize(req.path) {
             Ok(p) => p,
-            Err(e) => return (deny(DenyReason::BadPath(e), guess), None),
+            Err(e) => return (deny(DenyReason::BadPath(e), shape), None),
         };
         let text = match presented_key(req) {
             Presented::One(text) => text,
-            Presented::None => return (deny(DenyReason::MissingKey, guess), None),
-            Presented::Ambiguous => return (deny(DenyReason::ConflictingKeys, guess), None),
-            Presented::Unreadable => return (deny(DenyReason::UnreadableCredential, guess), None),
+            Presented::None => return (deny(DenyReason::MissingKey, shape), None),
+            Presented::Ambiguous => return (deny(DenyReason::ConflictingKeys, shape), None),
+            Presented::Unreadable => return (deny(DenyReason::UnreadableCredential, shape), None),
         };
         let parsed = match key::parse(text) {
             Ok(k) => k,
-            Err(e) => return (deny(DenyReason::MalformedKey(e), guess), None),
+            Err(e) => return (deny(DenyReason::MalformedKey(e), shape), None),
         };
         let consumer = match registry.lookup(&parsed, now) {
             Lookup::Found(c) => c.clone(),
-            Lookup::Unknown => return (deny(DenyReason::UnknownKey, guess), None),
-            Lookup::Expired(c) => {
-                let shape = c.provider.kind.error_shape();
-                return (deny(DenyReason::ExpiredKey, shape), Some(c.clone()));
-            }
+            Lookup::Unknown => return (deny(DenyReason::UnknownKey, shape), None),
+            Lookup::Expired(c) => return (deny(DenyReason::ExpiredKey, shape), Some(c.clone())),
         };
-        let shape = consumer.provider.kind.error_shape();
         let refuse = |reason| (deny(reason, shape), Some(consumer.clone()));
         match consumer.status {
             ConsumerStatus::Active => {}
@@ -169,8 +165,9 @@ fn rewrite(
     HeaderMutation { remove, set }
 }
 
-/// Before the consumer is known, answer in the shape the client most likely speaks.
-fn guess_shape(req: &RequestView<'_>) -> ErrorShape {
+/// Errors are shaped for the SDK the client is using, which the request itself reveals; the
+/// consumer's provider would be wrong exactly when a client calls the wrong API.
+fn request_shape(req: &RequestView<'_>) -> ErrorShape {
     let anthropic = req.header("anthropic-version").is_some()
         || req.header("x-api-key").is_some()
         || req.path.starts_with("/v1/messages");

@@ -5,6 +5,7 @@ logs to files in the test's work directory, and is always cleaned up.
 """
 
 from .envoy_config import render, start_envoy
+from .keygate import Keygate, MintedKey, counter, mint_key, start_keygate
 from .mock import mock_clear, mock_requests, start_mock
 from .paths import REPO_ROOT, keygate_bin, mock_provider_bin, venv_bin
 from .ports import free_port, wait_port
@@ -12,7 +13,12 @@ from .procs import Proc, ProcError
 
 __all__ = [
     "REPO_ROOT",
+    "Keygate",
+    "MintedKey",
     "Proc",
+    "counter",
+    "mint_key",
+    "start_keygate",
     "ProcError",
     "free_port",
     "keygate_bin",

@@ -1,0 +1,106 @@
+"""keygate's lifecycle behind real Envoy: fail closed when it is down, hot reload on SIGHUP and
+on file change, a bad config keeps the old one, readiness follows credentials."""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import time
+from typing import Iterator
+
+import openai
+import pytest
+
+from harness.keygate import counter, mint_key
+from harness.mock import mock_clear, mock_requests
+from harness.stack import Stack, consumer, start_stack
+
+
+@pytest.fixture(params=["ext_proc", "ext_authz"])
+def stack(request: pytest.FixtureRequest, cargo_build, workdir) -> Iterator[Stack]:
+    s = start_stack(workdir, request.param)
+    yield s
+    s.stop()
+
+
+def chat(s: Stack, key: str) -> openai.types.chat.ChatCompletion:
+    client = openai.OpenAI(base_url=f"{s.base_url}/v1", api_key=key, max_retries=0, timeout=10)
+    return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
+def test_keygate_down_means_5xx_and_nothing_forwarded(stack: Stack) -> None:
+    key = stack.keys["openai"].key
+    chat(stack, key)
+    stack.keygate.proc.kill()
+    mock_clear(stack.mock_port)
+    for _ in range(3):
+        with pytest.raises(openai.APIStatusError) as caught:
+            chat(stack, key)
+        assert 500 <= caught.value.status_code < 600
+    assert mock_requests(stack.mock_port) == []
+
+
+def test_sighup_and_file_change_reload_and_bad_config_keeps_old(stack: Stack) -> None:
+    kg = stack.keygate
+    new_key = mint_key("newcomer")
+    config = copy.deepcopy(kg.config)
+    config["consumers"].append(consumer("newcomer", "openai", ["POST /v1/chat/completions"], new_key))
+
+    with pytest.raises(openai.AuthenticationError):
+        chat(stack, new_key.key)
+
+    # A config with a typo is rejected, counted, and the running config keeps serving.
+    broken = copy.deepcopy(config)
+    broken["consumers"][-1]["scope"]["routes"] = ["POTS /v1/chat/completions"]
+    kg.write_config(broken)
+    wait_until(lambda: counter(kg.metrics(), "keygate_config_reload_total", result="error") >= 1)
+    assert 'consumers[6].scope.routes[0]: unknown method "POTS"' in kg.proc.log_text()
+    chat(stack, stack.keys["openai"].key)
+    with pytest.raises(openai.AuthenticationError):
+        chat(stack, new_key.key)
+
+    # The fixed file is picked up by the watcher without a signal.
+    kg.write_config(config)
+    wait_until(lambda: counter(kg.metrics(), "keygate_config_reload_total", result="ok") >= 1)
+    assert chat(stack, new_key.key).choices
+
+    # Suspending by editing the file and sending SIGHUP takes effect at once.
+    config["consumers"][-1]["status"] = "suspended"
+    kg.config_path.write_text(json.dumps(config))
+    kg.proc.popen.send_signal(signal.SIGHUP)
+    wait_until(lambda: counter(kg.metrics(), "keygate_config_reload_total", result="ok") >= 2)
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(stack, new_key.key)
+
+
+def test_readiness_and_missing_credential_on_reload(stack: Stack) -> None:
+    kg = stack.keygate
+    status, body = kg.admin("/readyz")
+    assert status == 200 and json.loads(body)["ready"] is True
+    assert kg.admin("/healthz")[0] == 200
+
+    # A consumer pointing at a credential the secrets file lacks: the reload is refused.
+    config = copy.deepcopy(kg.config)
+    config["providers"]["openai"]["credentials"]["staging"] = "openai/staging"
+    extra = mint_key("stager")
+    config["consumers"].append(
+        {**consumer("stager", "openai", ["POST /v1/chat/completions"], extra), "environment": "staging"}
+    )
+    kg.write_config(config)
+    wait_until(lambda: counter(kg.metrics(), "keygate_config_reload_total", result="error") >= 1)
+    assert "openai/staging" in kg.proc.log_text()
+    with pytest.raises(openai.AuthenticationError):
+        chat(stack, extra.key)
+    assert kg.admin("/readyz")[0] == 200
