@@ -96,10 +96,18 @@ pub enum LogFormat {
 }
 
 /// Sets up tracing to stderr; `KEYGATE_LOG` (or `RUST_LOG`) filters, default `info`.
+/// Crates that would log secret-bearing HTTP bodies are always capped.
 pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // These HTTP layers log request and response bodies at debug level, and Vault's bodies
+    // carry provider keys: cap them whatever the user asked for.
+    for directive in ["rustify=warn", "reqwest=info", "vaultrs=info"] {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -104,3 +104,31 @@ def test_readiness_and_missing_credential_on_reload(stack: Stack) -> None:
     with pytest.raises(openai.AuthenticationError):
         chat(stack, extra.key)
     assert kg.admin("/readyz")[0] == 200
+
+
+def test_unix_domain_socket_listener(cargo_build, workdir) -> None:
+    from harness import render, start_envoy, start_keygate, start_mock
+    from harness.paths import REPO_ROOT
+    from harness.ports import free_port
+    from harness.stack import SECRETS, providers, standard_consumers
+
+    mock, mock_port = start_mock(workdir)
+    keys, consumers = standard_consumers()
+    sock = workdir / "keygate.sock"
+    kg = start_keygate(
+        workdir, {"listeners": {"grpc_uds": str(sock)}, "providers": providers(), "consumers": consumers}, SECRETS
+    )
+    envoy_port = free_port()
+    config = render(
+        REPO_ROOT / "envoy" / "ext_proc.yaml", workdir / "envoy-uds.yaml", listen_port=envoy_port,
+        admin_port=free_port(), keygate_uds=sock, upstream_port=mock_port,
+    )
+    envoy = start_envoy(config, workdir)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{envoy_port}/v1", api_key=keys["openai"].key, max_retries=0)
+        assert client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}]).choices
+        kg.proc.stop()
+        assert not sock.exists(), "keygate removes its socket on shutdown"
+    finally:
+        for p in (envoy, kg.proc, mock):
+            p.stop()
