@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::admin::{self, AdminState};
+use crate::auth::Registry;
 use crate::envoy::{AuthzService, ProcService};
 use crate::gate::Gate;
 use crate::reload::{self, Reloader};
@@ -25,7 +26,7 @@ pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Load(#[from] reload::LoadError),
+    Load(#[from] crate::runtime::LoadError),
     #[error("cannot listen on {what}: {source}")]
     Bind {
         what: String,
@@ -42,10 +43,9 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let metrics =
         telemetry::install_prometheus().map_err(|e| ServeError::Metrics(e.to_string()))?;
     let cache = Arc::new(CredentialCache::new());
-    let (config, registry) = reload::prepare(config_path, &cache).await?;
-    telemetry::record_registry_size(registry.consumers().len());
-    let gate = Arc::new(Gate::new(registry, cache));
-    gate.set_trust_forwarded_for(config.network.trust_forwarded_for);
+    let prepared = reload::prepare(config_path, &cache, true).await?;
+    let gate = Arc::new(Gate::new(Registry::default(), cache));
+    let (config, background) = reload::activate(prepared, &gate);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc_tcp = TcpListener::bind(config.listeners.grpc)
@@ -57,7 +57,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     tracing::info!(
         grpc = %config.listeners.grpc,
         admin = %config.listeners.admin,
-        consumers = config.consumers.len(),
+        consumers = gate.registry().consumers().len(),
         "keygate listening"
     );
 
@@ -96,9 +96,8 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let reloader = Reloader {
         path: config_path.to_path_buf(),
         gate: gate.clone(),
-        interval: config.reload.watch_interval,
     };
-    let reload_task = tokio::spawn(reloader.run(config.clone()));
+    let reload_task = tokio::spawn(reloader.run(config.clone(), background));
 
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),

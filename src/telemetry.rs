@@ -16,6 +16,10 @@ pub const CONFIG_RELOAD_TOTAL: &str = "keygate_config_reload_total";
 pub const REGISTRY_CONSUMERS: &str = "keygate_registry_consumers";
 pub const SECRET_REFRESH_TOTAL: &str = "keygate_secret_refresh_total";
 pub const READY: &str = "keygate_ready";
+pub const SECRET_AGE_SECONDS: &str = "keygate_secret_age_seconds";
+pub const SECRET_STALE: &str = "keygate_secret_stale";
+pub const VAULT_REQUESTS_TOTAL: &str = "keygate_vault_requests_total";
+pub const REGISTRY_REFRESH_TOTAL: &str = "keygate_registry_refresh_total";
 
 /// The label value used for requests whose key matched no consumer.
 pub const UNKNOWN: &str = "unknown";
@@ -82,6 +86,19 @@ pub fn record_registry_size(consumers: usize) {
 pub fn record_secret_refresh(credential: &str, ok: bool) {
     counter!(SECRET_REFRESH_TOTAL, "credential" => credential.to_string(), "result" => if ok { "ok" } else { "error" })
         .increment(1);
+}
+
+pub fn record_secret_age(credential: &str, age: Duration, stale: bool) {
+    gauge!(SECRET_AGE_SECONDS, "credential" => credential.to_string()).set(age.as_secs_f64());
+    gauge!(SECRET_STALE, "credential" => credential.to_string()).set(if stale { 1.0 } else { 0.0 });
+}
+
+pub fn record_vault_request(operation: &'static str, ok: bool) {
+    counter!(VAULT_REQUESTS_TOTAL, "operation" => operation, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub fn record_registry_refresh(result: &'static str) {
+    counter!(REGISTRY_REFRESH_TOTAL, "result" => result).increment(1);
 }
 
 pub fn record_ready(ready: bool) {

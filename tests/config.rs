@@ -40,7 +40,7 @@ fn error_for(text: &str) -> String {
 fn base_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let config = keygate::config::load(&write(&dir, BASE)).unwrap();
-    assert_eq!(config.consumers.len(), 2);
+    assert_eq!(config.inline_consumers().len(), 2);
     assert_eq!(config.listeners.grpc.to_string(), "127.0.0.1:50051");
 }
 
@@ -85,5 +85,5 @@ fn syntax_errors_name_the_file() {
 fn every_shipped_config_is_valid() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let config = keygate::config::load(&root.join("examples/keygate.yaml")).unwrap();
-    assert!(!config.consumers.is_empty());
+    assert!(!config.inline_consumers().is_empty());
 }

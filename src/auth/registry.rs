@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{KeyEnv, KeyHash, ParsedKey};
-use crate::config::{Config, ConsumerStatus};
+use crate::config::{Config, ConsumerConfig, ConsumerStatus, ProviderConfig};
 use crate::providers::ProviderKind;
 use crate::scope::RoutePattern;
 
@@ -55,10 +55,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds a snapshot from a validated config.
+    /// Builds a snapshot from a validated config's providers and inline consumers.
     pub fn from_config(config: &Config) -> Registry {
-        let providers: BTreeMap<String, Arc<Provider>> = config
-            .providers
+        Registry::build(&config.providers, config.inline_consumers())
+    }
+
+    /// Builds a snapshot from providers and validated consumers (from a file or a store).
+    pub fn build(
+        providers: &BTreeMap<String, ProviderConfig>,
+        consumers: &[ConsumerConfig],
+    ) -> Registry {
+        let built: BTreeMap<String, Arc<Provider>> = providers
             .iter()
             .map(|(name, p)| {
                 let (header, prefix) = match &p.inject {
@@ -78,14 +85,13 @@ impl Registry {
             })
             .collect();
         let mut registry = Registry {
-            providers,
+            providers: built,
             ..Registry::default()
         };
-        for c in &config.consumers {
+        for c in consumers {
             let (Some(provider), Some(credential)) = (
                 registry.providers.get(&c.provider),
-                config
-                    .providers
+                providers
                     .get(&c.provider)
                     .and_then(|p| p.credentials.get(&c.environment)),
             ) else {

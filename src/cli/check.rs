@@ -10,13 +10,14 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let cache = CredentialCache::new();
-    let (config, registry) = runtime.block_on(crate::reload::prepare(path, &cache))?;
+    let prepared = runtime.block_on(crate::reload::prepare(path, &cache, false))?;
+    let (config, registry) = (prepared.config, prepared.registry);
     let unreferenced = unreferenced_credentials(&config, &registry);
     println!(
         "{}: ok ({} providers, {} consumers, {} credentials)",
         path.display(),
         config.providers.len(),
-        config.consumers.len(),
+        registry.consumers().len(),
         registry.referenced_credentials().len()
     );
     for reference in unreferenced {

@@ -7,7 +7,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use types::*;
-pub use validate::{valid_name as valid_consumer_name, validate};
+pub use validate::{
+    valid_name as valid_consumer_name, validate, validate_consumer, validate_consumers,
+};
 
 /// A configuration problem, always anchored to a field path or a file.
 #[derive(Debug, thiserror::Error)]

@@ -1,9 +1,9 @@
 //! Semantic checks that serde cannot express, each reported with its field path.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, ConsumerConfig, ProviderConfig};
 use crate::auth::KeyEnv;
 use crate::providers::ProviderKind;
 
@@ -72,66 +72,112 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
         }
     }
 
+    if let super::ConsumersConfig::Vault(store) = &config.consumers {
+        if store.path.trim_matches('/').is_empty() {
+            return err(
+                "consumers.path".into(),
+                "name the KV path that holds one entry per consumer".into(),
+            );
+        }
+        if config.consumer_vault().is_none() {
+            return err(
+                "consumers.vault".into(),
+                "a Vault connection is needed (here, or credentials.source: vault)".into(),
+            );
+        }
+    }
+    if let super::CredentialsConfig::Vault(v) = &config.credentials {
+        if !v.path_template.contains("{reference}") {
+            return err(
+                "credentials.path_template".into(),
+                "must contain {reference}".into(),
+            );
+        }
+    }
+    validate_consumers(config.inline_consumers(), &config.providers, |i| {
+        format!("consumers[{i}]")
+    })
+    .map_err(|(field, message)| ConfigError::field(file, field, message))
+}
+
+/// Checks a list of consumers against the providers; `label(i)` names entry `i` in errors.
+/// Returns the failing field path and message.
+pub fn validate_consumers(
+    consumers: &[ConsumerConfig],
+    providers: &BTreeMap<String, ProviderConfig>,
+    label: impl Fn(usize) -> String,
+) -> Result<(), (String, String)> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut hashes = HashMap::new();
-    for (i, consumer) in config.consumers.iter().enumerate() {
-        let at = format!("consumers[{i}]");
-        if !valid_name(&consumer.name) {
-            return err(format!("{at}.name"), format!("consumer name {NAME_RULE}"));
-        }
+    for (i, consumer) in consumers.iter().enumerate() {
+        let at = label(i);
         if let Some(first) = names.insert(&consumer.name, i) {
-            return err(
+            return Err((
                 format!("{at}.name"),
-                format!("{:?} is already used by consumers[{first}]", consumer.name),
-            );
+                format!("{:?} is already used by {}", consumer.name, label(first)),
+            ));
         }
-        let Some(provider) = config.providers.get(&consumer.provider) else {
-            let known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
-            return err(
-                format!("{at}.provider"),
-                format!(
-                    "unknown provider {:?} (known: {})",
-                    consumer.provider,
-                    known.join(", ")
-                ),
-            );
-        };
-        if !provider.credentials.contains_key(&consumer.environment) {
-            return err(
-                format!("{at}.environment"),
-                format!(
-                    "provider {:?} has no credential for environment {:?}",
-                    consumer.provider, consumer.environment
-                ),
-            );
-        }
-        if consumer.keys.len() > 2 {
-            return err(
-                format!("{at}.keys"),
-                "at most two keys per consumer (the rotation overlap)".into(),
-            );
-        }
+        validate_consumer(consumer, providers).map_err(|(f, m)| (format!("{at}{f}"), m))?;
         for (k, key) in consumer.keys.iter().enumerate() {
-            let key_at = format!("{at}.keys[{k}]");
             if let Some(owner) = hashes.insert(key.hash, i) {
-                return err(
-                    format!("{key_at}.hash"),
-                    format!("the same key hash is already listed under consumers[{owner}]"),
-                );
-            }
-            if key.env == KeyEnv::Test && consumer.environment == PRODUCTION {
-                return err(
-                    format!("{key_at}.env"),
-                    "test keys cannot be used by a production consumer".into(),
-                );
+                return Err((
+                    format!("{at}.keys[{k}].hash"),
+                    format!("the same key hash is already listed under {}", label(owner)),
+                ));
             }
         }
-        if consumer.scope.routes.is_empty() {
+    }
+    Ok(())
+}
+
+/// Checks one consumer; the returned field path is relative (`.provider`, `.keys[0].env`).
+pub fn validate_consumer(
+    consumer: &ConsumerConfig,
+    providers: &BTreeMap<String, ProviderConfig>,
+) -> Result<(), (String, String)> {
+    let err = |field: String, msg: String| Err((field, msg));
+    if !valid_name(&consumer.name) {
+        return err(".name".into(), format!("consumer name {NAME_RULE}"));
+    }
+    let Some(provider) = providers.get(&consumer.provider) else {
+        let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+        return err(
+            ".provider".into(),
+            format!(
+                "unknown provider {:?} (known: {})",
+                consumer.provider,
+                known.join(", ")
+            ),
+        );
+    };
+    if !provider.credentials.contains_key(&consumer.environment) {
+        return err(
+            ".environment".into(),
+            format!(
+                "provider {:?} has no credential for environment {:?}",
+                consumer.provider, consumer.environment
+            ),
+        );
+    }
+    if consumer.keys.len() > 2 {
+        return err(
+            ".keys".into(),
+            "at most two keys per consumer (the rotation overlap)".into(),
+        );
+    }
+    for (k, key) in consumer.keys.iter().enumerate() {
+        if key.env == KeyEnv::Test && consumer.environment == PRODUCTION {
             return err(
-                format!("{at}.scope.routes"),
-                "list at least one route; scope is deny by default".into(),
+                format!(".keys[{k}].env"),
+                "test keys cannot be used by a production consumer".into(),
             );
         }
+    }
+    if consumer.scope.routes.is_empty() {
+        return err(
+            ".scope.routes".into(),
+            "list at least one route; scope is deny by default".into(),
+        );
     }
     Ok(())
 }

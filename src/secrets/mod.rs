@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod file;
+pub mod vault;
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use secrecy::SecretString;
 
 pub use cache::CredentialCache;
 pub use file::FileSource;
+pub use vault::VaultSource;
 
 /// A provider API key plus when keygate obtained it. `Debug` never shows the key.
 pub struct Credential {
@@ -39,6 +41,8 @@ pub enum SecretError {
     Missing { reference: String },
     #[error("credential {reference:?} has an empty api_key")]
     Empty { reference: String },
+    #[error("credential {reference:?}: {reason}")]
+    Source { reference: String, reason: String },
 }
 
 /// Somewhere provider keys live: a local file now, Vault KV v2 next.

@@ -110,9 +110,10 @@ pub fn fixture() -> Fixture {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let (_, registry) = rt
-        .block_on(keygate::reload::prepare(&config, &cache))
-        .unwrap();
+    let registry = rt
+        .block_on(keygate::reload::prepare(&config, &cache, false))
+        .unwrap()
+        .registry;
     let gate = Arc::new(Gate::new(registry, Arc::new(cache)));
     Fixture {
         dir,

@@ -1,0 +1,73 @@
+//! KV v2 operations keygate needs, each counted and bounded by the session's timeout.
+
+use serde_json::Value;
+use vaultrs::api::kv2::requests::SetSecretRequestOptions;
+use vaultrs::kv2;
+
+use super::{VaultError, VaultSession};
+
+/// Reads the latest version's data as JSON.
+pub async fn read(session: &VaultSession, mount: &str, path: &str) -> Result<Value, VaultError> {
+    session
+        .call("read", path, async |c| {
+            kv2::read::<Value>(c, mount, path).await
+        })
+        .await
+}
+
+/// The entry names directly under `path` (a trailing `/` marks a folder).
+pub async fn list(
+    session: &VaultSession,
+    mount: &str,
+    path: &str,
+) -> Result<Vec<String>, VaultError> {
+    match session
+        .call("list", path, async |c| kv2::list(c, mount, path).await)
+        .await
+    {
+        Err(VaultError::NotFound { .. }) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// The current version number of an entry (cheap change detection).
+pub async fn current_version(
+    session: &VaultSession,
+    mount: &str,
+    path: &str,
+) -> Result<u64, VaultError> {
+    session
+        .call("metadata", path, async |c| {
+            kv2::read_metadata(c, mount, path).await
+        })
+        .await
+        .map(|m| m.current_version)
+}
+
+/// Writes a new version; with `cas`, only if the current version is still `cas`.
+pub async fn write(
+    session: &VaultSession,
+    mount: &str,
+    path: &str,
+    data: &Value,
+    cas: Option<u32>,
+) -> Result<u64, VaultError> {
+    session
+        .call("write", path, async |c| match cas {
+            Some(cas) => {
+                kv2::set_with_options(c, mount, path, data, SetSecretRequestOptions { cas }).await
+            }
+            None => kv2::set(c, mount, path, data).await,
+        })
+        .await
+        .map(|m| m.version)
+}
+
+/// Deletes an entry and all its versions.
+pub async fn delete(session: &VaultSession, mount: &str, path: &str) -> Result<(), VaultError> {
+    session
+        .call("delete", path, async |c| {
+            kv2::delete_metadata(c, mount, path).await
+        })
+        .await
+}
