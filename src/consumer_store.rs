@@ -13,13 +13,16 @@ use crate::config::{
 };
 use crate::vault::{kv, VaultError, VaultSession};
 
+/// An entry's version and its parsed consumer, or why it was refused.
+type Seen = (u64, Result<ConsumerConfig, String>);
+
 #[derive(Debug)]
 pub struct VaultConsumerStore {
     session: VaultSession,
     mount: String,
     path: String,
     /// name → (version, parsed consumer or why it was refused).
-    seen: Mutex<HashMap<String, (u64, Result<ConsumerConfig, String>)>>,
+    seen: Mutex<HashMap<String, Seen>>,
 }
 
 /// One poll's result.

@@ -2,3 +2,4 @@
 
 pub mod check;
 pub mod keys;
+mod vault_store;

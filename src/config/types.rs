@@ -104,7 +104,7 @@ pub enum CredentialsConfig {
     /// A YAML file mapping credential references to `{api_key: ...}`.
     File { path: PathBuf },
     /// Vault (or OpenBao) KV v2.
-    Vault(VaultCredentials),
+    Vault(Box<VaultCredentials>),
 }
 
 impl CredentialsConfig {
@@ -200,7 +200,7 @@ pub enum VaultAuth {
 #[derive(Debug, Clone)]
 pub enum ConsumersConfig {
     Inline(Vec<ConsumerConfig>),
-    Vault(VaultConsumers),
+    Vault(Box<VaultConsumers>),
 }
 
 impl Default for ConsumersConfig {
@@ -251,7 +251,7 @@ impl<'de> Deserialize<'de> for ConsumersConfig {
                 map: A,
             ) -> Result<Self::Value, A::Error> {
                 VaultConsumers::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(ConsumersConfig::Vault)
+                    .map(|v| ConsumersConfig::Vault(Box::new(v)))
             }
             fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
                 Ok(ConsumersConfig::default())

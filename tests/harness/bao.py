@@ -1,0 +1,92 @@
+"""A real OpenBao dev server (`bao server -dev`, the Vault API) for a test, plus the few API
+calls tests need to set it up."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .paths import venv_bin
+from .ports import HOST, free_port
+from .procs import Proc
+
+ROOT_TOKEN = "root"
+
+
+@dataclass
+class Bao:
+    proc: Proc
+    port: int
+    workdir: Path
+
+    @property
+    def address(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def api(self, method: str, path: str, body: Any = None, token: str = ROOT_TOKEN) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.address}/v1/{path}", data=data, method=method)
+        req.add_header("X-Vault-Token", token)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (loopback)
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, json.loads(raw) if raw else None
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, out = self.api(method, path, body)
+        assert status in (200, 204), f"{method} {path}: {status} {out}"
+        return out
+
+    def kv_put(self, path: str, data: dict[str, Any], mount: str = "secret") -> int:
+        return self.ok("POST", f"{mount}/data/{path}", {"data": data})["data"]["version"]
+
+    def kv_delete(self, path: str, mount: str = "secret") -> None:
+        self.ok("DELETE", f"{mount}/metadata/{path}")
+
+    def policy(self, name: str, hcl: str) -> None:
+        self.ok("PUT", f"sys/policies/acl/{name}", {"policy": hcl})
+
+    def token(self, policies: list[str], ttl: str, renewable: bool = True) -> str:
+        out = self.ok(
+            "POST", "auth/token/create",
+            {"policies": policies, "ttl": ttl, "renewable": renewable, "explicit_max_ttl": "1h", "no_default_policy": False},
+        )
+        return out["auth"]["client_token"]
+
+    def approle(self, role: str, policies: list[str], token_ttl: str) -> tuple[str, str]:
+        status, _ = self.api("POST", "sys/auth/approle", {"type": "approle"})
+        assert status in (200, 204, 400), status  # 400: already enabled
+        self.ok("POST", f"auth/approle/role/{role}", {"token_policies": policies, "token_ttl": token_ttl, "token_max_ttl": "1h"})
+        role_id = self.ok("GET", f"auth/approle/role/{role}/role-id")["data"]["role_id"]
+        secret_id = self.ok("POST", f"auth/approle/role/{role}/secret-id")["data"]["secret_id"]
+        return role_id, secret_id
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def start_bao(workdir: Path, port: int | None = None) -> Bao:
+    """Start `bao server -dev` on 127.0.0.1 (in-memory; KV v2 at secret/, root token "root")."""
+    port = port or free_port()
+    proc = Proc(
+        [venv_bin("bao"), "server", "-dev", f"-dev-listen-address={HOST}:{port}",
+         f"-dev-root-token-id={ROOT_TOKEN}", "-dev-no-store-token"],
+        workdir, name="openbao", env={"HOME": str(workdir)},
+    )
+    proc.wait_http(f"http://{HOST}:{port}/v1/sys/health", timeout=30, expect_status=200)
+    return Bao(proc, port, workdir)
+
+
+READ_POLICY = """
+path "secret/data/ai-providers/*" { capabilities = ["read"] }
+path "secret/metadata/keygate/consumers/*" { capabilities = ["read", "list"] }
+path "secret/metadata/keygate/consumers" { capabilities = ["list"] }
+path "secret/data/keygate/consumers/*" { capabilities = ["read"] }
+"""
