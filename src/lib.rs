@@ -22,4 +22,5 @@ pub mod scope;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;
+pub mod usage;
 pub mod vault;
