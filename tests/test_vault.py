@@ -5,6 +5,7 @@ bad answers, the consumer store, and no Vault call per request."""
 from __future__ import annotations
 
 import http.client
+import signal
 import subprocess
 import threading
 import time
@@ -291,3 +292,63 @@ def test_no_vault_call_per_request(bao: Bao, workdir: Path) -> None:
     calls = counter(stack.keygate.metrics(), "keygate_vault_requests_total") - before
     # One read per refresh interval (one credential), plus slack for a login/renew.
     assert calls <= elapsed / 1.0 + 3, f"{calls} Vault calls during {elapsed:.1f}s of traffic"
+
+
+def test_tls_with_custom_ca_and_namespace(cargo_build, workdir: Path) -> None:
+    bao = start_bao(workdir, tls=True)
+    try:
+        bao.ok("POST", "sys/namespaces/team-ns")
+        bao.namespace = "team-ns"
+        bao.ok("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}})
+        bao.kv_put("ai-providers/openai/production", {"api_key": KEY_V1})
+        bao.kv_put("ai-providers/anthropic/production", {"api_key": ANT_KEY})
+        creds = vault_credentials(bao.address)
+        creds["vault"].update({"ca_cert": str(bao.ca_cert), "namespace": "team-ns"})
+        stack = start_vault_stack(workdir, bao, creds, {"VAULT_TOKEN": "root"})
+        assert stack.status() == 200
+        assert stack.upstream_keys() == [f"Bearer {KEY_V1}"]
+
+        # Without the CA, TLS verification fails and `keygate check` names the credential.
+        config = yaml.safe_load(stack.keygate.config_path.read_text())
+        del config["credentials"]["vault"]["ca_cert"]
+        unverified = workdir / "no-ca.yaml"
+        unverified.write_text(yaml.safe_dump(config))
+        out = subprocess.run(
+            [str(keygate_bin()), "check", "--config", str(unverified)],
+            capture_output=True, text=True, timeout=60, env={"VAULT_TOKEN": "root", "PATH": "/usr/bin:/bin"},
+        )
+        assert out.returncode != 0
+        assert "openai/production" in out.stderr
+        assert "root" not in out.stderr.replace("/root", "")
+    finally:
+        bao.stop()
+
+
+def test_sighup_forces_an_immediate_refresh(bao: Bao, workdir: Path) -> None:
+    stack = start_vault_stack(workdir, bao, vault_credentials(bao.address, refresh_interval="1h"), {"VAULT_TOKEN": "root"})
+    assert stack.status() == 200
+    bao.kv_put("ai-providers/openai/production", {"api_key": KEY_V2})
+    time.sleep(0.5)
+    stack.status()
+    assert stack.upstream_keys()[-1] == f"Bearer {KEY_V1}", "no refresh without the signal"
+    stack.keygate.proc.popen.send_signal(signal.SIGHUP)
+    wait_until(lambda: stack.status() == 200 and stack.upstream_keys()[-1] == f"Bearer {KEY_V2}", timeout=5)
+
+
+def test_startup_names_missing_credentials(bao: Bao, workdir: Path) -> None:
+    config = {
+        "listeners": {"grpc": f"127.0.0.1:{free_port()}", "admin": f"127.0.0.1:{free_port()}"},
+        "credentials": vault_credentials(bao.address, startup_timeout="1s"),
+        "providers": {"openai": {"kind": "openai", "credentials": {"production": "openai/missing"}}},
+        "consumers": [consumer("c", "openai", ["GET /v1/models"], mint_key("c"))],
+    }
+    path = workdir / "keygate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    started = time.monotonic()
+    out = subprocess.run(
+        [str(keygate_bin()), "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, env={"VAULT_TOKEN": "root", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode != 0
+    assert "openai/missing" in out.stderr and "ai-providers/openai/missing: not found (404)" in out.stderr
+    assert time.monotonic() - started >= 1.0, "startup retries until startup_timeout"

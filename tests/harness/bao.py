@@ -4,6 +4,8 @@ calls tests need to set it up."""
 from __future__ import annotations
 
 import json
+import ssl
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,17 +24,23 @@ class Bao:
     proc: Proc
     port: int
     workdir: Path
+    ca_cert: Path | None = None
+    namespace: str | None = None
 
     @property
     def address(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        scheme = "https" if self.ca_cert else "http"
+        return f"{scheme}://{HOST}:{self.port}"
 
     def api(self, method: str, path: str, body: Any = None, token: str = ROOT_TOKEN) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.address}/v1/{path}", data=data, method=method)
         req.add_header("X-Vault-Token", token)
+        if self.namespace:
+            req.add_header("X-Vault-Namespace", self.namespace)
+        context = ssl.create_default_context(cafile=str(self.ca_cert)) if self.ca_cert else None
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(req, timeout=10, context=context) as r:  # noqa: S310 (loopback)
                 raw = r.read()
                 return r.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:
@@ -72,16 +80,29 @@ class Bao:
         self.proc.stop()
 
 
-def start_bao(workdir: Path, port: int | None = None) -> Bao:
-    """Start `bao server -dev` on 127.0.0.1 (in-memory; KV v2 at secret/, root token "root")."""
+def start_bao(workdir: Path, port: int | None = None, tls: bool = False) -> Bao:
+    """Start `bao server -dev` on 127.0.0.1 (in-memory; KV v2 at secret/, root token "root").
+    With `tls`, it serves HTTPS with a fresh CA written to <workdir>/bao-tls/vault-ca.pem."""
     port = port or free_port()
-    proc = Proc(
-        [venv_bin("bao"), "server", "-dev", f"-dev-listen-address={HOST}:{port}",
-         f"-dev-root-token-id={ROOT_TOKEN}", "-dev-no-store-token"],
-        workdir, name="openbao", env={"HOME": str(workdir)},
-    )
-    proc.wait_http(f"http://{HOST}:{port}/v1/sys/health", timeout=30, expect_status=200)
-    return Bao(proc, port, workdir)
+    cmd = [venv_bin("bao"), "server", "-dev", f"-dev-listen-address={HOST}:{port}",
+           f"-dev-root-token-id={ROOT_TOKEN}", "-dev-no-store-token"]
+    tls_dir = workdir / "bao-tls"
+    if tls:
+        tls_dir.mkdir(exist_ok=True)
+        cmd += ["-dev-tls", f"-dev-tls-cert-dir={tls_dir}"]
+    proc = Proc(cmd, workdir, name="openbao", env={"HOME": str(workdir)})
+    bao = Bao(proc, port, workdir, ca_cert=tls_dir / "vault-ca.pem" if tls else None)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if bao.api("GET", "sys/health")[0] == 200:
+                return bao
+        except (OSError, ssl.SSLError):
+            pass
+        if time.monotonic() > deadline or not proc.alive():
+            proc.stop()
+            raise RuntimeError(f"OpenBao did not become healthy:\n{proc.log_tail()}")
+        time.sleep(0.1)
 
 
 READ_POLICY = """
