@@ -4,6 +4,7 @@
 //! The decision core ([`gate::Gate`]) is protocol-independent; [`envoy`] translates Envoy's
 //! messages at the edge.
 
+pub mod accounting;
 pub mod admin;
 pub mod auth;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod consumer_store;
 pub mod decision;
 pub mod denial;
 pub mod envoy;
+pub mod exchange;
 pub mod gate;
 pub mod path;
 pub mod providers;

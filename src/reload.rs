@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::accounting::Accounting;
 use crate::config::{Config, CredentialsConfig};
 use crate::gate::Gate;
 use crate::runtime::{self, Background, LoadError, Prepared};
@@ -16,18 +17,24 @@ use crate::telemetry;
 pub use crate::runtime::prepare;
 
 /// Puts a prepared config into service and returns its background work.
-pub fn activate(prepared: Prepared, gate: &Arc<Gate>) -> (Config, Background) {
+pub fn activate(
+    prepared: Prepared,
+    gate: &Arc<Gate>,
+    accounting: &Accounting,
+) -> Result<(Config, Background), crate::usage::PricingError> {
+    accounting.configure(&prepared.config.usage)?;
     let background = runtime::spawn_background(&prepared, gate);
     telemetry::record_registry_size(prepared.registry.consumers().len());
     gate.set_trust_forwarded_for(prepared.config.network.trust_forwarded_for);
     gate.swap_registry(prepared.registry);
-    (prepared.config, background)
+    Ok((prepared.config, background))
 }
 
 /// Watches for SIGHUP and for changes to the config or secrets file, and reloads.
 pub struct Reloader {
     pub path: PathBuf,
     pub gate: Arc<Gate>,
+    pub accounting: Arc<Accounting>,
 }
 
 impl Reloader {
@@ -72,7 +79,8 @@ impl Reloader {
 
     async fn reload(&self) -> Result<(Config, Background), LoadError> {
         let prepared = prepare(&self.path, self.gate.credentials(), false).await?;
-        Ok(activate(prepared, &self.gate))
+        activate(prepared, &self.gate, &self.accounting)
+            .map_err(|e| LoadError::Pricing(e.to_string()))
     }
 }
 

@@ -23,6 +23,8 @@ pub enum LoadError {
     Credentials(String),
     #[error("consumers: {0}")]
     Consumers(String),
+    #[error("usage.pricing: {0}")]
+    Pricing(String),
 }
 
 /// A validated config with everything it needs, ready to swap in.

@@ -11,6 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
+use crate::accounting::{Accounting, Ledger};
 use crate::admin::{self, AdminState};
 use crate::auth::Registry;
 use crate::envoy::{AuthzService, ProcService};
@@ -18,6 +19,7 @@ use crate::gate::Gate;
 use crate::reload::{self, Reloader};
 use crate::secrets::CredentialCache;
 use crate::telemetry;
+use crate::usage::PriceTable;
 
 /// Large prompts arrive as one body message in BUFFERED mode; tonic's default is 4 MiB.
 pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
@@ -34,6 +36,10 @@ pub enum ServeError {
     },
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("{0}")]
+    Ledger(String),
+    #[error("usage.pricing: {0}")]
+    Pricing(#[from] crate::usage::PricingError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
 }
@@ -45,7 +51,8 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let cache = Arc::new(CredentialCache::new());
     let prepared = reload::prepare(config_path, &cache, true).await?;
     let gate = Arc::new(Gate::new(Registry::default(), cache));
-    let (config, background) = reload::activate(prepared, &gate);
+    let accounting = Arc::new(open_accounting(&prepared.config)?);
+    let (config, background) = reload::activate(prepared, &gate, &accounting)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc_tcp = TcpListener::bind(config.listeners.grpc)
@@ -64,6 +71,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(grpc_server(
         gate.clone(),
+        accounting.clone(),
         TcpListenerStream::new(grpc_tcp),
         stop_rx.clone(),
     ));
@@ -73,14 +81,17 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         tracing::info!(path = %path.display(), "keygate listening on unix socket");
         tasks.spawn(grpc_server(
             gate.clone(),
+            accounting.clone(),
             UnixListenerStream::new(uds),
             stop_rx.clone(),
         ));
     }
     let admin_router = admin::router(AdminState {
         gate: gate.clone(),
+        accounting: accounting.clone(),
         metrics,
     });
+    let upkeep = tokio::spawn(upkeep(accounting.clone(), config.usage.source_window));
     let mut admin_stop = stop_rx.clone();
     tasks.spawn(async move {
         axum::serve(admin_listener, admin_router)
@@ -96,6 +107,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let reloader = Reloader {
         path: config_path.to_path_buf(),
         gate: gate.clone(),
+        accounting: accounting.clone(),
     };
     let reload_task = tokio::spawn(reloader.run(config.clone(), background));
 
@@ -110,6 +122,8 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     reload_task.abort();
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    upkeep.abort();
+    flush_ledger(&accounting);
     if let Some(path) = &config.listeners.grpc_uds {
         let _ = std::fs::remove_file(path);
     }
@@ -125,6 +139,7 @@ fn bind_error(what: &dyn std::fmt::Display, source: std::io::Error) -> ServeErro
 
 async fn grpc_server<S, IO, E>(
     gate: Arc<Gate>,
+    accounting: Arc<Accounting>,
     incoming: S,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError>
@@ -138,7 +153,7 @@ where
         + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let proc_service = ExternalProcessorServer::new(ProcService::new(gate.clone()))
+    let proc_service = ExternalProcessorServer::new(ProcService::new(gate.clone(), accounting))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
     let authz_service = AuthorizationServer::new(AuthzService::new(gate))
@@ -153,6 +168,41 @@ where
         })
         .await?;
     Ok(())
+}
+
+/// Opens the spend ledger the config names (memory-only when the path is empty).
+fn open_accounting(config: &crate::config::Config) -> Result<Accounting, ServeError> {
+    let ledger = if config.usage.ledger.as_os_str().is_empty() {
+        Ledger::in_memory()
+    } else {
+        Ledger::open(&config.usage.ledger).map_err(|e| ServeError::Ledger(e.to_string()))?
+    };
+    Ok(Accounting::new(PriceTable::defaults(), ledger))
+}
+
+/// Periodic, off-request-path work: flush the ledger every second, publish source counts.
+async fn upkeep(accounting: Arc<Accounting>, source_window: std::time::Duration) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        flush_ledger(&accounting);
+        if n.is_multiple_of(5) {
+            accounting.publish_sources(source_window);
+        }
+        n += 1;
+    }
+}
+
+fn flush_ledger(accounting: &Accounting) {
+    match accounting.ledger.flush() {
+        Ok(0) => {}
+        Ok(_) => metrics::counter!(telemetry::LEDGER_FLUSH_TOTAL, "result" => "ok").increment(1),
+        Err(e) => {
+            metrics::counter!(telemetry::LEDGER_FLUSH_TOTAL, "result" => "error").increment(1);
+            tracing::error!(error = %e, "spend ledger flush failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -20,6 +20,19 @@ pub const SECRET_AGE_SECONDS: &str = "keygate_secret_age_seconds";
 pub const SECRET_STALE: &str = "keygate_secret_stale";
 pub const VAULT_REQUESTS_TOTAL: &str = "keygate_vault_requests_total";
 pub const REGISTRY_REFRESH_TOTAL: &str = "keygate_registry_refresh_total";
+pub const RESPONSES_TOTAL: &str = "keygate_responses_total";
+pub const TOKENS_TOTAL: &str = "keygate_tokens_total";
+pub const SPEND_USD_TOTAL: &str = "keygate_spend_usd_total";
+pub const SPEND_MONTH_TO_DATE: &str = "keygate_spend_month_to_date_usd";
+pub const BUDGET_USD: &str = "keygate_budget_usd";
+pub const USAGE_ESTIMATED_TOTAL: &str = "keygate_usage_estimated_total";
+pub const USAGE_UNPRICED_TOTAL: &str = "keygate_usage_unpriced_total";
+pub const REQUEST_BYTES_TOTAL: &str = "keygate_request_bytes_total";
+pub const RESPONSE_BYTES_TOTAL: &str = "keygate_response_bytes_total";
+pub const UPSTREAM_SECONDS: &str = "keygate_upstream_seconds";
+pub const TIME_TO_FIRST_TOKEN_SECONDS: &str = "keygate_time_to_first_token_seconds";
+pub const SOURCE_ADDRESSES: &str = "keygate_source_addresses";
+pub const LEDGER_FLUSH_TOTAL: &str = "keygate_ledger_flush_total";
 
 /// The label value used for requests whose key matched no consumer.
 pub const UNKNOWN: &str = "unknown";
@@ -32,6 +45,18 @@ pub fn install_prometheus() -> Result<PrometheusHandle, metrics_exporter_prometh
             &[
                 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005,
                 0.01,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_upstream_seconds".to_string()),
+            &[
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(TIME_TO_FIRST_TOKEN_SECONDS.to_string()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ],
         )?
         .install_recorder()?;
@@ -125,8 +150,10 @@ pub fn init_tracing(format: LogFormat) {
             filter = filter.add_directive(d);
         }
     }
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

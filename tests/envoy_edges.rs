@@ -19,6 +19,14 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingReque
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use keygate::envoy::{ext_authz, ext_proc};
 
+fn proc_session(f: &common::Fixture) -> ext_proc::Session {
+    let accounting = std::sync::Arc::new(keygate::accounting::Accounting::new(
+        keygate::usage::PriceTable::defaults(),
+        keygate::accounting::Ledger::in_memory(),
+    ));
+    ext_proc::ProcService::new(f.gate.clone(), accounting).session()
+}
+
 fn raw(headers: &[(&str, &str)]) -> HeaderMap {
     HeaderMap {
         headers: headers
@@ -63,7 +71,7 @@ fn ext_proc_allow_overwrites_the_credential_in_raw_value_and_clears_the_route() 
         ("authorization", &bearer),
         ("x-keygate-provider", "anthropic"),
     ]);
-    let Some(Out::RequestHeaders(h)) = ext_proc::respond(&f.gate, req).response else {
+    let Some(Out::RequestHeaders(h)) = proc_session(&f).respond(req).response else {
         panic!("expected a headers response");
     };
     let common = h.response.unwrap();
@@ -105,7 +113,7 @@ fn ext_proc_deny_is_an_immediate_json_response() {
         (":path", "/v1/models"),
         ("authorization", "Bearer nope"),
     ]);
-    let Some(Out::ImmediateResponse(r)) = ext_proc::respond(&f.gate, req).response else {
+    let Some(Out::ImmediateResponse(r)) = proc_session(&f).respond(req).response else {
         panic!("expected an immediate response");
     };
     assert_eq!(r.status.unwrap().code, 401);
@@ -125,7 +133,7 @@ fn ext_proc_passes_through_phases_it_did_not_ask_for() {
         ..Default::default()
     };
     assert!(matches!(
-        ext_proc::respond(&f.gate, req).response,
+        proc_session(&f).respond(req).response,
         Some(Out::ResponseHeaders(_))
     ));
 }
@@ -209,4 +217,105 @@ fn ext_authz_without_http_attributes_is_denied() {
     let f = common::fixture();
     let resp = ext_authz::check(&f.gate, &CheckRequest::default());
     assert_ne!(resp.status.unwrap().code, 0);
+}
+
+#[test]
+fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
+    use envoy_types::pb::envoy::service::ext_proc::v3::body_mutation::Mutation;
+    use envoy_types::pb::envoy::service::ext_proc::v3::HttpBody;
+
+    let f = common::fixture();
+    let mut session = proc_session(&f);
+    let bearer = format!("Bearer {}", f.keys.openai);
+    let mut req = proc_request(&[
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("authorization", &bearer),
+    ]);
+    if let Some(In::RequestHeaders(h)) = &mut req.request {
+        h.end_of_stream = false;
+    }
+    let out = session.respond(req);
+    let mode = out
+        .mode_override
+        .expect("a POST to an LLM endpoint asks for its body");
+    assert_eq!(mode.request_body_mode, BodySendMode::Buffered as i32);
+    assert_eq!(mode.response_body_mode, BodySendMode::Buffered as i32);
+
+    let body = br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let out = session.respond(ProcessingRequest {
+        request: Some(In::RequestBody(HttpBody {
+            body: body.to_vec(),
+            end_of_stream: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    let Some(Out::RequestBody(b)) = out.response else {
+        panic!("body response expected")
+    };
+    let common = b.response.expect("rewritten");
+    let Some(Mutation::Body(new_body)) = common.body_mutation.and_then(|m| m.mutation) else {
+        panic!("no body")
+    };
+    let parsed: serde_json::Value = serde_json::from_slice(&new_body).unwrap();
+    assert_eq!(parsed["stream_options"]["include_usage"], true);
+    let length = &common.header_mutation.unwrap().set_headers[0];
+    assert_eq!(length.header.as_ref().unwrap().key, "content-length");
+    assert_eq!(
+        length.header.as_ref().unwrap().raw_value,
+        new_body.len().to_string().into_bytes()
+    );
+
+    let sse = ProcessingRequest {
+        request: Some(In::ResponseHeaders(HttpHeaders {
+            headers: Some(raw(&[
+                (":status", "200"),
+                ("content-type", "text/event-stream; charset=utf-8"),
+            ])),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mode = session
+        .respond(sse)
+        .mode_override
+        .expect("streams switch to STREAMED");
+    assert_eq!(mode.response_body_mode, BodySendMode::Streamed as i32);
+    assert_eq!(
+        mode.request_body_mode,
+        BodySendMode::Buffered as i32,
+        "must match an allowed override exactly"
+    );
+}
+
+#[test]
+fn ext_proc_skips_bodies_of_errors_and_get_requests() {
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
+    let f = common::fixture();
+    let mut session = proc_session(&f);
+    let bearer = format!("Bearer {}", f.keys.openai);
+    let out = session.respond(proc_request(&[
+        (":method", "GET"),
+        (":path", "/v1/models"),
+        ("authorization", &bearer),
+    ]));
+    assert!(out.mode_override.is_none(), "a GET has no body to ask for");
+    let error = ProcessingRequest {
+        request: Some(In::ResponseHeaders(HttpHeaders {
+            headers: Some(raw(&[
+                (":status", "503"),
+                ("content-type", "application/json"),
+            ])),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mode = session
+        .respond(error)
+        .mode_override
+        .expect("error bodies are skipped");
+    assert_eq!(mode.response_body_mode, BodySendMode::None as i32);
+    assert_eq!(mode.request_body_mode, BodySendMode::None as i32);
 }

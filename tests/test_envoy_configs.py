@@ -218,9 +218,9 @@ def test_ext_proc_filter_fails_closed() -> None:
     assert f["grpc_service"]["envoy_grpc"]["cluster_name"] == KEYGATE_CLUSTER
     assert f["processing_mode"] == {
         "request_header_mode": "SEND",
-        "response_header_mode": "SKIP",
+        "response_header_mode": "SEND",
         "request_body_mode": "NONE",
-        "response_body_mode": "NONE",
+        "response_body_mode": "BUFFERED",
         "request_trailer_mode": "SKIP",
         "response_trailer_mode": "SKIP",
     }
@@ -228,7 +228,12 @@ def test_ext_proc_filter_fails_closed() -> None:
     # DEFAULT honours keygate's clear_route_cache, so the provider route is re-picked.
     assert f.get("route_cache_action", "DEFAULT") == "DEFAULT"
     assert not f.get("disable_clear_route_cache", False)
-    assert not f.get("allow_mode_override", False)
+    # Overrides are allowed, but only the exact combinations keygate sends.
+    assert f["allow_mode_override"] is True
+    allowed = {(m["request_body_mode"], m["response_body_mode"]) for m in f["allowed_override_modes"]}
+    assert allowed == {
+        ("BUFFERED", "BUFFERED"), ("BUFFERED", "STREAMED"), ("BUFFERED", "NONE"), ("NONE", "STREAMED"), ("NONE", "NONE"),
+    }
 
 
 def test_ext_authz_filter_fails_closed() -> None:
@@ -323,9 +328,11 @@ def test_fails_closed_when_keygate_is_down(kind: str, expected: Any, workdir: Pa
             # Nothing reached the (absent) upstream: Envoy answered itself,
             # and not with the catch-all route either.
             assert b"no_route" not in body
-        # Escaped slashes are refused before keygate is even asked.
+        # Escaped slashes are refused before keygate is asked about the request. With
+        # ext_proc, Envoy's own 400 still passes the filter's response phase, which fails
+        # closed too while keygate is down.
         status, _ = get(f"http://127.0.0.1:{listen_port}/v1/a%2Fb")
-        assert status == 400
+        assert status == (400 if kind == "ext_authz" else 503)
         status, _ = get(f"http://127.0.0.1:{listen_port}/v1/models?key=sk-query-secret")
         assert status in expected
     log = envoy.log_text()

@@ -16,6 +16,7 @@ use crate::gate::Gate;
 #[derive(Clone)]
 pub struct AdminState {
     pub gate: Arc<Gate>,
+    pub accounting: Arc<crate::accounting::Accounting>,
     pub metrics: PrometheusHandle,
 }
 
@@ -58,6 +59,6 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render() + &state.accounting.render_spend(),
     )
 }

@@ -24,6 +24,48 @@ pub struct Config {
     pub network: NetworkConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    #[serde(default)]
+    pub usage: UsageConfig,
+}
+
+/// Usage accounting: request rewriting, prices and the spend ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Add `stream_options.include_usage: true` to OpenAI streaming requests that lack it, so
+    /// every stream ends with exact usage.
+    #[serde(default = "default_true")]
+    pub include_usage: bool,
+    /// Price overrides on top of the shipped table (provider + model pattern → USD per 1M tokens).
+    #[serde(default)]
+    pub pricing: Vec<crate::usage::PriceEntry>,
+    /// Spend ledger file (redb), relative to this config file; empty keeps it in memory only.
+    #[serde(default = "default_ledger")]
+    pub ledger: PathBuf,
+    /// Window of `keygate_source_addresses`.
+    #[serde(default = "default_source_window", with = "duration")]
+    pub source_window: Duration,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            include_usage: true,
+            pricing: Vec::new(),
+            ledger: default_ledger(),
+            source_window: default_source_window(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_ledger() -> PathBuf {
+    PathBuf::from("keygate-ledger.redb")
+}
+fn default_source_window() -> Duration {
+    Duration::from_secs(3600)
 }
 
 impl Config {
@@ -44,6 +86,9 @@ impl Config {
         }
         if let Some(uds) = &mut self.listeners.grpc_uds {
             resolve(uds);
+        }
+        if !self.usage.ledger.as_os_str().is_empty() {
+            resolve(&mut self.usage.ledger);
         }
     }
 

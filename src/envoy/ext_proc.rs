@@ -1,25 +1,33 @@
-//! ext_proc edge: one gRPC stream per HTTP request. The request-headers message becomes a
-//! gate decision; an allow is a header mutation (with a route-cache clear, because routing
-//! uses `x-keygate-provider`), a deny is an ImmediateResponse.
+//! ext_proc edge: one gRPC stream per HTTP request. The request-headers message becomes a gate
+//! decision (allow = header mutation plus a route-cache clear, because routing uses
+//! `x-keygate-provider`; deny = ImmediateResponse). After an allow, an [`Exchange`] follows the
+//! request body and the response; `mode_override` asks Envoy for exactly the bodies it needs.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
+    BodySendMode, HeaderSendMode,
+};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ProcessingMode;
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::envoy::service::ext_proc::v3::body_mutation::Mutation;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpHeaders, ImmediateResponse,
-    ProcessingRequest, ProcessingResponse, TrailersResponse,
+    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpBody,
+    HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse, TrailersResponse,
 };
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::headers::{self, ValueField};
+use crate::accounting::Accounting;
 use crate::decision::Decision;
 use crate::denial::Denial;
+use crate::exchange::{BodyPlan, Exchange};
 use crate::gate::Gate;
 use crate::request::RequestView;
 
@@ -31,11 +39,21 @@ const SOURCE_ATTRIBUTE: &str = "source.address";
 #[derive(Debug, Clone)]
 pub struct ProcService {
     gate: Arc<Gate>,
+    accounting: Arc<Accounting>,
 }
 
 impl ProcService {
-    pub fn new(gate: Arc<Gate>) -> Self {
-        ProcService { gate }
+    pub fn new(gate: Arc<Gate>, accounting: Arc<Accounting>) -> Self {
+        ProcService { gate, accounting }
+    }
+
+    /// The state of one ext_proc stream.
+    pub fn session(&self) -> Session {
+        Session {
+            gate: self.gate.clone(),
+            exchange: Exchange::new(self.accounting.clone(), self.accounting.exchange_settings()),
+            request_body: BodySendMode::None,
+        }
     }
 }
 
@@ -49,60 +67,171 @@ impl ExternalProcessor for ProcService {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let gate = self.gate.clone();
-        let inbound = request.into_inner();
-        let outbound = inbound.map(move |message| message.map(|m| respond(&gate, m)));
+        let mut session = self.session();
+        let outbound = request
+            .into_inner()
+            .map(move |message| message.map(|m| session.respond(m)));
         Ok(Response::new(Box::pin(outbound)))
     }
 }
 
-/// Answers one message. Phases keygate did not ask for are passed through unchanged.
-pub fn respond(gate: &Gate, message: ProcessingRequest) -> ProcessingResponse {
-    let response = match &message.request {
-        Some(In::RequestHeaders(h)) => on_request_headers(gate, &message, h),
-        Some(In::ResponseHeaders(_)) => Out::ResponseHeaders(HeadersResponse::default()),
-        Some(In::RequestBody(_)) => Out::RequestBody(BodyResponse::default()),
-        Some(In::ResponseBody(_)) => Out::ResponseBody(BodyResponse::default()),
-        Some(In::RequestTrailers(_)) => Out::RequestTrailers(TrailersResponse::default()),
-        Some(In::ResponseTrailers(_)) | None => Out::ResponseTrailers(TrailersResponse::default()),
-    };
-    ProcessingResponse {
-        response: Some(response),
-        ..Default::default()
+/// One HTTP request's conversation with Envoy. Dropping it (stream closed) settles the
+/// exchange, so an interrupted response is still charged.
+pub struct Session {
+    gate: Arc<Gate>,
+    exchange: Exchange,
+    request_body: BodySendMode,
+}
+
+impl Session {
+    /// Answers one message.
+    pub fn respond(&mut self, message: ProcessingRequest) -> ProcessingResponse {
+        let (response, mode_override) = match &message.request {
+            Some(In::RequestHeaders(h)) => self.on_request_headers(&message, h),
+            Some(In::RequestBody(b)) => (self.on_request_body(b), None),
+            Some(In::ResponseHeaders(h)) => self.on_response_headers(h),
+            Some(In::ResponseBody(b)) => {
+                self.exchange.response_body(&b.body, b.end_of_stream);
+                (Out::ResponseBody(BodyResponse::default()), None)
+            }
+            Some(In::RequestTrailers(_)) => {
+                (Out::RequestTrailers(TrailersResponse::default()), None)
+            }
+            Some(In::ResponseTrailers(_)) | None => {
+                (Out::ResponseTrailers(TrailersResponse::default()), None)
+            }
+        };
+        ProcessingResponse {
+            response: Some(response),
+            mode_override,
+            ..Default::default()
+        }
+    }
+
+    fn on_request_headers(
+        &mut self,
+        message: &ProcessingRequest,
+        h: &HttpHeaders,
+    ) -> (Out, Option<ProcessingMode>) {
+        let all = headers::view(h.headers.as_ref());
+        let method = headers::pseudo(&all, ":method").unwrap_or_default();
+        let path = headers::pseudo(&all, ":path").unwrap_or_default();
+        let peer = source_attribute(message);
+        let source = if self.gate.trust_forwarded_for() {
+            headers::forwarded_for(&all).or(peer)
+        } else {
+            peer
+        };
+        let content_length =
+            headers::pseudo(&all, "content-length").and_then(|v| v.trim().parse().ok());
+        let view = RequestView {
+            method,
+            path,
+            headers: all
+                .into_iter()
+                .filter(|h| !h.name.starts_with(':'))
+                .collect(),
+            source,
+        };
+        match self.gate.decide(&view) {
+            Decision::Allow(allow) => {
+                let wants_body = self.exchange.allowed(
+                    allow.consumer.clone(),
+                    method,
+                    path,
+                    source,
+                    content_length,
+                );
+                let mode = (wants_body && !h.end_of_stream).then(|| {
+                    self.request_body = BodySendMode::Buffered;
+                    mode(self.request_body, BodySendMode::Buffered)
+                });
+                let response = Out::RequestHeaders(HeadersResponse {
+                    response: Some(CommonResponse {
+                        header_mutation: Some(HeaderMutation {
+                            set_headers: headers::set_options(&allow.mutation, ValueField::Raw),
+                            remove_headers: allow.mutation.remove,
+                        }),
+                        clear_route_cache: true,
+                        ..Default::default()
+                    }),
+                });
+                (response, mode)
+            }
+            Decision::Deny(denial) => (Out::ImmediateResponse(immediate(&denial)), None),
+        }
+    }
+
+    fn on_request_body(&mut self, body: &HttpBody) -> Out {
+        let Some(rewritten) = self.exchange.request_body(&body.body) else {
+            return Out::RequestBody(BodyResponse::default());
+        };
+        Out::RequestBody(BodyResponse {
+            response: Some(CommonResponse {
+                header_mutation: Some(HeaderMutation {
+                    set_headers: vec![raw_header(
+                        "content-length",
+                        rewritten.len().to_string().as_bytes(),
+                    )],
+                    remove_headers: Vec::new(),
+                }),
+                body_mutation: Some(BodyMutation {
+                    mutation: Some(Mutation::Body(rewritten)),
+                }),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn on_response_headers(&mut self, h: &HttpHeaders) -> (Out, Option<ProcessingMode>) {
+        let all = headers::view(h.headers.as_ref());
+        let status = headers::pseudo(&all, ":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let content_type = headers::pseudo(&all, "content-type");
+        let encoding = headers::pseudo(&all, "content-encoding");
+        let length = headers::pseudo(&all, "content-length").and_then(|v| v.trim().parse().ok());
+        let plan = self
+            .exchange
+            .response_headers(status, content_type, encoding, length);
+        if h.end_of_stream {
+            self.exchange.response_body(&[], true);
+        }
+        let override_to = match plan {
+            BodyPlan::Buffered => None,
+            BodyPlan::Streamed => Some(BodySendMode::Streamed),
+            BodyPlan::Skip => Some(BodySendMode::None),
+        };
+        (
+            Out::ResponseHeaders(HeadersResponse::default()),
+            override_to.map(|body| mode(self.request_body, body)),
+        )
     }
 }
 
-fn on_request_headers(gate: &Gate, message: &ProcessingRequest, h: &HttpHeaders) -> Out {
-    let all = headers::view(h.headers.as_ref());
-    let method = headers::pseudo(&all, ":method").unwrap_or_default();
-    let path = headers::pseudo(&all, ":path").unwrap_or_default();
-    let peer = source_attribute(message);
-    let source = if gate.trust_forwarded_for() {
-        headers::forwarded_for(&all).or(peer)
-    } else {
-        peer
-    };
-    let view = RequestView {
-        method,
-        path,
-        headers: all
-            .into_iter()
-            .filter(|h| !h.name.starts_with(':'))
-            .collect(),
-        source,
-    };
-    match gate.decide(&view) {
-        Decision::Allow(allow) => Out::RequestHeaders(HeadersResponse {
-            response: Some(CommonResponse {
-                header_mutation: Some(HeaderMutation {
-                    set_headers: headers::set_options(&allow.mutation, ValueField::Raw),
-                    remove_headers: allow.mutation.remove,
-                }),
-                clear_route_cache: true,
-                ..Default::default()
-            }),
+/// A processing mode keygate asks for. The shipped Envoy config allows exactly these
+/// combinations (`allowed_override_modes`).
+fn mode(request_body: BodySendMode, response_body: BodySendMode) -> ProcessingMode {
+    ProcessingMode {
+        request_header_mode: HeaderSendMode::Default as i32,
+        response_header_mode: HeaderSendMode::Send as i32,
+        request_body_mode: request_body as i32,
+        response_body_mode: response_body as i32,
+        request_trailer_mode: HeaderSendMode::Skip as i32,
+        response_trailer_mode: HeaderSendMode::Skip as i32,
+    }
+}
+
+fn raw_header(key: &str, value: &[u8]) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_string(),
+            raw_value: value.to_vec(),
+            ..Default::default()
         }),
-        Decision::Deny(denial) => Out::ImmediateResponse(immediate(&denial)),
+        append_action: envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
+            as i32,
+        ..Default::default()
     }
 }
 
@@ -117,22 +246,13 @@ fn source_attribute(message: &ProcessingRequest) -> Option<std::net::IpAddr> {
 
 /// A denial as Envoy's locally generated response.
 pub fn immediate(denial: &Denial) -> ImmediateResponse {
-    let mut set_headers = vec![HeaderValueOption {
-        header: Some(HeaderValue {
-            key: "content-type".into(),
-            raw_value: b"application/json".to_vec(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
-    set_headers.extend(denial.headers.iter().map(|(k, v)| HeaderValueOption {
-        header: Some(HeaderValue {
-            key: k.clone(),
-            raw_value: v.as_bytes().to_vec(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }));
+    let mut set_headers = vec![raw_header("content-type", b"application/json")];
+    set_headers.extend(
+        denial
+            .headers
+            .iter()
+            .map(|(k, v)| raw_header(k, v.as_bytes())),
+    );
     ImmediateResponse {
         status: Some(HttpStatus {
             code: i32::from(denial.status()),

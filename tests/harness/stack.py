@@ -81,12 +81,16 @@ def providers() -> dict[str, Any]:
     }
 
 
-def start_stack(workdir: Path, mode: str) -> Stack:
-    """Start mock, keygate and Envoy (`mode` is "ext_proc" or "ext_authz") on free ports."""
+def start_stack(workdir: Path, mode: str, extra: dict[str, Any] | None = None) -> Stack:
+    """Start mock, keygate and Envoy (`mode` is "ext_proc" or "ext_authz") on free ports.
+    `extra` is merged into keygate's config (e.g. `usage`)."""
     mock, mock_port = start_mock(workdir)
     keys, consumers = standard_consumers()
     kg = start_keygate(
-        workdir, {"providers": providers(), "consumers": consumers}, SECRETS, env={"KEYGATE_LOG": KEYGATE_LOG}
+        workdir,
+        {"providers": providers(), "consumers": consumers, **(extra or {})},
+        SECRETS,
+        env={"KEYGATE_LOG": KEYGATE_LOG},
     )
     envoy_port = free_port()
     config = render(

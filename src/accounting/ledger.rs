@@ -1,0 +1,196 @@
+//! The spend ledger: micro-dollars per consumer per calendar month (UTC), in memory for reads
+//! and persisted to an embedded redb file so a restart loses nothing. Writes are flushed in
+//! the background (at least every second) and on shutdown.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// key: "YYYY-MM/consumer" → micro-dollars.
+const SPEND: TableDefinition<&str, u64> = TableDefinition::new("spend_micro_usd");
+
+/// Why the ledger file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger {path}: {reason}")]
+pub struct LedgerError {
+    path: String,
+    reason: String,
+}
+
+#[derive(Default)]
+struct State {
+    totals: HashMap<String, u64>,
+    dirty: Vec<String>,
+}
+
+pub struct Ledger {
+    state: Mutex<State>,
+    db: Option<(Database, String)>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("persistent", &self.db.is_some())
+            .finish()
+    }
+}
+
+/// The calendar month (UTC) of a time, as `YYYY-MM`.
+pub fn month_of(time: SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    text.get(..7).unwrap_or("0000-00").to_string()
+}
+
+impl Ledger {
+    /// A ledger that lives only in memory (tests, or `usage.ledger: ""`).
+    pub fn in_memory() -> Self {
+        Ledger {
+            state: Mutex::new(State::default()),
+            db: None,
+        }
+    }
+
+    /// Opens (or creates) the ledger file and loads every stored month.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let shown = path.display().to_string();
+        let fail = |reason: String| LedgerError {
+            path: shown.clone(),
+            reason,
+        };
+        let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
+        let mut totals = HashMap::new();
+        {
+            let txn = db.begin_write().map_err(|e| fail(e.to_string()))?;
+            txn.open_table(SPEND).map_err(|e| fail(e.to_string()))?;
+            txn.commit().map_err(|e| fail(e.to_string()))?;
+        }
+        let txn = db.begin_read().map_err(|e| fail(e.to_string()))?;
+        let table = txn.open_table(SPEND).map_err(|e| fail(e.to_string()))?;
+        for entry in table.iter().map_err(|e| fail(e.to_string()))? {
+            let (k, v) = entry.map_err(|e| fail(e.to_string()))?;
+            totals.insert(k.value().to_string(), v.value());
+        }
+        drop(table);
+        drop(txn);
+        Ok(Ledger {
+            state: Mutex::new(State {
+                totals,
+                dirty: Vec::new(),
+            }),
+            db: Some((db, shown)),
+        })
+    }
+
+    fn key(month: &str, consumer: &str) -> String {
+        format!("{month}/{consumer}")
+    }
+
+    /// Adds spend to a consumer's month and returns the new month-to-date total.
+    pub fn add(&self, consumer: &str, micro_usd: u64, at: SystemTime) -> u64 {
+        let key = Ledger::key(&month_of(at), consumer);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let total = state.totals.entry(key.clone()).or_insert(0);
+        *total = total.saturating_add(micro_usd);
+        let total = *total;
+        if !state.dirty.contains(&key) {
+            state.dirty.push(key);
+        }
+        total
+    }
+
+    /// A consumer's spend in the month of `at`.
+    pub fn month_to_date(&self, consumer: &str, at: SystemTime) -> u64 {
+        let key = Ledger::key(&month_of(at), consumer);
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.totals.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Every consumer's spend in the month of `at`.
+    pub fn month(&self, at: SystemTime) -> Vec<(String, u64)> {
+        let prefix = format!("{}/", month_of(at));
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .totals
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|c| (c.to_string(), *v)))
+            .collect()
+    }
+
+    /// Writes changed totals to disk in one transaction.
+    pub fn flush(&self) -> Result<usize, LedgerError> {
+        let Some((db, shown)) = &self.db else {
+            return Ok(0);
+        };
+        let fail = |e: &dyn std::fmt::Display| LedgerError {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        let batch: Vec<(String, u64)> = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let dirty = std::mem::take(&mut state.dirty);
+            dirty
+                .into_iter()
+                .filter_map(|k| state.totals.get(&k).map(|v| (k, *v)))
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let txn = db.begin_write().map_err(|e| fail(&e))?;
+        {
+            let mut table = txn.open_table(SPEND).map_err(|e| fail(&e))?;
+            for (k, v) in &batch {
+                table.insert(k.as_str(), *v).map_err(|e| fail(&e))?;
+            }
+        }
+        txn.commit().map_err(|e| fail(&e))?;
+        Ok(batch.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(text: &str) -> SystemTime {
+        humantime::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn months_are_utc_calendar_months() {
+        assert_eq!(month_of(at("2026-11-30T23:59:59Z")), "2026-11");
+        assert_eq!(month_of(at("2026-12-01T00:00:00Z")), "2026-12");
+    }
+
+    #[test]
+    fn spend_survives_a_reopen_and_months_are_separate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.redb");
+        let nov = at("2026-11-15T12:00:00Z");
+        {
+            let ledger = Ledger::open(&path).unwrap();
+            assert_eq!(ledger.add("team-a", 1_500, nov), 1_500);
+            assert_eq!(
+                ledger.add("team-a", 500, nov + Duration::from_secs(60)),
+                2_000
+            );
+            ledger.add("team-b", 7, nov);
+            assert_eq!(ledger.flush().unwrap(), 2);
+            assert_eq!(ledger.flush().unwrap(), 0, "nothing dirty after a flush");
+        }
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.month_to_date("team-a", nov), 2_000);
+        assert_eq!(
+            ledger.month_to_date("team-a", at("2026-12-01T00:00:01Z")),
+            0
+        );
+        let mut month = ledger.month(nov);
+        month.sort();
+        assert_eq!(month, vec![("team-a".into(), 2_000), ("team-b".into(), 7)]);
+    }
+}

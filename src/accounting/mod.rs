@@ -1,0 +1,213 @@
+//! Accounting: turns the usage of a finished response into tokens, spend and per-consumer
+//! metrics, and keeps the month-to-date ledger that budgets build on. Runs after the response,
+//! never on the decision path.
+
+pub mod ledger;
+pub mod sources;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use metrics::{counter, gauge};
+
+use crate::auth::Consumer;
+use crate::providers::ProviderKind;
+use crate::telemetry;
+use crate::usage::{PriceTable, Usage};
+
+pub use ledger::Ledger;
+pub use sources::SourceTracker;
+
+/// At most this many distinct `model` label values; the rest are reported as `other`.
+const MAX_MODEL_LABELS: usize = 256;
+
+/// (consumer, provider, model).
+type SpendKey = (Arc<str>, Arc<str>, Arc<str>);
+
+pub struct Accounting {
+    prices: ArcSwap<PriceTable>,
+    pub ledger: Ledger,
+    pub sources: SourceTracker,
+    /// (consumer, provider, model) → micro-dollars since start, rendered as a float counter.
+    spend: Mutex<HashMap<SpendKey, u64>>,
+    models: Mutex<HashSet<Arc<str>>>,
+    include_usage: AtomicBool,
+}
+
+impl std::fmt::Debug for Accounting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounting")
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one response cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub micro_usd: u64,
+    pub month_to_date_micro_usd: u64,
+    pub priced: bool,
+}
+
+impl Accounting {
+    pub fn new(prices: PriceTable, ledger: Ledger) -> Self {
+        Accounting {
+            prices: ArcSwap::from_pointee(prices),
+            ledger,
+            sources: SourceTracker::default(),
+            spend: Mutex::new(HashMap::new()),
+            models: Mutex::new(HashSet::new()),
+            include_usage: AtomicBool::new(true),
+        }
+    }
+
+    /// Applies a (re)loaded config's usage settings.
+    pub fn configure(
+        &self,
+        config: &crate::config::UsageConfig,
+    ) -> Result<(), crate::usage::PricingError> {
+        self.set_prices(PriceTable::defaults().with_overrides(&config.pricing)?);
+        self.include_usage
+            .store(config.include_usage, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Settings for a new exchange.
+    pub fn exchange_settings(&self) -> crate::exchange::ExchangeSettings {
+        crate::exchange::ExchangeSettings {
+            include_usage: self.include_usage.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn set_prices(&self, prices: PriceTable) {
+        self.prices.store(Arc::new(prices));
+    }
+
+    /// The cost of `usage` in micro-dollars, if the model has a price. Azure OpenAI falls back
+    /// to OpenAI's list prices.
+    pub fn price(&self, kind: ProviderKind, usage: &Usage) -> Option<u64> {
+        let prices = self.prices.load();
+        prices.cost_micro_usd(kind.as_str(), usage).or_else(|| {
+            (kind == ProviderKind::AzureOpenai)
+                .then(|| prices.cost_micro_usd("openai", usage))
+                .flatten()
+        })
+    }
+
+    /// Records a finished, successful response: tokens, spend, ledger, gauges.
+    pub fn charge(
+        &self,
+        consumer: &Consumer,
+        usage: &Usage,
+        estimated: bool,
+        now: SystemTime,
+    ) -> Charge {
+        let provider = consumer.provider.name.clone();
+        let model = self.model_label(usage.model.as_deref());
+        let labels = |kind: &'static str| {
+            [
+                ("consumer", consumer.name.to_string()),
+                ("provider", provider.to_string()),
+                ("model", model.to_string()),
+                ("kind", kind.to_string()),
+            ]
+        };
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached", usage.cached_input_tokens),
+            ("reasoning", usage.reasoning_tokens),
+            ("cache_creation", usage.cache_creation_input_tokens),
+        ] {
+            counter!(telemetry::TOKENS_TOTAL, &labels(kind)).increment(n);
+        }
+        if estimated {
+            counter!(telemetry::USAGE_ESTIMATED_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.to_string())
+                .increment(1);
+        }
+        let price = self.price(consumer.provider.kind, usage);
+        if price.is_none() {
+            counter!(telemetry::USAGE_UNPRICED_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.to_string())
+                .increment(1);
+        }
+        let micro_usd = price.unwrap_or(0);
+        {
+            let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
+            *spend
+                .entry((consumer.name.clone(), provider, model))
+                .or_insert(0) += micro_usd;
+        }
+        let month_to_date = self.ledger.add(&consumer.name, micro_usd, now);
+        gauge!(telemetry::SPEND_MONTH_TO_DATE, "consumer" => consumer.name.to_string())
+            .set(micro_to_usd(month_to_date));
+        Charge {
+            micro_usd,
+            month_to_date_micro_usd: month_to_date,
+            priced: price.is_some(),
+        }
+    }
+
+    fn model_label(&self, model: Option<&str>) -> Arc<str> {
+        let Some(model) = model.filter(|m| m.bytes().all(|b| b.is_ascii_graphic())) else {
+            return "unknown".into();
+        };
+        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = models.get(model) {
+            return known.clone();
+        }
+        if models.len() >= MAX_MODEL_LABELS {
+            return "other".into();
+        }
+        let label: Arc<str> = model.into();
+        models.insert(label.clone());
+        label
+    }
+
+    /// `keygate_spend_usd_total` in Prometheus text format (the metrics crate has no float
+    /// counters; spend is kept exactly in micro-dollars and rendered here).
+    pub fn render_spend(&self) -> String {
+        let spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        if spend.is_empty() {
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {} Spend priced from provider-reported usage, in USD.",
+            telemetry::SPEND_USD_TOTAL
+        );
+        let _ = writeln!(out, "# TYPE {} counter", telemetry::SPEND_USD_TOTAL);
+        let mut rows: Vec<_> = spend.iter().collect();
+        rows.sort();
+        for ((consumer, provider, model), micro) in rows {
+            let _ = writeln!(
+                out,
+                "{}{{consumer=\"{consumer}\",provider=\"{provider}\",model=\"{}\"}} {}",
+                telemetry::SPEND_USD_TOTAL,
+                escape_label(model),
+                micro_to_usd(*micro)
+            );
+        }
+        out
+    }
+
+    /// Publishes `keygate_source_addresses` (call periodically, off the request path).
+    pub fn publish_sources(&self, window: std::time::Duration) {
+        for (consumer, n) in self.sources.distinct(window, std::time::Instant::now()) {
+            gauge!(telemetry::SOURCE_ADDRESSES, "consumer" => consumer.to_string()).set(n as f64);
+        }
+    }
+}
+
+fn micro_to_usd(micro: u64) -> f64 {
+    micro as f64 / 1_000_000.0
+}
+
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}

@@ -1,0 +1,91 @@
+//! Distinct source addresses per consumer over a sliding window, in bounded memory: each
+//! consumer keeps at most `MAX_PER_CONSUMER` addresses with their last-seen time; the oldest
+//! is evicted when full (so a flood of addresses still reads as "at least the cap").
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const MAX_PER_CONSUMER: usize = 1024;
+
+#[derive(Debug, Default)]
+pub struct SourceTracker {
+    seen: Mutex<HashMap<Arc<str>, HashMap<IpAddr, Instant>>>,
+}
+
+impl SourceTracker {
+    /// Notes that `consumer` was used from `address`.
+    pub fn record(&self, consumer: &Arc<str>, address: IpAddr, now: Instant) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let addresses = seen.entry(consumer.clone()).or_default();
+        if addresses.len() >= MAX_PER_CONSUMER && !addresses.contains_key(&address) {
+            if let Some(oldest) = addresses.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
+                addresses.remove(&oldest);
+            }
+        }
+        addresses.insert(address, now);
+    }
+
+    /// Distinct addresses per consumer seen within `window`; forgets older ones.
+    pub fn distinct(&self, window: Duration, now: Instant) -> Vec<(Arc<str>, usize)> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, addresses| {
+            addresses.retain(|_, t| now.saturating_duration_since(*t) <= window);
+            !addresses.is_empty()
+        });
+        seen.iter().map(|(c, a)| (c.clone(), a.len())).collect()
+    }
+
+    /// Every address a consumer used within `window` (for detectors and evidence).
+    pub fn addresses(&self, consumer: &str, window: Duration, now: Instant) -> Vec<IpAddr> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(consumer)
+            .map(|a| {
+                a.iter()
+                    .filter(|(_, t)| now.saturating_duration_since(**t) <= window)
+                    .map(|(ip, _)| *ip)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_distinct_addresses_in_the_window_with_a_cap() {
+        let tracker = SourceTracker::default();
+        let c: Arc<str> = "team".into();
+        let t0 = Instant::now();
+        tracker.record(&c, "10.0.0.1".parse().unwrap(), t0);
+        tracker.record(&c, "10.0.0.1".parse().unwrap(), t0);
+        tracker.record(
+            &c,
+            "10.0.0.2".parse().unwrap(),
+            t0 + Duration::from_secs(50),
+        );
+        assert_eq!(
+            tracker.distinct(Duration::from_secs(60), t0 + Duration::from_secs(55)),
+            vec![(c.clone(), 2)]
+        );
+        assert_eq!(
+            tracker.distinct(Duration::from_secs(60), t0 + Duration::from_secs(100)),
+            vec![(c.clone(), 1)]
+        );
+        for i in 0..(MAX_PER_CONSUMER as u32 + 50) {
+            tracker.record(
+                &c,
+                IpAddr::from(i.to_be_bytes()),
+                t0 + Duration::from_secs(100),
+            );
+        }
+        let [(_, n)] = tracker.distinct(Duration::from_secs(60), t0 + Duration::from_secs(100))[..]
+        else {
+            panic!("one consumer expected")
+        };
+        assert_eq!(n, MAX_PER_CONSUMER);
+    }
+}

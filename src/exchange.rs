@@ -1,0 +1,289 @@
+//! One request/response exchange after the gate allowed it: what keygate reads of the
+//! request body and the response, and the charge when the response ends. Protocol-independent;
+//! the ext_proc edge drives it, tests drive it directly.
+//!
+//! Only 2xx responses are charged. JSON bodies are parsed whole; `text/event-stream` bodies
+//! are fed chunk by chunk so streaming is untouched. A stream that ends without usage (the
+//! client went away, the provider broke off) is charged the estimate of `usage::estimate`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use metrics::{counter, histogram};
+
+use crate::accounting::Accounting;
+use crate::auth::Consumer;
+use crate::telemetry;
+use crate::usage::{self, Dialect, RequestEstimate, StreamAccumulator, StreamDecoder};
+
+/// Decoded response bodies larger than this are not parsed (they are still forwarded).
+pub const MAX_PARSED_BODY: usize = 32 * 1024 * 1024;
+
+/// How the response body should reach keygate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// Not needed: let it pass without sending it to keygate.
+    Skip,
+    /// Whole, once (JSON).
+    Buffered,
+    /// Chunk by chunk as it arrives (server-sent events).
+    Streamed,
+}
+
+/// Settings that shape every exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeSettings {
+    /// Add `stream_options.include_usage` to OpenAI streaming requests that lack it.
+    pub include_usage: bool,
+}
+
+enum Response {
+    None,
+    Skipped,
+    Buffered {
+        encoding: Option<String>,
+        body: Vec<u8>,
+    },
+    Streamed {
+        decoder: Option<Box<StreamDecoder>>,
+        accumulator: Box<StreamAccumulator>,
+        first_byte: bool,
+    },
+    Done,
+}
+
+pub struct Exchange {
+    accounting: Arc<Accounting>,
+    settings: ExchangeSettings,
+    consumer: Option<Arc<Consumer>>,
+    dialect: Option<Dialect>,
+    allowed_at: Instant,
+    request: Option<RequestEstimate>,
+    rewritable_path: bool,
+    response: Response,
+}
+
+impl Exchange {
+    pub fn new(accounting: Arc<Accounting>, settings: ExchangeSettings) -> Self {
+        Exchange {
+            accounting,
+            settings,
+            consumer: None,
+            dialect: None,
+            allowed_at: Instant::now(),
+            request: None,
+            rewritable_path: false,
+            response: Response::None,
+        }
+    }
+
+    /// The gate allowed the request. Returns true when keygate wants the request body.
+    pub fn allowed(
+        &mut self,
+        consumer: Arc<Consumer>,
+        method: &str,
+        path: &str,
+        source: Option<IpAddr>,
+        content_length: Option<u64>,
+    ) -> bool {
+        self.allowed_at = Instant::now();
+        if let Some(ip) = source {
+            self.accounting
+                .sources
+                .record(&consumer.name, ip, self.allowed_at);
+        }
+        if let Some(n) = content_length {
+            counter!(telemetry::REQUEST_BYTES_TOTAL, "consumer" => consumer.name.to_string(), "provider" => consumer.provider.name.to_string()).increment(n);
+        }
+        self.dialect = Dialect::for_provider(consumer.provider.kind);
+        let path = path.split('?').next().unwrap_or_default();
+        self.rewritable_path =
+            path.ends_with("/chat/completions") || path.ends_with("/v1/completions");
+        let wants_body = method == "POST" && self.dialect.is_some();
+        self.consumer = Some(consumer);
+        wants_body
+    }
+
+    /// The whole request body. Returns a replacement body when keygate rewrote it.
+    pub fn request_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        let dialect = self.dialect?;
+        self.request = Some(usage::request_estimate(dialect, body));
+        let openai = dialect == Dialect::OpenAi;
+        if !(openai && self.settings.include_usage && self.rewritable_path) {
+            return None;
+        }
+        match usage::ensure_include_usage(body) {
+            Ok(rewritten) => rewritten,
+            Err(e) => {
+                tracing::debug!(error = %e, "request body not rewritten");
+                None
+            }
+        }
+    }
+
+    /// Upstream response headers arrived. Returns how the body should be delivered.
+    pub fn response_headers(
+        &mut self,
+        status: u16,
+        content_type: Option<&str>,
+        encoding: Option<&str>,
+        content_length: Option<u64>,
+    ) -> BodyPlan {
+        let Some(consumer) = &self.consumer else {
+            self.response = Response::Done;
+            return BodyPlan::Skip;
+        };
+        let provider = consumer.provider.name.to_string();
+        histogram!(telemetry::UPSTREAM_SECONDS, "provider" => provider.clone())
+            .record(self.allowed_at.elapsed().as_secs_f64());
+        counter!(telemetry::RESPONSES_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.clone(), "status_class" => status_class(status))
+            .increment(1);
+        if let Some(n) = content_length {
+            counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider).increment(n);
+        }
+        let (Some(dialect), true) = (self.dialect, (200..300).contains(&status)) else {
+            self.response = Response::Skipped;
+            return BodyPlan::Skip;
+        };
+        let media = content_type
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let encoding = encoding
+            .map(str::trim)
+            .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+        if media == "text/event-stream" {
+            let decoder = match encoding
+                .map(|e| StreamDecoder::new(Some(e), MAX_PARSED_BODY).map(Box::new))
+                .transpose()
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream encoding not understood; usage will be estimated");
+                    None
+                }
+            };
+            self.response = Response::Streamed {
+                decoder,
+                accumulator: Box::new(StreamAccumulator::new(dialect)),
+                first_byte: false,
+            };
+            return BodyPlan::Streamed;
+        }
+        if media.ends_with("json") {
+            self.response = Response::Buffered {
+                encoding: encoding.map(str::to_string),
+                body: Vec::new(),
+            };
+            return BodyPlan::Buffered;
+        }
+        self.response = Response::Skipped;
+        BodyPlan::Skip
+    }
+
+    /// A chunk of the response body (the whole body when buffered).
+    pub fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) {
+        let measured = matches!(
+            self.response,
+            Response::Streamed { .. } | Response::Buffered { .. }
+        );
+        if measured && !chunk.is_empty() {
+            if let Some(c) = &self.consumer {
+                counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => c.name.to_string(), "provider" => c.provider.name.to_string())
+                    .increment(chunk.len() as u64);
+            }
+        }
+        match &mut self.response {
+            Response::Buffered { body, .. } if body.len() + chunk.len() <= MAX_PARSED_BODY => {
+                body.extend_from_slice(chunk);
+            }
+            Response::Streamed {
+                decoder,
+                accumulator,
+                first_byte,
+            } => {
+                if !*first_byte && !chunk.is_empty() {
+                    *first_byte = true;
+                    if let Some(c) = &self.consumer {
+                        histogram!(telemetry::TIME_TO_FIRST_TOKEN_SECONDS, "provider" => c.provider.name.to_string())
+                            .record(self.allowed_at.elapsed().as_secs_f64());
+                    }
+                }
+                match decoder {
+                    Some(d) => match d.feed(chunk) {
+                        Ok(plain) => accumulator.feed(&plain),
+                        Err(e) => tracing::debug!(error = %e, "stream decode failed"),
+                    },
+                    None => accumulator.feed(chunk),
+                }
+            }
+            _ => {}
+        }
+        if end_of_stream {
+            self.finish();
+        }
+    }
+
+    /// Charges what the response used. Idempotent; also runs when the exchange is dropped
+    /// mid-stream, which charges an estimate.
+    pub fn finish(&mut self) {
+        let response = std::mem::replace(&mut self.response, Response::Done);
+        let Some(consumer) = self.consumer.clone() else {
+            return;
+        };
+        let estimate = self.request.clone().unwrap_or_default();
+        let settled = match response {
+            Response::Buffered { encoding, body } => {
+                let parsed = usage::decompress(encoding.as_deref(), &body, MAX_PARSED_BODY)
+                    .and_then(|plain| {
+                        usage::parse_body(self.dialect.unwrap_or(Dialect::OpenAi), &plain)
+                    });
+                match parsed {
+                    Ok(Some(mut used)) => {
+                        used.model = used.model.or(estimate.model.clone());
+                        Some((used, false))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(consumer = %consumer.name, error = %e, "response usage unreadable; charging an estimate");
+                        let mut used = usage::estimate::estimate_missing(&estimate, 0, None);
+                        used.model = estimate.model.clone();
+                        Some((used, true))
+                    }
+                }
+            }
+            Response::Streamed { accumulator, .. } => {
+                let outcome = accumulator.finish();
+                let settlement = usage::settle(&outcome, &estimate);
+                if settlement.estimated {
+                    tracing::info!(consumer = %consumer.name, complete = outcome.complete, "stream ended without usage; charging an estimate");
+                }
+                Some((settlement.usage, settlement.estimated))
+            }
+            Response::None | Response::Skipped | Response::Done => None,
+        };
+        if let Some((used, estimated)) = settled {
+            self.accounting
+                .charge(&consumer, &used, estimated, SystemTime::now());
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
