@@ -1,6 +1,8 @@
 //! Where denials are built: the HTTP status, and a JSON body in the error shape of the
 //! provider's own API so official SDKs raise their usual exception with keygate's message.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::auth::KeyFormatError;
@@ -25,6 +27,30 @@ pub enum DenyReason {
     },
     BadPath(PathError),
     CredentialUnavailable,
+    /// The body is larger than the consumer's `max_request_bytes`.
+    TooLarge {
+        limit: u64,
+    },
+    /// A request-rate limit; `window` names it.
+    RateLimited {
+        window: &'static str,
+        limit: u64,
+        retry_after: Duration,
+    },
+    /// A token limit (reservation or debt).
+    TokenLimited {
+        window: &'static str,
+        limit: u64,
+        retry_after: Duration,
+    },
+    /// The consumer's (or its team's) monthly budget cannot cover this request.
+    OverBudget {
+        team: Option<String>,
+    },
+    /// The source address failed authentication too often.
+    AuthFlood {
+        retry_after: Duration,
+    },
 }
 
 impl DenyReason {
@@ -39,6 +65,11 @@ impl DenyReason {
             | DenyReason::ExpiredKey => 401,
             DenyReason::Suspended | DenyReason::Revoked | DenyReason::OutOfScope { .. } => 403,
             DenyReason::CredentialUnavailable => 503,
+            DenyReason::TooLarge { .. } => 413,
+            DenyReason::RateLimited { .. }
+            | DenyReason::TokenLimited { .. }
+            | DenyReason::OverBudget { .. }
+            | DenyReason::AuthFlood { .. } => 429,
         }
     }
 
@@ -56,6 +87,11 @@ impl DenyReason {
             DenyReason::OutOfScope { .. } => "out_of_scope",
             DenyReason::BadPath(_) => "bad_path",
             DenyReason::CredentialUnavailable => "credential_unavailable",
+            DenyReason::TooLarge { .. } => "too_large",
+            DenyReason::RateLimited { .. } => "rate_limited",
+            DenyReason::TokenLimited { .. } => "token_limited",
+            DenyReason::OverBudget { .. } => "over_budget",
+            DenyReason::AuthFlood { .. } => "auth_flood",
         }
     }
 
@@ -72,6 +108,12 @@ impl DenyReason {
             DenyReason::OutOfScope { .. } => "out_of_scope",
             DenyReason::BadPath(_) => "invalid_path",
             DenyReason::CredentialUnavailable => "credential_unavailable",
+            DenyReason::TooLarge { .. } => "request_too_large",
+            DenyReason::RateLimited { .. } => "rate_limit_exceeded",
+            DenyReason::TokenLimited { .. } => "rate_limit_exceeded",
+            // OpenAI's own code for an exhausted quota; its SDK raises RateLimitError.
+            DenyReason::OverBudget { .. } => "insufficient_quota",
+            DenyReason::AuthFlood { .. } => "too_many_failed_authentications",
         }
     }
 
@@ -110,14 +152,48 @@ impl DenyReason {
             DenyReason::CredentialUnavailable => {
                 "keygate: the provider credential is unavailable right now; retry later.".into()
             }
+            DenyReason::TooLarge { limit } => {
+                format!(
+                    "keygate: the request body is larger than this key's limit of {limit} bytes."
+                )
+            }
+            DenyReason::RateLimited {
+                window,
+                limit,
+                retry_after,
+            } => format!(
+                "keygate: rate limit reached: {limit} requests per {window}. Retry in {}.",
+                reset_text(*retry_after)
+            ),
+            DenyReason::TokenLimited {
+                window,
+                limit,
+                retry_after,
+            } => format!(
+                "keygate: token limit reached: {limit} tokens per {window}. Retry in {}.",
+                reset_text(*retry_after)
+            ),
+            DenyReason::OverBudget { team: None } => {
+                "keygate: this key's monthly budget is exhausted; it resets on the 1st (UTC)."
+                    .into()
+            }
+            DenyReason::OverBudget { team: Some(team) } => format!(
+                "keygate: team {team}'s monthly budget is exhausted; it resets on the 1st (UTC)."
+            ),
+            DenyReason::AuthFlood { retry_after } => format!(
+                "keygate: too many failed authentications from this address. Retry in {}.",
+                reset_text(*retry_after)
+            ),
         }
     }
 
     fn openai_type(&self) -> &'static str {
         match self.status() {
-            400 => "invalid_request_error",
+            400 | 413 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
+            429 if matches!(self, DenyReason::OverBudget { .. }) => "insufficient_quota",
+            429 => "rate_limit_error",
             _ => "api_error",
         }
     }
@@ -127,8 +203,52 @@ impl DenyReason {
             400 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
             _ => "api_error",
         }
+    }
+
+    /// `retry-after` and the `x-ratelimit-*` headers OpenAI clients already read.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let (kind, limit, retry_after) = match self {
+            DenyReason::RateLimited {
+                limit, retry_after, ..
+            } => ("requests", *limit, *retry_after),
+            DenyReason::TokenLimited {
+                limit, retry_after, ..
+            } => ("tokens", *limit, *retry_after),
+            DenyReason::AuthFlood { retry_after } => {
+                return vec![("retry-after".into(), retry_seconds(*retry_after))]
+            }
+            _ => return Vec::new(),
+        };
+        vec![
+            ("retry-after".into(), retry_seconds(retry_after)),
+            (format!("x-ratelimit-limit-{kind}"), limit.to_string()),
+            (format!("x-ratelimit-remaining-{kind}"), "0".into()),
+            (format!("x-ratelimit-reset-{kind}"), reset_text(retry_after)),
+        ]
+    }
+}
+
+/// Whole seconds, rounded up, at least 1 (the `retry-after` header).
+fn retry_seconds(d: Duration) -> String {
+    d.as_millis().div_ceil(1000).max(1).to_string()
+}
+
+/// OpenAI's reset format: `20ms`, `1s`, `6m0s`, `1h2m3s`.
+fn reset_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = ms.div_ceil(1000);
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
     }
 }
 
@@ -142,10 +262,11 @@ pub struct Denial {
 
 impl Denial {
     pub fn new(reason: DenyReason, shape: ErrorShape) -> Self {
+        let headers = reason.headers();
         Denial {
             reason,
             shape,
-            headers: Vec::new(),
+            headers,
         }
     }
 
@@ -198,6 +319,42 @@ mod tests {
         assert_eq!(d.status(), 403);
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "permission_error");
+    }
+
+    #[test]
+    fn rate_limit_denials_carry_openai_headers() {
+        let d = Denial::new(
+            DenyReason::RateLimited {
+                window: "minute",
+                limit: 60,
+                retry_after: Duration::from_millis(1500),
+            },
+            ErrorShape::OpenAi,
+        );
+        assert_eq!(d.status(), 429);
+        let h: std::collections::HashMap<_, _> = d.headers.iter().cloned().collect();
+        assert_eq!(h["retry-after"], "2");
+        assert_eq!(h["x-ratelimit-limit-requests"], "60");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(h["x-ratelimit-reset-requests"], "2s");
+        assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
+        assert_eq!(reset_text(Duration::from_millis(20)), "20ms");
+        let v: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("60 requests per minute"));
+    }
+
+    #[test]
+    fn over_budget_is_openais_insufficient_quota() {
+        let d = Denial::new(DenyReason::OverBudget { team: None }, ErrorShape::OpenAi);
+        let v: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();
+        assert_eq!(
+            (d.status(), v["error"]["code"].as_str()),
+            (429, Some("insufficient_quota"))
+        );
     }
 
     #[test]

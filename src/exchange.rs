@@ -14,6 +14,7 @@ use metrics::{counter, histogram};
 
 use crate::accounting::Accounting;
 use crate::auth::Consumer;
+use crate::limits::{Limiter, Reservation};
 use crate::telemetry;
 use crate::usage::{self, Dialect, RequestEstimate, StreamAccumulator, StreamDecoder};
 
@@ -55,6 +56,8 @@ enum Response {
 
 pub struct Exchange {
     accounting: Arc<Accounting>,
+    limiter: Arc<Limiter>,
+    reservation: Option<Reservation>,
     settings: ExchangeSettings,
     consumer: Option<Arc<Consumer>>,
     dialect: Option<Dialect>,
@@ -65,9 +68,15 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(accounting: Arc<Accounting>, settings: ExchangeSettings) -> Self {
+    pub fn new(
+        accounting: Arc<Accounting>,
+        limiter: Arc<Limiter>,
+        settings: ExchangeSettings,
+    ) -> Self {
         Exchange {
             accounting,
+            limiter,
+            reservation: None,
             settings,
             consumer: None,
             dialect: None,
@@ -266,10 +275,34 @@ impl Exchange {
             }
             Response::None | Response::Skipped | Response::Done => None,
         };
-        if let Some((used, estimated)) = settled {
-            self.accounting
-                .charge(&consumer, &used, estimated, SystemTime::now());
+        let (tokens, charged) = match settled {
+            Some((used, estimated)) => {
+                let charge = self
+                    .accounting
+                    .charge(&consumer, &used, estimated, SystemTime::now());
+                (used.total_tokens(), charge.micro_usd)
+            }
+            None => (0, 0),
+        };
+        if let Some(reservation) = self.reservation.take() {
+            self.limiter
+                .settle(&consumer, &reservation, tokens, charged);
         }
+    }
+
+    /// Records what the limiter reserved for this request, released by `finish`.
+    pub fn reserved(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
+    }
+
+    /// The consumer the gate allowed, once it has.
+    pub fn consumer(&self) -> Option<&Arc<Consumer>> {
+        self.consumer.as_ref()
+    }
+
+    /// What the request said about its cost (after `request_body`).
+    pub fn estimate(&self) -> RequestEstimate {
+        self.request.clone().unwrap_or_default()
     }
 }
 

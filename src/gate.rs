@@ -167,7 +167,7 @@ fn rewrite(
 
 /// Errors are shaped for the SDK the client is using, which the request itself reveals; the
 /// consumer's provider would be wrong exactly when a client calls the wrong API.
-fn request_shape(req: &RequestView<'_>) -> ErrorShape {
+pub fn request_shape(req: &RequestView<'_>) -> ErrorShape {
     let anthropic = req.header("anthropic-version").is_some()
         || req.header("x-api-key").is_some()
         || req.path.starts_with("/v1/messages");

@@ -15,6 +15,7 @@ pub mod denial;
 pub mod envoy;
 pub mod exchange;
 pub mod gate;
+pub mod limits;
 pub mod path;
 pub mod providers;
 pub mod reload;

@@ -9,8 +9,10 @@ use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::accounting::Accounting;
-use crate::config::{Config, CredentialsConfig};
+use crate::config::{Config, CredentialsConfig, LimitsBackend};
 use crate::gate::Gate;
+use crate::limits::redis::RedisLimits;
+use crate::limits::Limiter;
 use crate::runtime::{self, Background, LoadError, Prepared};
 use crate::telemetry;
 
@@ -21,8 +23,15 @@ pub fn activate(
     prepared: Prepared,
     gate: &Arc<Gate>,
     accounting: &Accounting,
-) -> Result<(Config, Background), crate::usage::PricingError> {
+    limiter: &Limiter,
+) -> Result<(Config, Background), ActivateError> {
     accounting.configure(&prepared.config.usage)?;
+    let limits = &prepared.config.limits;
+    let redis = match (limits.backend, &limits.redis) {
+        (LimitsBackend::Redis, Some(redis)) => Some(RedisLimits::connect(redis)?),
+        _ => None,
+    };
+    limiter.configure(limits, redis);
     let background = runtime::spawn_background(&prepared, gate);
     telemetry::record_registry_size(prepared.registry.consumers().len());
     gate.set_trust_forwarded_for(prepared.config.network.trust_forwarded_for);
@@ -35,6 +44,16 @@ pub struct Reloader {
     pub path: PathBuf,
     pub gate: Arc<Gate>,
     pub accounting: Arc<Accounting>,
+    pub limiter: Arc<Limiter>,
+}
+
+/// Why a prepared config could not be switched on.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("usage.{0}")]
+    Pricing(#[from] crate::usage::PricingError),
+    #[error(transparent)]
+    Redis(#[from] crate::limits::redis::RedisSetupError),
 }
 
 impl Reloader {
@@ -79,8 +98,8 @@ impl Reloader {
 
     async fn reload(&self) -> Result<(Config, Background), LoadError> {
         let prepared = prepare(&self.path, self.gate.credentials(), false).await?;
-        activate(prepared, &self.gate, &self.accounting)
-            .map_err(|e| LoadError::Pricing(e.to_string()))
+        activate(prepared, &self.gate, &self.accounting, &self.limiter)
+            .map_err(|e| LoadError::Activate(e.to_string()))
     }
 }
 

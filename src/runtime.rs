@@ -23,8 +23,8 @@ pub enum LoadError {
     Credentials(String),
     #[error("consumers: {0}")]
     Consumers(String),
-    #[error("usage.pricing: {0}")]
-    Pricing(String),
+    #[error("{0}")]
+    Activate(String),
 }
 
 /// A validated config with everything it needs, ready to swap in.
@@ -74,7 +74,7 @@ pub async fn prepare(
             Some(store) => store
                 .poll(&config.providers)
                 .await
-                .map(|poll| Registry::build(&config.providers, &poll.consumers))
+                .map(|poll| Registry::build(&config.providers, &config.teams, &poll.consumers))
                 .map_err(|e| LoadError::Consumers(e.to_string())),
         };
         match attempt {
@@ -168,6 +168,7 @@ pub fn spawn_background(prepared: &Prepared, gate: &Arc<Gate>) -> Background {
             prepared.source.clone(),
             gate.clone(),
             prepared.config.providers.clone(),
+            prepared.config.teams.clone(),
             settings.refresh,
         )));
     }
@@ -211,6 +212,7 @@ async fn poll_consumers(
     source: Arc<dyn CredentialSource>,
     gate: Arc<Gate>,
     providers: std::collections::BTreeMap<String, config::ProviderConfig>,
+    teams: std::collections::BTreeMap<String, config::TeamConfig>,
     every: Duration,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -220,7 +222,7 @@ async fn poll_consumers(
         match store.poll(&providers).await {
             Ok(poll) if !poll.changed => telemetry::record_registry_refresh("unchanged"),
             Ok(poll) => {
-                let registry = Registry::build(&providers, &poll.consumers);
+                let registry = Registry::build(&providers, &teams, &poll.consumers);
                 if let Err(e) = load_credentials(&*source, gate.credentials(), &registry).await {
                     tracing::warn!(error = %e, "new consumers reference unavailable credentials");
                 }

@@ -16,6 +16,7 @@ use crate::admin::{self, AdminState};
 use crate::auth::Registry;
 use crate::envoy::{AuthzService, ProcService};
 use crate::gate::Gate;
+use crate::limits::Limiter;
 use crate::reload::{self, Reloader};
 use crate::secrets::CredentialCache;
 use crate::telemetry;
@@ -38,8 +39,8 @@ pub enum ServeError {
     Metrics(String),
     #[error("{0}")]
     Ledger(String),
-    #[error("usage.pricing: {0}")]
-    Pricing(#[from] crate::usage::PricingError),
+    #[error(transparent)]
+    Activate(#[from] crate::reload::ActivateError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
 }
@@ -52,7 +53,8 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let prepared = reload::prepare(config_path, &cache, true).await?;
     let gate = Arc::new(Gate::new(Registry::default(), cache));
     let accounting = Arc::new(open_accounting(&prepared.config)?);
-    let (config, background) = reload::activate(prepared, &gate, &accounting)?;
+    let limiter = Arc::new(Limiter::new(accounting.clone()));
+    let (config, background) = reload::activate(prepared, &gate, &accounting, &limiter)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc_tcp = TcpListener::bind(config.listeners.grpc)
@@ -72,6 +74,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     tasks.spawn(grpc_server(
         gate.clone(),
         accounting.clone(),
+        limiter.clone(),
         TcpListenerStream::new(grpc_tcp),
         stop_rx.clone(),
     ));
@@ -82,6 +85,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         tasks.spawn(grpc_server(
             gate.clone(),
             accounting.clone(),
+            limiter.clone(),
             UnixListenerStream::new(uds),
             stop_rx.clone(),
         ));
@@ -91,7 +95,11 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         accounting: accounting.clone(),
         metrics,
     });
-    let upkeep = tokio::spawn(upkeep(accounting.clone(), config.usage.source_window));
+    let upkeep = tokio::spawn(upkeep(
+        accounting.clone(),
+        limiter.clone(),
+        config.usage.source_window,
+    ));
     let mut admin_stop = stop_rx.clone();
     tasks.spawn(async move {
         axum::serve(admin_listener, admin_router)
@@ -108,6 +116,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         path: config_path.to_path_buf(),
         gate: gate.clone(),
         accounting: accounting.clone(),
+        limiter: limiter.clone(),
     };
     let reload_task = tokio::spawn(reloader.run(config.clone(), background));
 
@@ -140,6 +149,7 @@ fn bind_error(what: &dyn std::fmt::Display, source: std::io::Error) -> ServeErro
 async fn grpc_server<S, IO, E>(
     gate: Arc<Gate>,
     accounting: Arc<Accounting>,
+    limiter: Arc<Limiter>,
     incoming: S,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError>
@@ -153,10 +163,11 @@ where
         + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let proc_service = ExternalProcessorServer::new(ProcService::new(gate.clone(), accounting))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let authz_service = AuthorizationServer::new(AuthzService::new(gate))
+    let proc_service =
+        ExternalProcessorServer::new(ProcService::new(gate.clone(), accounting, limiter.clone()))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let authz_service = AuthorizationServer::new(AuthzService::new(gate, limiter))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
     tonic::transport::Server::builder()
@@ -181,7 +192,11 @@ fn open_accounting(config: &crate::config::Config) -> Result<Accounting, ServeEr
 }
 
 /// Periodic, off-request-path work: flush the ledger every second, publish source counts.
-async fn upkeep(accounting: Arc<Accounting>, source_window: std::time::Duration) {
+async fn upkeep(
+    accounting: Arc<Accounting>,
+    limiter: Arc<Limiter>,
+    source_window: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut n: u64 = 0;
     loop {
@@ -189,6 +204,9 @@ async fn upkeep(accounting: Arc<Accounting>, source_window: std::time::Duration)
         flush_ledger(&accounting);
         if n.is_multiple_of(5) {
             accounting.publish_sources(source_window);
+        }
+        if n.is_multiple_of(60) {
+            limiter.evict_idle();
         }
         n += 1;
     }

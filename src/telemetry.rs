@@ -33,6 +33,8 @@ pub const UPSTREAM_SECONDS: &str = "keygate_upstream_seconds";
 pub const TIME_TO_FIRST_TOKEN_SECONDS: &str = "keygate_time_to_first_token_seconds";
 pub const SOURCE_ADDRESSES: &str = "keygate_source_addresses";
 pub const LEDGER_FLUSH_TOTAL: &str = "keygate_ledger_flush_total";
+pub const BUDGET_THRESHOLD_TOTAL: &str = "keygate_budget_threshold_total";
+pub const LIMITS_FALLBACK_TOTAL: &str = "keygate_limits_fallback_total";
 
 /// The label value used for requests whose key matched no consumer.
 pub const UNKNOWN: &str = "unknown";
@@ -87,17 +89,101 @@ fn describe() {
         READY,
         "1 when keygate has its config and every referenced credential."
     );
+    describe_counter!(
+        RESPONSES_TOTAL,
+        "Upstream responses by consumer, provider and status class."
+    );
+    describe_counter!(
+        TOKENS_TOTAL,
+        "LLM tokens from provider-reported usage, by kind."
+    );
+    describe_gauge!(
+        SPEND_MONTH_TO_DATE,
+        "Spend in the current UTC calendar month, in USD."
+    );
+    describe_gauge!(
+        BUDGET_USD,
+        "Monthly budget, in USD, where one is configured."
+    );
+    describe_counter!(
+        USAGE_ESTIMATED_TOTAL,
+        "Responses charged an estimate because usage was missing."
+    );
+    describe_counter!(
+        USAGE_UNPRICED_TOTAL,
+        "Responses whose model has no price in the price table."
+    );
+    describe_counter!(
+        REQUEST_BYTES_TOTAL,
+        Unit::Bytes,
+        "Request body bytes sent upstream."
+    );
+    describe_counter!(
+        RESPONSE_BYTES_TOTAL,
+        Unit::Bytes,
+        "Response body bytes received from upstream."
+    );
+    describe_histogram!(
+        UPSTREAM_SECONDS,
+        Unit::Seconds,
+        "Time from keygate's allow to the upstream response headers."
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_TOKEN_SECONDS,
+        Unit::Seconds,
+        "Time from keygate's allow to the first streamed body bytes."
+    );
+    describe_gauge!(
+        SOURCE_ADDRESSES,
+        "Distinct source addresses per consumer in the sliding window."
+    );
+    describe_counter!(
+        LEDGER_FLUSH_TOTAL,
+        "Spend ledger flushes to disk by result."
+    );
+    describe_counter!(
+        BUDGET_THRESHOLD_TOTAL,
+        "Consumers crossing the budget soft threshold (once per month)."
+    );
+    describe_counter!(
+        LIMITS_FALLBACK_TOTAL,
+        "Limit operations served by local buckets because Redis was unavailable."
+    );
+    describe_gauge!(
+        SECRET_AGE_SECONDS,
+        Unit::Seconds,
+        "Time since the credential was last loaded successfully."
+    );
+    describe_gauge!(
+        SECRET_STALE,
+        "1 when the credential is past max_stale and requests needing it get 503."
+    );
+    describe_counter!(
+        VAULT_REQUESTS_TOTAL,
+        "Calls to Vault by operation and result."
+    );
+    describe_counter!(REGISTRY_REFRESH_TOTAL, "Consumer store polls by result.");
 }
 
 /// Counts one decision and observes its latency.
+/// Observes the gate's decision time and counts its denials; an allow is counted by the edge
+/// with [`record_outcome`] once the limits have admitted the request too.
 pub fn record_decision(consumer: Option<&Consumer>, outcome: &'static str, elapsed: Duration) {
+    histogram!(DECISION_SECONDS).record(elapsed.as_secs_f64());
+    if outcome != "allowed" {
+        record_outcome(consumer, outcome);
+    }
+}
+
+/// Counts a request's final outcome: `allowed`, or refused by the limits (size, rate, tokens,
+/// budget) or the failed-authentication guard.
+pub fn record_outcome(consumer: Option<&Consumer>, outcome: &'static str) {
     let (name, provider) = match consumer {
         Some(c) => (c.name.to_string(), c.provider.name.to_string()),
         None => (UNKNOWN.to_string(), UNKNOWN.to_string()),
     };
     counter!(REQUESTS_TOTAL, "consumer" => name, "provider" => provider, "outcome" => outcome)
         .increment(1);
-    histogram!(DECISION_SECONDS).record(elapsed.as_secs_f64());
 }
 
 pub fn record_reload(ok: bool) {

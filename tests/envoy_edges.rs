@@ -19,12 +19,35 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingReque
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use keygate::envoy::{ext_authz, ext_proc};
 
-fn proc_session(f: &common::Fixture) -> ext_proc::Session {
-    let accounting = std::sync::Arc::new(keygate::accounting::Accounting::new(
+fn accounting() -> std::sync::Arc<keygate::accounting::Accounting> {
+    std::sync::Arc::new(keygate::accounting::Accounting::new(
         keygate::usage::PriceTable::defaults(),
         keygate::accounting::Ledger::in_memory(),
-    ));
-    ext_proc::ProcService::new(f.gate.clone(), accounting).session()
+    ))
+}
+
+fn limiter() -> std::sync::Arc<keygate::limits::Limiter> {
+    std::sync::Arc::new(keygate::limits::Limiter::new(accounting()))
+}
+
+fn proc_session(f: &common::Fixture) -> ext_proc::Session {
+    ext_proc::ProcService::new(f.gate.clone(), accounting(), limiter()).session()
+}
+
+fn respond(
+    session: &mut ext_proc::Session,
+    m: ProcessingRequest,
+) -> envoy_types::pb::envoy::service::ext_proc::v3::ProcessingResponse {
+    block(session.respond(m))
+}
+
+/// Runs an edge's async handler to completion.
+fn block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
 
 fn raw(headers: &[(&str, &str)]) -> HeaderMap {
@@ -71,7 +94,7 @@ fn ext_proc_allow_overwrites_the_credential_in_raw_value_and_clears_the_route() 
         ("authorization", &bearer),
         ("x-keygate-provider", "anthropic"),
     ]);
-    let Some(Out::RequestHeaders(h)) = proc_session(&f).respond(req).response else {
+    let Some(Out::RequestHeaders(h)) = block(proc_session(&f).respond(req)).response else {
         panic!("expected a headers response");
     };
     let common = h.response.unwrap();
@@ -113,7 +136,7 @@ fn ext_proc_deny_is_an_immediate_json_response() {
         (":path", "/v1/models"),
         ("authorization", "Bearer nope"),
     ]);
-    let Some(Out::ImmediateResponse(r)) = proc_session(&f).respond(req).response else {
+    let Some(Out::ImmediateResponse(r)) = block(proc_session(&f).respond(req)).response else {
         panic!("expected an immediate response");
     };
     assert_eq!(r.status.unwrap().code, 401);
@@ -133,7 +156,7 @@ fn ext_proc_passes_through_phases_it_did_not_ask_for() {
         ..Default::default()
     };
     assert!(matches!(
-        proc_session(&f).respond(req).response,
+        block(proc_session(&f).respond(req)).response,
         Some(Out::ResponseHeaders(_))
     ));
 }
@@ -176,7 +199,7 @@ fn ext_authz_allow_sets_text_values_and_removes_client_credentials() {
             ("x-keygate-team", "x"),
         ],
     );
-    let resp = ext_authz::check(&f.gate, &req);
+    let resp = block(ext_authz::check(&f.gate, &limiter(), &req));
     assert_eq!(resp.status.unwrap().code, 0);
     let Some(HttpResponse::OkResponse(ok)) = resp.http_response else {
         panic!("not ok")
@@ -199,10 +222,11 @@ fn ext_authz_allow_sets_text_values_and_removes_client_credentials() {
 fn ext_authz_deny_carries_status_and_body() {
     let f = common::fixture();
     let bearer = format!("Bearer {}", f.keys.suspended);
-    let resp = ext_authz::check(
+    let resp = block(ext_authz::check(
         &f.gate,
+        &limiter(),
         &check_request("GET", "/v1/models", &[("authorization", &bearer)]),
-    );
+    ));
     assert_eq!(resp.status.unwrap().code, 7);
     let Some(HttpResponse::DeniedResponse(d)) = resp.http_response else {
         panic!("not denied")
@@ -215,7 +239,11 @@ fn ext_authz_deny_carries_status_and_body() {
 #[test]
 fn ext_authz_without_http_attributes_is_denied() {
     let f = common::fixture();
-    let resp = ext_authz::check(&f.gate, &CheckRequest::default());
+    let resp = block(ext_authz::check(
+        &f.gate,
+        &limiter(),
+        &CheckRequest::default(),
+    ));
     assert_ne!(resp.status.unwrap().code, 0);
 }
 
@@ -236,7 +264,7 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
     if let Some(In::RequestHeaders(h)) = &mut req.request {
         h.end_of_stream = false;
     }
-    let out = session.respond(req);
+    let out = respond(&mut session, req);
     let mode = out
         .mode_override
         .expect("a POST to an LLM endpoint asks for its body");
@@ -244,14 +272,17 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
     assert_eq!(mode.response_body_mode, BodySendMode::Buffered as i32);
 
     let body = br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let out = session.respond(ProcessingRequest {
-        request: Some(In::RequestBody(HttpBody {
-            body: body.to_vec(),
-            end_of_stream: true,
+    let out = respond(
+        &mut session,
+        ProcessingRequest {
+            request: Some(In::RequestBody(HttpBody {
+                body: body.to_vec(),
+                end_of_stream: true,
+                ..Default::default()
+            })),
             ..Default::default()
-        })),
-        ..Default::default()
-    });
+        },
+    );
     let Some(Out::RequestBody(b)) = out.response else {
         panic!("body response expected")
     };
@@ -278,8 +309,7 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
         })),
         ..Default::default()
     };
-    let mode = session
-        .respond(sse)
+    let mode = respond(&mut session, sse)
         .mode_override
         .expect("streams switch to STREAMED");
     assert_eq!(mode.response_body_mode, BodySendMode::Streamed as i32);
@@ -296,11 +326,14 @@ fn ext_proc_skips_bodies_of_errors_and_get_requests() {
     let f = common::fixture();
     let mut session = proc_session(&f);
     let bearer = format!("Bearer {}", f.keys.openai);
-    let out = session.respond(proc_request(&[
-        (":method", "GET"),
-        (":path", "/v1/models"),
-        ("authorization", &bearer),
-    ]));
+    let out = respond(
+        &mut session,
+        proc_request(&[
+            (":method", "GET"),
+            (":path", "/v1/models"),
+            ("authorization", &bearer),
+        ]),
+    );
     assert!(out.mode_override.is_none(), "a GET has no body to ask for");
     let error = ProcessingRequest {
         request: Some(In::ResponseHeaders(HttpHeaders {
@@ -312,8 +345,7 @@ fn ext_proc_skips_bodies_of_errors_and_get_requests() {
         })),
         ..Default::default()
     };
-    let mode = session
-        .respond(error)
+    let mode = respond(&mut session, error)
         .mode_override
         .expect("error bodies are skipped");
     assert_eq!(mode.response_body_mode, BodySendMode::None as i32);

@@ -143,6 +143,10 @@ impl Accounting {
                 .or_insert(0) += micro_usd;
         }
         let month_to_date = self.ledger.add(&consumer.name, micro_usd, now);
+        if let Some((team, _)) = &consumer.limits.team_budget {
+            self.ledger
+                .add(&crate::limits::limiter::team_key(team), micro_usd, now);
+        }
         gauge!(telemetry::SPEND_MONTH_TO_DATE, "consumer" => consumer.name.to_string())
             .set(micro_to_usd(month_to_date));
         Charge {

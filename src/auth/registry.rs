@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{KeyEnv, KeyHash, ParsedKey};
-use crate::config::{Config, ConsumerConfig, ConsumerStatus, ProviderConfig};
+use crate::config::{Config, ConsumerConfig, ConsumerStatus, ProviderConfig, TeamConfig};
+use crate::limits::Policy;
 use crate::providers::ProviderKind;
 use crate::scope::RoutePattern;
 
@@ -30,6 +31,7 @@ pub struct Consumer {
     pub credential: Arc<str>,
     pub status: ConsumerStatus,
     pub routes: Vec<RoutePattern>,
+    pub limits: Policy,
 }
 
 #[derive(Debug)]
@@ -57,12 +59,13 @@ pub struct Registry {
 impl Registry {
     /// Builds a snapshot from a validated config's providers and inline consumers.
     pub fn from_config(config: &Config) -> Registry {
-        Registry::build(&config.providers, config.inline_consumers())
+        Registry::build(&config.providers, &config.teams, config.inline_consumers())
     }
 
     /// Builds a snapshot from providers and validated consumers (from a file or a store).
     pub fn build(
         providers: &BTreeMap<String, ProviderConfig>,
+        teams: &BTreeMap<String, TeamConfig>,
         consumers: &[ConsumerConfig],
     ) -> Registry {
         let built: BTreeMap<String, Arc<Provider>> = providers
@@ -97,6 +100,14 @@ impl Registry {
             ) else {
                 continue; // unreachable after validation; never panic on config
             };
+            let Some(provider_config) = providers.get(&c.provider) else {
+                continue;
+            };
+            let team = c
+                .team
+                .as_deref()
+                .and_then(|t| teams.get(t).map(|cfg| (t, cfg)));
+            let limits = Policy::resolve(&c.limits, &provider_config.limits, team);
             let index = registry.consumers.len();
             registry.consumers.push(Arc::new(Consumer {
                 name: c.name.as_str().into(),
@@ -106,6 +117,7 @@ impl Registry {
                 credential: credential.as_str().into(),
                 status: c.status,
                 routes: c.scope.routes.clone(),
+                limits,
             }));
             for key in &c.keys {
                 registry.keys.insert(

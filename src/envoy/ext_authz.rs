@@ -19,7 +19,9 @@ use super::headers::{self, ValueField};
 use crate::decision::Decision;
 use crate::denial::Denial;
 use crate::gate::Gate;
+use crate::limits::Limiter;
 use crate::request::{Header, RequestView};
+use crate::telemetry;
 
 const GRPC_OK: i32 = 0;
 const GRPC_PERMISSION_DENIED: i32 = 7;
@@ -30,11 +32,12 @@ const GRPC_UNAVAILABLE: i32 = 14;
 #[derive(Debug, Clone)]
 pub struct AuthzService {
     gate: Arc<Gate>,
+    limiter: Arc<Limiter>,
 }
 
 impl AuthzService {
-    pub fn new(gate: Arc<Gate>) -> Self {
-        AuthzService { gate }
+    pub fn new(gate: Arc<Gate>, limiter: Arc<Limiter>) -> Self {
+        AuthzService { gate, limiter }
     }
 }
 
@@ -44,12 +47,16 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(check(&self.gate, &request.into_inner())))
+        Ok(Response::new(
+            check(&self.gate, &self.limiter, &request.into_inner()).await,
+        ))
     }
 }
 
 /// Decides one Check request.
-pub fn check(gate: &Gate, request: &CheckRequest) -> CheckResponse {
+/// Header-only mode sees no bodies or responses: it enforces the failed-authentication guard,
+/// the declared size and the request-rate limits; token limits and budgets need ext_proc.
+pub async fn check(gate: &Gate, limiter: &Limiter, request: &CheckRequest) -> CheckResponse {
     let attributes = request.attributes.as_ref();
     let http = attributes
         .and_then(|a| a.request.as_ref())
@@ -83,7 +90,23 @@ pub fn check(gate: &Gate, request: &CheckRequest) -> CheckResponse {
             .collect(),
         source,
     };
-    match gate.decide(&view) {
+    let shape = crate::gate::request_shape(&view);
+    let content_length = view
+        .header("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+    if let Err(reason) = limiter.check_source(source) {
+        telemetry::record_outcome(None, reason.outcome());
+        return denied(&Denial::new(reason, shape));
+    }
+    let decision = gate.decide(&view);
+    if let Decision::Allow(allow) = &decision {
+        if let Err(reason) = limiter.admit_request(&allow.consumer, content_length).await {
+            telemetry::record_outcome(Some(&allow.consumer), reason.outcome());
+            return denied(&Denial::new(reason, shape));
+        }
+        telemetry::record_outcome(Some(&allow.consumer), "allowed");
+    }
+    match decision {
         Decision::Allow(allow) => CheckResponse {
             status: Some(rpc::Status {
                 code: GRPC_OK,
@@ -96,7 +119,12 @@ pub fn check(gate: &Gate, request: &CheckRequest) -> CheckResponse {
             })),
             ..Default::default()
         },
-        Decision::Deny(denial) => denied(&denial),
+        Decision::Deny(denial) => {
+            if denial.status() == 401 {
+                limiter.failed_auth(source);
+            }
+            denied(&denial)
+        }
     }
 }
 

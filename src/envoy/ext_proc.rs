@@ -20,16 +20,23 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpBody,
     HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse, TrailersResponse,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::headers::{self, ValueField};
 use crate::accounting::Accounting;
+use crate::auth::Consumer;
 use crate::decision::Decision;
 use crate::denial::Denial;
+use crate::denial::DenyReason;
 use crate::exchange::{BodyPlan, Exchange};
+use crate::gate::request_shape;
 use crate::gate::Gate;
+use crate::limits::Limiter;
+use crate::providers::ErrorShape;
 use crate::request::RequestView;
+use crate::telemetry;
 
 /// The filter name Envoy keys `request_attributes` under.
 const FILTER_NAME: &str = "envoy.filters.http.ext_proc";
@@ -40,19 +47,30 @@ const SOURCE_ATTRIBUTE: &str = "source.address";
 pub struct ProcService {
     gate: Arc<Gate>,
     accounting: Arc<Accounting>,
+    limiter: Arc<Limiter>,
 }
 
 impl ProcService {
-    pub fn new(gate: Arc<Gate>, accounting: Arc<Accounting>) -> Self {
-        ProcService { gate, accounting }
+    pub fn new(gate: Arc<Gate>, accounting: Arc<Accounting>, limiter: Arc<Limiter>) -> Self {
+        ProcService {
+            gate,
+            accounting,
+            limiter,
+        }
     }
 
     /// The state of one ext_proc stream.
     pub fn session(&self) -> Session {
         Session {
             gate: self.gate.clone(),
-            exchange: Exchange::new(self.accounting.clone(), self.accounting.exchange_settings()),
+            limiter: self.limiter.clone(),
+            exchange: Exchange::new(
+                self.accounting.clone(),
+                self.limiter.clone(),
+                self.accounting.exchange_settings(),
+            ),
             request_body: BodySendMode::None,
+            shape: ErrorShape::OpenAi,
         }
     }
 }
@@ -68,27 +86,40 @@ impl ExternalProcessor for ProcService {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let mut session = self.session();
-        let outbound = request
-            .into_inner()
-            .map(move |message| message.map(|m| session.respond(m)));
-        Ok(Response::new(Box::pin(outbound)))
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(message) = inbound.next().await {
+                let reply = match message {
+                    Ok(m) => Ok(session.respond(m).await),
+                    Err(status) => Err(status),
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
 /// One HTTP request's conversation with Envoy. Dropping it (stream closed) settles the
-/// exchange, so an interrupted response is still charged.
+/// exchange, so an interrupted response is still charged and its reservation released.
 pub struct Session {
     gate: Arc<Gate>,
+    limiter: Arc<Limiter>,
     exchange: Exchange,
     request_body: BodySendMode,
+    shape: ErrorShape,
 }
 
 impl Session {
     /// Answers one message.
-    pub fn respond(&mut self, message: ProcessingRequest) -> ProcessingResponse {
+    pub async fn respond(&mut self, message: ProcessingRequest) -> ProcessingResponse {
         let (response, mode_override) = match &message.request {
-            Some(In::RequestHeaders(h)) => self.on_request_headers(&message, h),
-            Some(In::RequestBody(b)) => (self.on_request_body(b), None),
+            Some(In::RequestHeaders(h)) => self.on_request_headers(&message, h).await,
+            Some(In::RequestBody(b)) => (self.on_request_body(b).await, None),
             Some(In::ResponseHeaders(h)) => self.on_response_headers(h),
             Some(In::ResponseBody(b)) => {
                 self.exchange.response_body(&b.body, b.end_of_stream);
@@ -108,7 +139,13 @@ impl Session {
         }
     }
 
-    fn on_request_headers(
+    fn deny(&self, reason: DenyReason, consumer: Option<&Consumer>) -> Out {
+        let denial = Denial::new(reason, self.shape);
+        telemetry::record_outcome(consumer, denial.reason.outcome());
+        Out::ImmediateResponse(immediate(&denial))
+    }
+
+    async fn on_request_headers(
         &mut self,
         message: &ProcessingRequest,
         h: &HttpHeaders,
@@ -133,37 +170,61 @@ impl Session {
                 .collect(),
             source,
         };
-        match self.gate.decide(&view) {
-            Decision::Allow(allow) => {
-                let wants_body = self.exchange.allowed(
-                    allow.consumer.clone(),
-                    method,
-                    path,
-                    source,
-                    content_length,
-                );
-                let mode = (wants_body && !h.end_of_stream).then(|| {
-                    self.request_body = BodySendMode::Buffered;
-                    mode(self.request_body, BodySendMode::Buffered)
-                });
-                let response = Out::RequestHeaders(HeadersResponse {
-                    response: Some(CommonResponse {
-                        header_mutation: Some(HeaderMutation {
-                            set_headers: headers::set_options(&allow.mutation, ValueField::Raw),
-                            remove_headers: allow.mutation.remove,
-                        }),
-                        clear_route_cache: true,
-                        ..Default::default()
-                    }),
-                });
-                (response, mode)
-            }
-            Decision::Deny(denial) => (Out::ImmediateResponse(immediate(&denial)), None),
+        self.shape = request_shape(&view);
+        if let Err(reason) = self.limiter.check_source(source) {
+            return (self.deny(reason, None), None);
         }
+        let allow = match self.gate.decide(&view) {
+            Decision::Allow(allow) => allow,
+            Decision::Deny(denial) => {
+                if denial.status() == 401 {
+                    self.limiter.failed_auth(source);
+                }
+                return (Out::ImmediateResponse(immediate(&denial)), None);
+            }
+        };
+        if let Err(reason) = self
+            .limiter
+            .admit_request(&allow.consumer, content_length)
+            .await
+        {
+            return (self.deny(reason, Some(&allow.consumer)), None);
+        }
+        telemetry::record_outcome(Some(&allow.consumer), "allowed");
+        let wants_body =
+            self.exchange
+                .allowed(allow.consumer.clone(), method, path, source, content_length);
+        let mode = (wants_body && !h.end_of_stream).then(|| {
+            self.request_body = BodySendMode::Buffered;
+            mode(self.request_body, BodySendMode::Buffered)
+        });
+        let response = Out::RequestHeaders(HeadersResponse {
+            response: Some(CommonResponse {
+                header_mutation: Some(HeaderMutation {
+                    set_headers: headers::set_options(&allow.mutation, ValueField::Raw),
+                    remove_headers: allow.mutation.remove,
+                }),
+                clear_route_cache: true,
+                ..Default::default()
+            }),
+        });
+        (response, mode)
     }
 
-    fn on_request_body(&mut self, body: &HttpBody) -> Out {
-        let Some(rewritten) = self.exchange.request_body(&body.body) else {
+    async fn on_request_body(&mut self, body: &HttpBody) -> Out {
+        let rewritten = self.exchange.request_body(&body.body);
+        if let Some(consumer) = self.exchange.consumer().cloned() {
+            let estimate = self.exchange.estimate();
+            match self
+                .limiter
+                .admit_body(&consumer, body.body.len() as u64, &estimate)
+                .await
+            {
+                Ok(reservation) => self.exchange.reserved(reservation),
+                Err(reason) => return self.deny(reason, Some(&consumer)),
+            }
+        }
+        let Some(rewritten) = rewritten else {
             return Out::RequestBody(BodyResponse::default());
         };
         Out::RequestBody(BodyResponse {

@@ -1,0 +1,513 @@
+"""The SRE deliverables under deploy/: Prometheus alert rules (promtool), the example
+Prometheus config, and the Grafana dashboard; then all of them against a live keygate (real
+Envoy, the real openai and anthropic SDKs) scraped by a real Prometheus: every dashboard panel
+has data, the rules load and evaluate, /metrics passes `promtool check metrics`, and 10 000
+requests with random keys create no new series."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import random
+import re
+import signal
+import string
+import subprocess
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import anthropic
+import openai
+import pytest
+import yaml
+
+from harness.keygate import counter
+from harness.paths import REPO_ROOT
+from harness.prometheus import Prometheus, PrometheusError, start_prometheus
+from harness.stack import Stack, start_stack
+
+PROM_DIR = REPO_ROOT / "deploy" / "prometheus"
+RULES = PROM_DIR / "keygate-alerts.yaml"
+RULE_TESTS = PROM_DIR / "keygate-alerts.test.yaml"
+PROM_EXAMPLE = PROM_DIR / "prometheus.yaml"
+DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "keygate.json"
+
+SEVERITIES = {"critical", "warning"}
+ANNOTATIONS = {"summary", "description", "runbook"}
+
+# What the live test substitutes for Grafana's variables ("All" for ours, fixed windows for
+# the built-ins). Rates use 30s windows over a 1s scrape interval.
+BUILTIN_VALUES = {"__rate_interval": "30s", "__interval": "30s", "__range": "5m"}
+ALL_VALUE = ".*"
+GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__interval_ms", "__range", "__range_s", "__range_ms",
+                    "__from", "__to", "__all", "__auto", "__dashboard", "__name", "__org", "__user", "timeFilter"}
+VAR_REF = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+
+RANDOM_KEY_REQUESTS = 10_000
+RANDOM_KEY_WARMUP = 1_000
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def promtool(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `promtool` (from PATH) with `args`; stdout and stderr captured as text."""
+    return subprocess.run(
+        ["promtool", *map(str, args)], input=stdin, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a YAML file."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule in the rules file, in order."""
+    return [r for g in load_yaml(RULES)["groups"] for r in g["rules"] if "alert" in r]
+
+
+def dashboard() -> dict[str, Any]:
+    """The parsed Grafana dashboard."""
+    with open(DASHBOARD, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def data_panels(dash: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every non-row panel, including panels nested in collapsed rows."""
+    out: list[dict[str, Any]] = []
+    for panel in dash["panels"]:
+        if panel.get("type") == "row":
+            out.extend(panel.get("panels", []))
+        else:
+            out.append(panel)
+    return out
+
+
+def variable_refs(text: str) -> set[str]:
+    """Names of Grafana variables referenced in `text` ($name, ${name}, ${name:fmt}, [[name]])."""
+    return {next(g for g in m.groups() if g) for m in VAR_REF.finditer(text)}
+
+
+def substitute(expr: str) -> str:
+    """A panel query as Grafana would send it with every variable on "All"."""
+    def value(m: re.Match[str]) -> str:
+        name = next(g for g in m.groups() if g)
+        return BUILTIN_VALUES.get(name, ALL_VALUE)
+
+    return VAR_REF.sub(value, expr)
+
+
+def metric_names(expr: str) -> set[str]:
+    """keygate metric families a query reads (histogram suffixes stripped)."""
+    return {re.sub(r"_(bucket|count|sum)$", "", m) for m in re.findall(r"\bkeygate_[a-z_]+\b", expr)}
+
+
+def exposed_families(metrics_text: str) -> set[str]:
+    """Metric families present in a /metrics exposition (histogram suffixes stripped)."""
+    names = set()
+    for line in metrics_text.splitlines():
+        if line and not line.startswith("#"):
+            names.add(re.sub(r"_(bucket|count|sum)$", "", re.split(r"[{ ]", line, maxsplit=1)[0]))
+    return names
+
+
+def series_set(metrics_text: str) -> set[str]:
+    """Every series (name plus labels, without the value) in a /metrics exposition."""
+    return {line.rsplit(" ", 1)[0] for line in metrics_text.splitlines() if line and not line.startswith("#")}
+
+
+def has_finite_value(result: list[dict[str, Any]]) -> bool:
+    """True if an instant-query result holds at least one sample that is a number (not NaN)."""
+    return any(math.isfinite(float(r["value"][1])) for r in result)
+
+
+def random_key(valid_checksum: bool) -> str:
+    """A random string shaped like a consumer key (`kg_live_<30 base62>_<6 base62>`).
+
+    With `valid_checksum` its checksum is correct (CRC32 of the body in 6 base62 digits, as in
+    src/auth/key.rs), so keygate looks it up and denies it as unknown_key; otherwise the
+    checksum is random and it is denied as malformed_key before any lookup."""
+    body = "kg_live_" + "".join(random.choices(BASE62, k=30))
+    if not valid_checksum:
+        return body + "_" + "".join(random.choices(BASE62, k=6))
+    n = zlib.crc32(body.encode())
+    digits = []
+    for _ in range(6):
+        digits.append(BASE62[n % 62])
+        n //= 62
+    return body + "_" + "".join(reversed(digits))
+
+
+# ---------------------------------------------------------------- rules (static)
+
+
+def test_promtool_check_rules() -> None:
+    out = promtool("check", "rules", RULES)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_rule_unit_tests_pass() -> None:
+    out = promtool("test", "rules", RULE_TESTS)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_alert_has_a_firing_case_and_a_quiet_case() -> None:
+    tests = load_yaml(RULE_TESTS)
+    assert [Path(f).name for f in tests["rule_files"]] == [RULES.name]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in tests["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    alerts = {r["alert"] for r in alert_rules()}
+    assert alerts - firing == set(), f"alerts without a test case where they fire: {sorted(alerts - firing)}"
+    assert alerts - quiet == set(), f"alerts without a test case where they must not fire: {sorted(alerts - quiet)}"
+    assert (firing | quiet) - alerts == set(), f"tests name alerts that do not exist: {sorted((firing | quiet) - alerts)}"
+
+
+def test_every_alert_has_severity_and_annotations() -> None:
+    rules = alert_rules()
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names)), "duplicate alert names"
+    assert [g["name"] for g in load_yaml(RULES)["groups"]] == ["keygate"]
+    for rule in rules:
+        assert rule.get("labels", {}).get("severity") in SEVERITIES, rule["alert"]
+        missing = ANNOTATIONS - set(rule.get("annotations", {}))
+        assert not missing, f"{rule['alert']} lacks annotations {sorted(missing)}"
+
+
+def test_example_prometheus_config_is_valid() -> None:
+    out = promtool("check", "config", PROM_EXAMPLE)
+    assert out.returncode == 0, out.stdout + out.stderr
+    config = load_yaml(PROM_EXAMPLE)
+    assert [j["job_name"] for j in config["scrape_configs"]] == ["keygate"]
+    assert (PROM_DIR / config["rule_files"][0]).resolve() == RULES.resolve()
+
+
+# ---------------------------------------------------------------- dashboard (static)
+
+
+def test_dashboard_is_valid_and_every_variable_is_defined() -> None:
+    dash = dashboard()
+    assert dash["uid"] and dash["title"] and 36 <= dash["schemaVersion"] <= 41
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    for name in ("consumer", "provider"):
+        var = variables[name]
+        assert var["type"] == "query" and var["multi"] and var["includeAll"], name
+        assert "label_values(" in json.dumps(var["query"]), name
+    panels = data_panels(dash)
+    assert panels
+    ids = [p["id"] for p in dash["panels"] + [q for p in dash["panels"] for q in p.get("panels", [])]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    undefined: dict[str, set[str]] = {}
+    for panel in panels:
+        assert panel.get("targets"), f"panel {panel['title']!r} has no target"
+        for target in panel["targets"]:
+            assert target.get("expr", "").strip(), f"panel {panel['title']!r} has an empty query"
+        refs = variable_refs(json.dumps(panel)) - GRAFANA_BUILTINS - set(variables)
+        if refs:
+            undefined[panel["title"]] = refs
+    refs = variable_refs(json.dumps(dash["templating"])) - GRAFANA_BUILTINS - set(variables)
+    if refs:
+        undefined["templating"] = refs
+    assert not undefined, f"undefined variables: {undefined}"
+
+
+def test_dashboard_consumer_queries_use_the_template_variables() -> None:
+    """Queries over per-consumer metrics filter on $consumer (except the panel that is about
+    consumer="unknown" on purpose)."""
+    per_consumer = {"keygate_requests_total", "keygate_responses_total", "keygate_tokens_total",
+                    "keygate_spend_usd_total", "keygate_spend_month_to_date_usd", "keygate_budget_usd",
+                    "keygate_usage_estimated_total", "keygate_usage_unpriced_total", "keygate_request_bytes_total",
+                    "keygate_response_bytes_total", "keygate_source_addresses"}
+    unfiltered = []
+    for panel in data_panels(dashboard()):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if metric_names(expr) & per_consumer and "$consumer" not in expr and 'consumer="unknown"' not in expr:
+                unfiltered.append(f"{panel['title']}: {expr}")
+    assert not unfiltered, "queries without consumer=~\"$consumer\":\n" + "\n".join(unfiltered)
+
+
+# ---------------------------------------------------------------- live
+
+
+@dataclass
+class Live:
+    """The stack, the Prometheus scraping it, and what its /metrics looked like after traffic."""
+
+    stack: Stack
+    prom: Prometheus
+    metrics_after_traffic: str
+
+
+def oai(s: Stack, key: str) -> openai.OpenAI:
+    """An OpenAI SDK client pointed at Envoy."""
+    return openai.OpenAI(base_url=f"{s.base_url}/v1", api_key=key, max_retries=0, timeout=10)
+
+
+def ant(s: Stack, key: str) -> anthropic.Anthropic:
+    """An Anthropic SDK client pointed at Envoy."""
+    return anthropic.Anthropic(base_url=s.base_url, api_key=key, max_retries=0, timeout=10)
+
+
+def raw(s: Stack, method: str, path: str, headers: dict[str, str]) -> int:
+    """Send one request through Envoy byte for byte; return the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", s.envoy_port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def drive_traffic(s: Stack) -> None:
+    """One round of everything the dashboard shows: allowed calls with both SDKs (JSON and
+    streaming, priced and unpriced models, cache and reasoning tokens), upstream errors, an
+    interrupted stream (estimated usage), and one denial of each kind."""
+    openai_client = oai(s, s.keys["openai"].key)
+    openai_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello there"}],
+        extra_headers={"x-mock-cached-tokens": "2", "x-mock-reasoning-tokens": "3"},
+    )
+    chunks = list(openai_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "count to five"}], stream=True, max_tokens=5,
+    ))
+    assert any(c.choices and c.choices[0].delta.content for c in chunks)
+    openai_client.embeddings.create(model="text-embedding-3-small", input="embed me")
+    assert openai_client.models.list().data
+    with pytest.raises(openai.InternalServerError):
+        openai_client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], extra_headers={"x-mock-status": "500"}
+        )
+    with pytest.raises(openai.RateLimitError):
+        openai_client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], extra_headers={"x-mock-status": "429"}
+        )
+    with pytest.raises(Exception):  # noqa: B017 - the SDK raises whatever a cut stream gives it
+        for _ in openai_client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "cut me off please"}], stream=True,
+            max_tokens=20, extra_headers={"x-mock-interrupt-after": "3"},
+        ):
+            pass
+
+    anthropic_client = ant(s, s.keys["anthropic"].key)
+    cache = {"x-mock-cached-tokens": "5", "x-mock-cache-creation-tokens": "3"}
+    anthropic_client.messages.create(
+        model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}], extra_headers=cache
+    )
+    with anthropic_client.messages.stream(
+        model="claude-haiku-4-5", max_tokens=6, messages=[{"role": "user", "content": "stream please"}],
+        extra_headers=cache,
+    ) as stream:
+        assert stream.get_final_message().usage.output_tokens > 0
+    anthropic_client.messages.create(  # no price for this model: counted as unpriced
+        model="claude-test-model", max_tokens=4, messages=[{"role": "user", "content": "unpriced"}]
+    )
+
+    denied: list[tuple[Any, type[Exception]]] = [
+        (lambda: oai(s, random_key(True)).models.list(), openai.AuthenticationError),
+        (lambda: oai(s, "sk-proj-not-a-keygate-key").models.list(), openai.AuthenticationError),
+        (lambda: oai(s, s.keys["expired"].key).models.list(), openai.AuthenticationError),
+        (lambda: oai(s, s.keys["suspended"].key).models.list(), openai.PermissionDeniedError),
+        (lambda: oai(s, s.keys["revoked"].key).models.list(), openai.PermissionDeniedError),
+        (lambda: openai_client.files.list(), openai.PermissionDeniedError),
+        (lambda: ant(s, random_key(True)).messages.create(
+            model="claude-haiku-4-5", max_tokens=4, messages=[{"role": "user", "content": "x"}]),
+         anthropic.AuthenticationError),
+    ]
+    for call, error in denied:
+        with pytest.raises(error):
+            call()
+    assert raw(s, "GET", "/v1/models", {}) == 401
+    assert raw(s, "POST", "/v1/chat/completions/%2e%2e/files",
+               {"authorization": f"Bearer {s.keys['openai'].key}", "content-length": "0"}) in (400, 403, 404)
+
+
+@pytest.fixture(scope="module")
+def live(cargo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """Stack + Prometheus (scraping keygate every second, with the alert rules loaded), after
+    two rounds of traffic with scrapes in between, so every rate() has samples."""
+    workdir = tmp_path_factory.mktemp("observability")
+    stack = start_stack(workdir, "ext_proc")
+    prom = None
+    try:
+        prom = start_prometheus(workdir, [f"127.0.0.1:{stack.keygate.admin_port}"], rule_files=[RULES])
+        prom.wait_for_targets_up(scrapes=2)
+        drive_traffic(stack)
+        os.kill(stack.keygate.proc.pid, signal.SIGHUP)  # a config reload (keygate_config_reload_total)
+        prom.wait_scrapes(3)
+        drive_traffic(stack)
+        prom.wait_scrapes(3)
+        yield Live(stack, prom, stack.keygate.metrics())
+    finally:
+        if prom is not None:
+            prom.stop()
+        logs = stack.logs()
+        stack.stop()
+        for name, text in logs.items():
+            for secret in stack.secrets():
+                assert secret not in text, f"a secret appeared in {name}'s log"
+
+
+def test_dashboard_variables_resolve_on_live_data(live: Live) -> None:
+    providers = live.prom.api("label/provider/values", **{"match[]": "keygate_requests_total"})
+    assert {"openai", "anthropic"} <= set(providers)
+    consumers = live.prom.api("label/consumer/values", **{"match[]": 'keygate_requests_total{provider=~".*"}'})
+    assert {"team-openai", "team-anthropic", "unknown"} <= set(consumers)
+
+
+def test_every_dashboard_panel_has_data(live: Live) -> None:
+    """Every panel query parses, and every panel has at least one query returning a number.
+    (A panel may have a series that only some setups have, e.g. budgets or Vault calls.)"""
+    exposed = exposed_families(live.metrics_after_traffic)
+    invalid: list[str] = []
+    missing_metric: list[str] = []
+    no_data: list[str] = []
+    for panel in data_panels(dashboard()):
+        has_data = False
+        absent: set[str] = set()
+        for target in panel["targets"]:
+            expr = substitute(target["expr"])
+            try:
+                result = live.prom.query(expr)
+            except PrometheusError as err:
+                invalid.append(f"{panel['title']} [{target['refId']}]: {err}")
+                continue
+            has_data = has_data or has_finite_value(result)
+            absent |= metric_names(expr) - exposed
+        if has_data:
+            continue
+        if absent:
+            missing_metric.append(f"{panel['title']} (not exported by keygate: {', '.join(sorted(absent))})")
+        else:
+            no_data.append(panel["title"])
+    problems = []
+    if invalid:
+        problems.append("invalid queries:\n  " + "\n  ".join(invalid))
+    if missing_metric:
+        problems.append("panels without data because keygate does not export their metric yet:\n  "
+                        + "\n  ".join(missing_metric))
+    if no_data:
+        problems.append("panels without data although their metrics exist:\n  " + "\n  ".join(no_data))
+    assert not problems, "\n".join(problems)
+
+
+def test_alert_rules_load_and_evaluate_on_live_data(live: Live) -> None:
+    rules = live.prom.rules()
+    assert sorted(r["name"] for r in rules) == sorted(r["alert"] for r in alert_rules())
+    broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
+    assert not broken, f"rules failing to evaluate: {broken}"
+    firing = live.prom.query('ALERTS{alertstate="firing"}')
+    assert firing == [], f"a healthy stack fires alerts: {[a['metric'] for a in firing]}"
+    assert live.prom.query('up{job="keygate"} == 1'), "KeygateDown's up{job=\"keygate\"} does not match the scrape job"
+
+
+def test_metrics_pass_promtool_check_metrics(live: Live) -> None:
+    out = promtool("check", "metrics", stdin=live.stack.keygate.metrics())
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), (
+        f"promtool check metrics:\n{out.stdout}{out.stderr}"
+    )
+
+
+def _send_random_keys(port: int, count: int, seed: int) -> tuple[int, dict[int, int]]:
+    """Send `count` requests with random key-shaped credentials over one keep-alive
+    connection; return (requests sent, status counts)."""
+    rng = random.Random(seed)
+    statuses: dict[int, int] = {}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers_for = [
+        lambda k: {"authorization": f"Bearer {k}"},
+        lambda k: {"x-api-key": k, "anthropic-version": "2023-06-01"},
+        lambda k: {"api-key": k},
+    ]
+    paths = ["/v1/chat/completions", "/v1/models", "/v1/messages", "/v1/embeddings"]
+    sent = 0
+    for i in range(count):
+        key = random_key(valid_checksum=i % 2 == 0)
+        path = rng.choice(paths) + ("" if i % 3 else f"?x={rng.randrange(1 << 30)}")
+        headers = {**rng.choice(headers_for)(key), "x-keygate-consumer": f"spoof-{rng.randrange(1 << 30)}"}
+        for attempt in range(2):
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                sent += 1
+                break
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                if attempt:
+                    raise
+    conn.close()
+    return sent, statuses
+
+
+def send_random_keys(port: int, total: int, threads: int = 4) -> dict[int, int]:
+    """Send `total` random-key requests through Envoy on `threads` keep-alive connections;
+    return the count of each response status."""
+    results: list[tuple[int, dict[int, int]]] = []
+    errors: list[BaseException] = []
+
+    def worker(seed: int, count: int) -> None:
+        try:
+            results.append(_send_random_keys(port, count, seed))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    shares = [total // threads + (1 if n < total % threads else 0) for n in range(threads)]
+    pool = [threading.Thread(target=worker, args=(random.randrange(1 << 30), n)) for n in shares]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors, errors
+    assert sum(sent for sent, _ in results) == total
+    statuses: dict[int, int] = {}
+    for _, counts in results:
+        for code, n in counts.items():
+            statuses[code] = statuses.get(code, 0) + n
+    return statuses
+
+
+def test_random_keys_create_no_new_series(live: Live) -> None:
+    """Half the keys have a valid checksum (looked up, unknown_key), half not (malformed_key).
+    A warm-up batch first lets any fixed-enum series appear (e.g. an auth-flood outcome, if
+    keygate throttles the address); after it, only sample values may change."""
+    kg = live.stack.keygate
+    warmup = send_random_keys(live.stack.envoy_port, RANDOM_KEY_WARMUP)
+    assert set(warmup) <= {401, 429}, warmup
+    time.sleep(0.2)
+    before = kg.metrics()
+    statuses = send_random_keys(live.stack.envoy_port, RANDOM_KEY_REQUESTS)
+    time.sleep(0.2)
+    after = kg.metrics()
+
+    new_series = series_set(after) - series_set(before)
+    assert not new_series, f"{len(new_series)} new series, e.g. {sorted(new_series)[:5]}"
+    assert series_set(before) - series_set(after) == set()
+    assert set(statuses) <= {401, 429}, statuses
+
+    def delta(**labels: str) -> float:
+        return counter(after, "keygate_requests_total", **labels) - counter(before, "keygate_requests_total", **labels)
+
+    assert delta(consumer="unknown") == RANDOM_KEY_REQUESTS, "every random key counts as consumer=\"unknown\""
+    if statuses == {401: RANDOM_KEY_REQUESTS}:
+        half = RANDOM_KEY_REQUESTS // 2
+        assert (delta(outcome="unknown_key"), delta(outcome="malformed_key")) == (half, half)
