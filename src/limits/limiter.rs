@@ -171,6 +171,18 @@ impl Limiter {
         body_len: u64,
         estimate: &RequestEstimate,
     ) -> Result<Reservation, DenyReason> {
+        self.admit_body_at(consumer, body_len, estimate, SystemTime::now())
+            .await
+    }
+
+    /// `admit_body` at a given wall-clock time (budgets are per calendar month).
+    pub async fn admit_body_at(
+        &self,
+        consumer: &Consumer,
+        body_len: u64,
+        estimate: &RequestEstimate,
+        now: SystemTime,
+    ) -> Result<Reservation, DenyReason> {
         let policy = &consumer.limits;
         if body_len > policy.max_request_bytes {
             return Err(DenyReason::TooLarge {
@@ -191,7 +203,7 @@ impl Limiter {
             .accounting
             .price(consumer.provider.kind, &worst_case)
             .unwrap_or(0);
-        let budget_keys = self.check_budgets(consumer, micro_usd).await?;
+        let budget_keys = self.check_budgets(consumer, micro_usd, now).await?;
         if !policy.tokens.is_empty() {
             let redis_result = match self.redis() {
                 Some(redis) => {
@@ -228,6 +240,7 @@ impl Limiter {
         &self,
         consumer: &Consumer,
         micro_usd: u64,
+        now: SystemTime,
     ) -> Result<Vec<Arc<str>>, DenyReason> {
         let policy = &consumer.limits;
         let mut budgets: Vec<(Arc<str>, u64, Option<String>)> = Vec::new();
@@ -237,7 +250,6 @@ impl Limiter {
         if let Some((team, b)) = &policy.team_budget {
             budgets.push((team_key(team).into(), *b, Some(team.to_string())));
         }
-        let now = SystemTime::now();
         let mut taken = Vec::new();
         for (key, budget, team) in budgets {
             let spent = self.spent(&key, now).await;

@@ -81,14 +81,23 @@ def providers() -> dict[str, Any]:
     }
 
 
-def start_stack(workdir: Path, mode: str, extra: dict[str, Any] | None = None) -> Stack:
+def start_stack(
+    workdir: Path,
+    mode: str,
+    extra: dict[str, Any] | None = None,
+    provider_limits: dict[str, dict[str, Any]] | None = None,
+) -> Stack:
     """Start mock, keygate and Envoy (`mode` is "ext_proc" or "ext_authz") on free ports.
-    `extra` is merged into keygate's config (e.g. `usage`)."""
+    `extra` is merged into keygate's config (e.g. `usage`); `provider_limits` sets a
+    provider's `limits` defaults."""
     mock, mock_port = start_mock(workdir)
     keys, consumers = standard_consumers()
+    provs = providers()
+    for name, limits in (provider_limits or {}).items():
+        provs[name]["limits"] = limits
     kg = start_keygate(
         workdir,
-        {"providers": providers(), "consumers": consumers, **(extra or {})},
+        {"providers": provs, "consumers": consumers, **(extra or {})},
         SECRETS,
         env={"KEYGATE_LOG": KEYGATE_LOG},
     )

@@ -1,0 +1,137 @@
+//! Budgets across calendar months, with an explicit clock: spend in one month blocks that
+//! month only, a restart (reopened ledger) keeps it, and the next month admits again.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use keygate::accounting::{Accounting, Ledger};
+use keygate::denial::DenyReason;
+use keygate::limits::Limiter;
+use keygate::usage::{PriceTable, RequestEstimate, Usage};
+
+fn at(text: &str) -> SystemTime {
+    humantime::parse_rfc3339(text).unwrap()
+}
+
+fn consumer(dir: &std::path::Path) -> Arc<keygate::auth::Consumer> {
+    let config = dir.join("keygate.yaml");
+    std::fs::write(
+        dir.join("secrets.yaml"),
+        "openai/production: {api_key: sk-x}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        r#"
+credentials: {source: file, path: secrets.yaml}
+providers:
+  openai: {kind: openai, credentials: {production: openai/production}}
+usage:
+  pricing: [{provider: openai, model: gpt-test, input_per_mtok_usd: 1.0, output_per_mtok_usd: 1.0}]
+consumers:
+  - name: capped
+    environment: production
+    provider: openai
+    keys: [{hash: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}]
+    scope: {routes: ["POST /v1/chat/completions"]}
+    limits: {monthly_budget_usd: 0.0001, default_max_tokens: 10}
+"#,
+    )
+    .unwrap();
+    let loaded = keygate::config::load(&config).unwrap();
+    let registry = keygate::auth::Registry::from_config(&loaded);
+    registry.consumers()[0].clone()
+}
+
+fn limiter(ledger: Ledger) -> (Arc<Accounting>, Arc<Limiter>) {
+    let prices = PriceTable::defaults()
+        .with_overrides(&[serde_yaml::from_str("{provider: openai, model: gpt-test, input_per_mtok_usd: 1.0, output_per_mtok_usd: 1.0}").unwrap()])
+        .unwrap();
+    let accounting = Arc::new(Accounting::new(prices, ledger));
+    (accounting.clone(), Arc::new(Limiter::new(accounting)))
+}
+
+fn estimate() -> RequestEstimate {
+    RequestEstimate {
+        model: Some("gpt-test".into()),
+        max_output_tokens: Some(10),
+        prompt_tokens_estimate: 10,
+        stream: false,
+    }
+}
+
+#[tokio::test]
+async fn budget_blocks_its_month_survives_a_restart_and_resets_next_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = consumer(dir.path());
+    let path = dir.path().join("ledger.redb");
+    let nov = at("2026-11-29T10:00:00Z");
+    {
+        let (accounting, limiter) = limiter(Ledger::open(&path).unwrap());
+        let reservation = limiter
+            .admit_body_at(&c, 100, &estimate(), nov)
+            .await
+            .expect("fits the budget");
+        assert_eq!(reservation.micro_usd, 20);
+        let used = Usage {
+            input_tokens: 50,
+            output_tokens: 40,
+            model: Some("gpt-test".into()),
+            ..Usage::default()
+        };
+        let charge = accounting.charge(&c, &used, false, nov);
+        limiter.settle(&c, &reservation, used.total_tokens(), charge.micro_usd);
+        assert_eq!(charge.month_to_date_micro_usd, 90);
+        let denied = limiter
+            .admit_body_at(&c, 100, &estimate(), nov)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            denied,
+            DenyReason::OverBudget { team: None },
+            "90 spent + 20 reserved > 100"
+        );
+        accounting.ledger.flush().unwrap();
+    }
+    let (_, limiter) = limiter(Ledger::open(&path).unwrap());
+    assert!(
+        limiter
+            .admit_body_at(&c, 100, &estimate(), nov)
+            .await
+            .is_err(),
+        "still denied after a restart"
+    );
+    let dec = at("2026-12-01T00:00:01Z");
+    assert!(
+        limiter
+            .admit_body_at(&c, 100, &estimate(), dec)
+            .await
+            .is_ok(),
+        "a new month has a new budget"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_reservations_cannot_overshoot() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = consumer(dir.path());
+    let (_, limiter) = limiter(Ledger::in_memory());
+    let now = at("2026-11-29T10:00:00Z");
+    let mut held = Vec::new();
+    while let Ok(r) = limiter.admit_body_at(&c, 100, &estimate(), now).await {
+        held.push(r);
+    }
+    assert_eq!(
+        held.len(),
+        5,
+        "5 × 20 micro-dollars reserved fill a 100 micro-dollar budget"
+    );
+    limiter.settle(&c, &held.pop().unwrap(), 0, 0);
+    assert!(
+        limiter
+            .admit_body_at(&c, 100, &estimate(), now)
+            .await
+            .is_ok(),
+        "a released reservation frees room"
+    );
+}

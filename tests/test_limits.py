@@ -1,0 +1,174 @@
+"""Limits and budgets through real Envoy with the real openai SDK: the 61st request in a
+minute is a RateLimitError with OpenAI's headers, oversized bodies (declared or chunked) are
+413 and never forwarded, token reservations are reconciled to actual usage, budgets hold
+across a restart, and an address that keeps failing authentication is locked out."""
+
+from __future__ import annotations
+
+import http.client
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import openai
+import pytest
+
+from harness.keygate import counter, keygate_bin
+from harness.mock import mock_clear, mock_requests
+from harness.procs import Proc
+from harness.stack import Stack, start_stack
+
+PRICING = [{"provider": "openai", "model": "gpt-test", "input_per_mtok_usd": 2.0, "output_per_mtok_usd": 8.0}]
+
+
+def limited_stack(workdir: Path, mode: str, provider_limits: dict[str, Any], **extra: Any) -> Stack:
+    """The standard stack with `provider_limits` on the openai provider (so team-openai and
+    team-wide get them); `extra` goes into keygate's config (e.g. the global `limits`)."""
+    return start_stack(workdir, mode, {"usage": {"pricing": PRICING}, **extra}, provider_limits={"openai": provider_limits})
+
+
+def oai(s: Stack, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{s.base_url}/v1", api_key=key or s.keys["openai"].key, max_retries=0, timeout=10)
+
+
+def chat(s: Stack, **kw: Any):
+    return oai(s).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}], **kw)
+
+
+@pytest.fixture
+def stop_after() -> Iterator[list[Stack]]:
+    stacks: list[Stack] = []
+    yield stacks
+    for s in stacks:
+        s.stop()
+
+
+@pytest.mark.parametrize("mode", ["ext_proc", "ext_authz"])
+def test_sixty_first_request_is_a_rate_limit_error_with_openai_headers(cargo_build, workdir, stop_after, mode) -> None:
+    s = limited_stack(workdir, mode, {"requests_per_minute": 60})
+    stop_after.append(s)
+    conn = http.client.HTTPConnection("127.0.0.1", s.envoy_port, timeout=10)
+    started = time.monotonic()
+    admitted = 0
+    while admitted < 70:
+        conn.request("GET", "/v1/models", headers={"authorization": f"Bearer {s.keys['openai'].key}"})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            assert r.status == 429
+            break
+        admitted += 1
+    elapsed = time.monotonic() - started
+    # Burst of 60, then one more per second of refill while the loop ran.
+    assert 60 <= admitted <= 60 + int(elapsed) + 1, (admitted, elapsed)
+    with pytest.raises(openai.RateLimitError) as caught:
+        oai(s).models.list()
+    e = caught.value
+    assert "60 requests per minute" in str(e)
+    h = e.response.headers
+    assert int(h["retry-after"]) >= 1
+    assert h["x-ratelimit-limit-requests"] == "60"
+    assert h["x-ratelimit-remaining-requests"] == "0"
+    assert h["x-ratelimit-reset-requests"].endswith(("ms", "s"))
+    # Other consumers are not affected.
+    anthropic_ok = http.client.HTTPConnection("127.0.0.1", s.envoy_port, timeout=10)
+    anthropic_ok.request("POST", "/v1/messages", body=b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}',
+                         headers={"x-api-key": s.keys["anthropic"].key, "content-type": "application/json"})
+    assert anthropic_ok.getresponse().status == 200
+    assert counter(s.keygate.metrics(), "keygate_requests_total", consumer="team-openai", outcome="rate_limited") == 2
+
+
+def _post(s: Stack, body: bytes, chunked: bool) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", s.envoy_port, timeout=15)
+    headers = {"authorization": f"Bearer {s.keys['openai'].key}", "content-type": "application/json"}
+    if chunked:
+        conn.putrequest("POST", "/v1/chat/completions")
+        for k, v in {**headers, "transfer-encoding": "chunked"}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        for i in range(0, len(body), 8192):
+            piece = body[i:i + 8192]
+            conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        conn.send(b"0\r\n\r\n")
+    else:
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversized_bodies_are_413_and_never_forwarded(cargo_build, workdir, stop_after, chunked) -> None:
+    s = limited_stack(workdir, "ext_proc", {})
+    stop_after.append(s)
+    filler = "x" * (65 * 1024)
+    big = ('{"model":"gpt-test","messages":[{"role":"user","content":"' + filler + '"}]}').encode()
+    small = b'{"model":"gpt-test","messages":[{"role":"user","content":"fits"}]}'
+    assert _post(s, small, chunked)[0] == 200
+    mock_clear(s.mock_port)
+    status, body = _post(s, big, chunked)
+    assert status == 413, body
+    assert b"65536 bytes" in body
+    assert mock_requests(s.mock_port) == []
+    assert counter(s.keygate.metrics(), "keygate_requests_total", outcome="too_large") == 1
+
+
+def test_token_reservations_are_reconciled_to_actual_usage(cargo_build, workdir, stop_after) -> None:
+    # 100 tokens a minute; each request reserves its prompt estimate + 40 (default_max_tokens)
+    # but uses ~20: three reservations (3 × ~41 > 100) fit only because each is reconciled.
+    s = limited_stack(workdir, "ext_proc", {"tokens_per_minute": 100, "default_max_tokens": 40})
+    stop_after.append(s)
+    first = chat(s)
+    assert first.usage.total_tokens < 40
+    time.sleep(0.2)
+    second = chat(s)
+    assert second.choices
+    time.sleep(0.2)
+    third = chat(s)
+    assert third.choices
+    with pytest.raises(openai.RateLimitError) as caught:
+        chat(s, max_tokens=90)
+    assert "tokens per minute" in str(caught.value)
+    assert caught.value.response.headers["x-ratelimit-limit-tokens"] == "100"
+
+
+def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_after) -> None:
+    s = limited_stack(workdir, "ext_proc", {"monthly_budget_usd": 0.0003, "default_max_tokens": 10})
+    stop_after.append(s)
+    admitted = 0
+    with pytest.raises(openai.RateLimitError) as caught:
+        for _ in range(20):
+            chat(s, max_tokens=10)
+            admitted += 1
+            time.sleep(0.15)
+    assert 1 <= admitted <= 4
+    assert caught.value.code == "insufficient_quota"
+    assert "monthly budget is exhausted" in str(caught.value)
+    spent = counter(s.keygate.metrics(), "keygate_spend_month_to_date_usd", consumer="team-openai")
+    assert spent <= 0.0003 + 0.0001, "overshoot is at most one request's actual-minus-estimate"
+
+    time.sleep(1.2)
+    kg = s.keygate
+    kg.proc.stop()
+    kg.proc = Proc([keygate_bin(), "serve", "--config", kg.config_path], kg.config_path.parent, name="keygate")
+    kg.proc.wait_http(f"http://127.0.0.1:{kg.admin_port}/readyz", timeout=20, expect_status=200)
+    with pytest.raises(openai.RateLimitError):
+        chat(s, max_tokens=10)
+
+
+def test_failed_authentications_lock_out_the_address_only(cargo_build, workdir, stop_after) -> None:
+    s = limited_stack(workdir, "ext_proc", {}, limits={"failed_auth_per_minute": 5})
+    stop_after.append(s)
+
+    def status(source: str, key: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", s.envoy_port, timeout=10, source_address=(source, 0))
+        conn.request("GET", "/v1/models", headers={"authorization": f"Bearer {key}"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+
+    bad = "kg_live_" + "A" * 30 + "_AAAAAA"
+    assert [status("127.0.0.2", bad) for _ in range(5)] == [401] * 5
+    assert status("127.0.0.2", bad) == 429
+    assert status("127.0.0.2", s.keys["openai"].key) == 429, "the address is locked out, even with a valid key"
+    assert status("127.0.0.3", s.keys["openai"].key) == 200, "other addresses are not"
+    assert counter(s.keygate.metrics(), "keygate_requests_total", outcome="auth_flood") == 2
