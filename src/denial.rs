@@ -18,6 +18,8 @@ pub enum DenyReason {
     ConflictingKeys,
     UnknownKey,
     ExpiredKey,
+    /// The key was revoked by an operator (or a detector); the consumer may hold another.
+    KeyRevoked,
     Suspended,
     Revoked,
     OutOfScope {
@@ -62,7 +64,8 @@ impl DenyReason {
             | DenyReason::UnreadableCredential
             | DenyReason::ConflictingKeys
             | DenyReason::UnknownKey
-            | DenyReason::ExpiredKey => 401,
+            | DenyReason::ExpiredKey
+            | DenyReason::KeyRevoked => 401,
             DenyReason::Suspended | DenyReason::Revoked | DenyReason::OutOfScope { .. } => 403,
             DenyReason::CredentialUnavailable => 503,
             DenyReason::TooLarge { .. } => 413,
@@ -82,6 +85,7 @@ impl DenyReason {
             | DenyReason::ConflictingKeys => "malformed_key",
             DenyReason::UnknownKey => "unknown_key",
             DenyReason::ExpiredKey => "expired_key",
+            DenyReason::KeyRevoked => "revoked_key",
             DenyReason::Suspended => "suspended",
             DenyReason::Revoked => "revoked",
             DenyReason::OutOfScope { .. } => "out_of_scope",
@@ -103,6 +107,7 @@ impl DenyReason {
             | DenyReason::ConflictingKeys => "invalid_api_key",
             DenyReason::UnknownKey => "invalid_api_key",
             DenyReason::ExpiredKey => "expired_api_key",
+            DenyReason::KeyRevoked => "revoked_api_key",
             DenyReason::Suspended => "consumer_suspended",
             DenyReason::Revoked => "consumer_revoked",
             DenyReason::OutOfScope { .. } => "out_of_scope",
@@ -125,6 +130,7 @@ impl DenyReason {
                     .into()
             }
             DenyReason::MalformedKey(e) => format!("keygate: malformed API key: {e}."),
+            DenyReason::KeyRevoked => "keygate: this API key has been revoked.".into(),
             DenyReason::UnreadableCredential => {
                 "keygate: the credential header is not a bearer token in plain text.".into()
             }

@@ -14,6 +14,7 @@ use metrics::{counter, histogram};
 
 use crate::accounting::Accounting;
 use crate::auth::Consumer;
+use crate::containment::Containment;
 use crate::limits::{Limiter, Reservation};
 use crate::telemetry;
 use crate::usage::{self, Dialect, RequestEstimate, StreamAccumulator, StreamDecoder};
@@ -57,6 +58,8 @@ enum Response {
 pub struct Exchange {
     accounting: Arc<Accounting>,
     limiter: Arc<Limiter>,
+    containment: Option<Arc<Containment>>,
+    source: Option<IpAddr>,
     reservation: Option<Reservation>,
     settings: ExchangeSettings,
     consumer: Option<Arc<Consumer>>,
@@ -71,11 +74,14 @@ impl Exchange {
     pub fn new(
         accounting: Arc<Accounting>,
         limiter: Arc<Limiter>,
+        containment: Option<Arc<Containment>>,
         settings: ExchangeSettings,
     ) -> Self {
         Exchange {
             accounting,
             limiter,
+            containment,
+            source: None,
             reservation: None,
             settings,
             consumer: None,
@@ -97,6 +103,7 @@ impl Exchange {
         content_length: Option<u64>,
     ) -> bool {
         self.allowed_at = Instant::now();
+        self.source = source;
         if let Some(ip) = source {
             self.accounting
                 .sources
@@ -280,6 +287,14 @@ impl Exchange {
                 let charge = self
                     .accounting
                     .charge(&consumer, &used, estimated, SystemTime::now());
+                if let Some(containment) = &self.containment {
+                    containment.on_charged(
+                        &consumer,
+                        self.source,
+                        used.total_tokens(),
+                        charge.micro_usd,
+                    );
+                }
                 (used.total_tokens(), charge.micro_usd)
             }
             None => (0, 0),

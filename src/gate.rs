@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::auth::extract::{presented_key, Presented, CREDENTIAL_HEADERS};
-use crate::auth::{key, Consumer, Lookup, Registry};
+use crate::auth::{key, Consumer, Lookup, Overrides, Registry};
 use crate::config::ConsumerStatus;
 use crate::decision::{Allow, Decision, HeaderMutation, HeaderValue};
 use crate::denial::{Denial, DenyReason};
@@ -26,6 +26,7 @@ const KEYGATE_PREFIX: &str = "x-keygate-";
 #[derive(Debug)]
 pub struct Gate {
     registry: ArcSwap<Registry>,
+    overrides: ArcSwap<Overrides>,
     credentials: Arc<CredentialCache>,
     trust_forwarded_for: AtomicBool,
 }
@@ -34,6 +35,7 @@ impl Gate {
     pub fn new(registry: Registry, credentials: Arc<CredentialCache>) -> Self {
         Gate {
             registry: ArcSwap::from_pointee(registry),
+            overrides: ArcSwap::from_pointee(Overrides::default()),
             credentials,
             trust_forwarded_for: AtomicBool::new(false),
         }
@@ -51,6 +53,16 @@ impl Gate {
     /// Replaces the registry atomically; in-flight decisions finish on the old snapshot.
     pub fn swap_registry(&self, registry: Registry) {
         self.registry.store(Arc::new(registry));
+    }
+
+    /// Replaces the operator overrides (suspensions, revocations) atomically.
+    pub fn set_overrides(&self, overrides: Overrides) {
+        self.overrides.store(Arc::new(overrides));
+    }
+
+    /// The current overrides (for listings).
+    pub fn overrides(&self) -> Arc<Overrides> {
+        self.overrides.load_full()
     }
 
     pub fn registry(&self) -> Arc<Registry> {
@@ -78,6 +90,7 @@ impl Gate {
     ) -> (Decision, Option<Arc<Consumer>>) {
         let shape = request_shape(req);
         let deny = |reason, shape| Decision::Deny(Denial::new(reason, shape));
+        let overrides = self.overrides.load();
 
         let normalized = match path::normalize(req.path) {
             Ok(p) => p,
@@ -94,12 +107,17 @@ impl Gate {
             Err(e) => return (deny(DenyReason::MalformedKey(e), shape), None),
         };
         let consumer = match registry.lookup(&parsed, now) {
-            Lookup::Found(c) => c.clone(),
+            Lookup::Found(c, hash) => {
+                if overrides.key_revoked(&hash.id_bytes()) {
+                    return (deny(DenyReason::KeyRevoked, shape), Some(c.clone()));
+                }
+                c.clone()
+            }
             Lookup::Unknown => return (deny(DenyReason::UnknownKey, shape), None),
             Lookup::Expired(c) => return (deny(DenyReason::ExpiredKey, shape), Some(c.clone())),
         };
         let refuse = |reason| (deny(reason, shape), Some(consumer.clone()));
-        match consumer.status {
+        match overrides.status(&consumer.name).unwrap_or(consumer.status) {
             ConsumerStatus::Active => {}
             ConsumerStatus::Suspended => return refuse(DenyReason::Suspended),
             ConsumerStatus::Revoked => return refuse(DenyReason::Revoked),

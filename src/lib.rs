@@ -6,16 +6,20 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod consumer_store;
+pub mod containment;
 pub mod decision;
 pub mod denial;
+pub mod detect;
 pub mod envoy;
 pub mod exchange;
 pub mod gate;
 pub mod limits;
+pub mod notify;
 pub mod path;
 pub mod providers;
 pub mod reload;

@@ -36,6 +36,36 @@ enum Command {
         #[command(subcommand)]
         command: cli::keys::KeysCommand,
     },
+    /// Revoke a consumer or one key on every target keygate (admin API).
+    Revoke {
+        #[command(subcommand)]
+        what: cli::admin::RevokeCommand,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
+    /// Suspend a consumer (403 until resumed).
+    Suspend {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
+    /// Resume a suspended consumer.
+    Resume {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
+    /// Inspect consumers on the target keygates.
+    Consumers {
+        #[command(subcommand)]
+        what: cli::admin::ConsumersCommand,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +90,29 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => report(cli::check::run(&config)),
         Command::Keys { command } => report(cli::keys::run(command)),
+        Command::Revoke { what, target } => {
+            report(cli::admin::run(&target, cli::admin::Command::Revoke(what)))
+        }
+        Command::Suspend {
+            name,
+            reason,
+            target,
+        } => report(cli::admin::run(
+            &target,
+            cli::admin::Command::Suspend { name, reason },
+        )),
+        Command::Resume {
+            name,
+            reason,
+            target,
+        } => report(cli::admin::run(
+            &target,
+            cli::admin::Command::Resume { name, reason },
+        )),
+        Command::Consumers { what, target } => report(cli::admin::run(
+            &target,
+            cli::admin::Command::Consumers(what),
+        )),
     }
 }
 

@@ -8,12 +8,13 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorizati
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 use crate::accounting::{Accounting, Ledger};
-use crate::admin::{self, AdminState};
+use crate::admin::{self, bootstrap, AdminState};
 use crate::auth::Registry;
+use crate::containment::Containment;
 use crate::envoy::{AuthzService, ProcService};
 use crate::gate::Gate;
 use crate::limits::Limiter;
@@ -41,6 +42,8 @@ pub enum ServeError {
     Ledger(String),
     #[error(transparent)]
     Activate(#[from] crate::reload::ActivateError),
+    #[error(transparent)]
+    Bootstrap(#[from] crate::admin::bootstrap::BootstrapError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
 }
@@ -55,6 +58,14 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let accounting = Arc::new(open_accounting(&prepared.config)?);
     let limiter = Arc::new(Limiter::new(accounting.clone()));
     let (config, background) = reload::activate(prepared, &gate, &accounting, &limiter)?;
+    let containment = bootstrap::start_containment(&config, &gate, &accounting, &limiter)?;
+    let refresh = Arc::new(Notify::new());
+    let services = Services {
+        gate: gate.clone(),
+        accounting: accounting.clone(),
+        limiter: limiter.clone(),
+        containment: containment.clone(),
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc_tcp = TcpListener::bind(config.listeners.grpc)
@@ -72,9 +83,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(grpc_server(
-        gate.clone(),
-        accounting.clone(),
-        limiter.clone(),
+        services.clone(),
         TcpListenerStream::new(grpc_tcp),
         stop_rx.clone(),
     ));
@@ -83,9 +92,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         let uds = UnixListener::bind(path).map_err(|source| bind_error(&path.display(), source))?;
         tracing::info!(path = %path.display(), "keygate listening on unix socket");
         tasks.spawn(grpc_server(
-            gate.clone(),
-            accounting.clone(),
-            limiter.clone(),
+            services.clone(),
             UnixListenerStream::new(uds),
             stop_rx.clone(),
         ));
@@ -95,9 +102,27 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         accounting: accounting.clone(),
         metrics,
     });
+    match bootstrap::admin_token(&config) {
+        Some(token) => {
+            let service =
+                bootstrap::admin_service(&gate, &accounting, &containment, &refresh, token);
+            let listen = config.admin.listen;
+            let stop = stop_rx.clone();
+            tasks.spawn(async move {
+                bootstrap::serve_admin(listen, service, stop)
+                    .await
+                    .map_err(ServeError::from)
+            });
+        }
+        None => tracing::warn!(
+            env = %config.admin.token_env,
+            "no admin token configured (admin.token_file or the environment): the admin API is off"
+        ),
+    }
     let upkeep = tokio::spawn(upkeep(
         accounting.clone(),
         limiter.clone(),
+        containment.clone(),
         config.usage.source_window,
     ));
     let mut admin_stop = stop_rx.clone();
@@ -146,10 +171,17 @@ fn bind_error(what: &dyn std::fmt::Display, source: std::io::Error) -> ServeErro
     }
 }
 
-async fn grpc_server<S, IO, E>(
+/// What the gRPC edges share.
+#[derive(Clone)]
+struct Services {
     gate: Arc<Gate>,
     accounting: Arc<Accounting>,
     limiter: Arc<Limiter>,
+    containment: Arc<Containment>,
+}
+
+async fn grpc_server<S, IO, E>(
+    services: Services,
     incoming: S,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError>
@@ -163,13 +195,21 @@ where
         + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let proc_service =
-        ExternalProcessorServer::new(ProcService::new(gate.clone(), accounting, limiter.clone()))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let authz_service = AuthorizationServer::new(AuthzService::new(gate, limiter))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let proc_service = ExternalProcessorServer::new(ProcService::new(
+        services.gate.clone(),
+        services.accounting.clone(),
+        services.limiter.clone(),
+        services.containment.clone(),
+    ))
+    .max_decoding_message_size(MAX_GRPC_MESSAGE)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let authz_service = AuthorizationServer::new(AuthzService::new(
+        services.gate.clone(),
+        services.limiter.clone(),
+        services.containment.clone(),
+    ))
+    .max_decoding_message_size(MAX_GRPC_MESSAGE)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(proc_service)
@@ -195,6 +235,7 @@ fn open_accounting(config: &crate::config::Config) -> Result<Accounting, ServeEr
 async fn upkeep(
     accounting: Arc<Accounting>,
     limiter: Arc<Limiter>,
+    containment: Arc<Containment>,
     source_window: std::time::Duration,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -202,6 +243,9 @@ async fn upkeep(
     loop {
         tick.tick().await;
         flush_ledger(&accounting);
+        if let Err(e) = containment.store.reload() {
+            tracing::warn!(error = %e, "state file unreadable; keeping the current overrides");
+        }
         if n.is_multiple_of(5) {
             accounting.publish_sources(source_window);
         }

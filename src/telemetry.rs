@@ -35,6 +35,8 @@ pub const SOURCE_ADDRESSES: &str = "keygate_source_addresses";
 pub const LEDGER_FLUSH_TOTAL: &str = "keygate_ledger_flush_total";
 pub const BUDGET_THRESHOLD_TOTAL: &str = "keygate_budget_threshold_total";
 pub const LIMITS_FALLBACK_TOTAL: &str = "keygate_limits_fallback_total";
+pub const REVOCATION_PROPAGATION_SECONDS: &str = "keygate_revocation_propagation_seconds";
+pub const ADMIN_CALLS_TOTAL: &str = "keygate_admin_calls_total";
 
 /// The label value used for requests whose key matched no consumer.
 pub const UNKNOWN: &str = "unknown";
@@ -53,6 +55,12 @@ pub fn install_prometheus() -> Result<PrometheusHandle, metrics_exporter_prometh
             Matcher::Suffix("_upstream_seconds".to_string()),
             &[
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(REVOCATION_PROPAGATION_SECONDS.to_string()),
+            &[
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ],
         )?
         .set_buckets_for_metric(
@@ -163,6 +171,12 @@ fn describe() {
         "Calls to Vault by operation and result."
     );
     describe_counter!(REGISTRY_REFRESH_TOTAL, "Consumer store polls by result.");
+    describe_histogram!(
+        REVOCATION_PROPAGATION_SECONDS,
+        Unit::Seconds,
+        "Time from an admin command to its effect on this replica."
+    );
+    describe_counter!(ADMIN_CALLS_TOTAL, "Admin API calls by method and result.");
 }
 
 /// Counts one decision and observes its latency.

@@ -31,7 +31,7 @@ fn limiter() -> std::sync::Arc<keygate::limits::Limiter> {
 }
 
 fn proc_session(f: &common::Fixture) -> ext_proc::Session {
-    ext_proc::ProcService::new(f.gate.clone(), accounting(), limiter()).session()
+    ext_proc::ProcService::new(f.gate.clone(), accounting(), limiter(), None).session()
 }
 
 fn respond(
@@ -199,7 +199,7 @@ fn ext_authz_allow_sets_text_values_and_removes_client_credentials() {
             ("x-keygate-team", "x"),
         ],
     );
-    let resp = block(ext_authz::check(&f.gate, &limiter(), &req));
+    let resp = block(ext_authz::check(&f.gate, &limiter(), None, &req));
     assert_eq!(resp.status.unwrap().code, 0);
     let Some(HttpResponse::OkResponse(ok)) = resp.http_response else {
         panic!("not ok")
@@ -225,6 +225,7 @@ fn ext_authz_deny_carries_status_and_body() {
     let resp = block(ext_authz::check(
         &f.gate,
         &limiter(),
+        None,
         &check_request("GET", "/v1/models", &[("authorization", &bearer)]),
     ));
     assert_eq!(resp.status.unwrap().code, 7);
@@ -242,6 +243,7 @@ fn ext_authz_without_http_attributes_is_denied() {
     let resp = block(ext_authz::check(
         &f.gate,
         &limiter(),
+        None,
         &CheckRequest::default(),
     ));
     assert_ne!(resp.status.unwrap().code, 0);

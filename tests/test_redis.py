@@ -4,72 +4,15 @@ Together they admit the limit, not three times it; Redis going away never fails 
 
 from __future__ import annotations
 
-import http.client
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
-import yaml
 
-from harness import render, start_envoy, start_keygate, start_mock
-from harness.keygate import Keygate, counter
-from harness.paths import REPO_ROOT
-from harness.ports import free_port
+from harness.keygate import counter
 from harness.procs import Proc
 from harness.redis import command, start_redis
-from harness.stack import KEYGATE_LOG, SECRETS, providers, standard_consumers
-
-LIMIT = 150
-
-
-class Replicas:
-    def __init__(self, workdir: Path, redis_port: int) -> None:
-        self.mock, mock_port = start_mock(workdir)
-        self.keys, consumers = standard_consumers()
-        provs = providers()
-        provs["openai"]["limits"] = {"requests_per_hour": LIMIT}
-        config = {
-            "providers": provs,
-            "consumers": consumers,
-            "limits": {"backend": "redis", "redis": {"url": f"redis://127.0.0.1:{redis_port}/0", "timeout": "20ms", "replicas": 3}},
-        }
-        self.keygates: list[Keygate] = []
-        for i in range(3):
-            sub = workdir / f"replica{i}"
-            sub.mkdir()
-            self.keygates.append(start_keygate(sub, config, SECRETS, env={"KEYGATE_LOG": KEYGATE_LOG}))
-        self.envoy_port = free_port()
-        rendered = render(REPO_ROOT / "envoy" / "ext_proc.yaml", workdir / "envoy.yaml", listen_port=self.envoy_port,
-                          admin_port=free_port(), keygate_port=self.keygates[0].grpc_port, upstream_port=mock_port)
-        envoy_config = yaml.safe_load(rendered.read_text())
-        cluster = next(c for c in envoy_config["static_resources"]["clusters"] if c["name"] == "keygate")
-        cluster["lb_policy"] = "ROUND_ROBIN"
-        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
-            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": k.grpc_port}}}}
-            for k in self.keygates
-        ]
-        rendered.write_text(yaml.safe_dump(envoy_config))
-        self.envoy: Proc = start_envoy(rendered, workdir)
-
-    def statuses(self, n: int) -> list[int]:
-        out = []
-        conn = http.client.HTTPConnection("127.0.0.1", self.envoy_port, timeout=10)
-        for _ in range(n):
-            conn.request("GET", "/v1/models", headers={"authorization": f"Bearer {self.keys['openai'].key}"})
-            r = conn.getresponse()
-            r.read()
-            out.append(r.status)
-        return out
-
-    def total(self, name: str, **labels: str) -> float:
-        return sum(counter(k.metrics(), name, **labels) for k in self.keygates)
-
-    def stop(self) -> None:
-        self.envoy.stop()
-        for k in self.keygates:
-            k.proc.stop()
-        self.mock.stop()
+from harness.replicas import LIMIT, Replicas
 
 
 @pytest.fixture

@@ -37,6 +37,13 @@ impl SourceTracker {
         seen.iter().map(|(c, a)| (c.clone(), a.len())).collect()
     }
 
+    /// How long ago the consumer was last seen, if it was.
+    pub fn last_seen(&self, consumer: &str) -> Option<Duration> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = seen.get(consumer)?.values().max()?;
+        Some(newest.elapsed())
+    }
+
     /// Every address a consumer used within `window` (for detectors and evidence).
     pub fn addresses(&self, consumer: &str, window: Duration, now: Instant) -> Vec<IpAddr> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

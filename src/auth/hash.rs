@@ -20,7 +20,14 @@ impl KeyHash {
 
     /// A short, non-secret identifier for logs, audit lines and `revoke key`.
     pub fn key_id(&self) -> String {
-        format!("kid_{}", hex::encode(&self.0[..6]))
+        format!("kid_{}", hex::encode(self.id_bytes()))
+    }
+
+    /// The bytes behind [`KeyHash::key_id`].
+    pub fn id_bytes(&self) -> [u8; 6] {
+        let mut id = [0u8; 6];
+        id.copy_from_slice(&self.0[..6]);
+        id
     }
 }
 

@@ -3,8 +3,10 @@
 pub mod extract;
 pub mod hash;
 pub mod key;
+pub mod overrides;
 pub mod registry;
 
 pub use hash::KeyHash;
 pub use key::{KeyEnv, KeyFormatError, ParsedKey};
+pub use overrides::{OverrideState, Overrides};
 pub use registry::{Consumer, Lookup, Provider, Registry};

@@ -32,6 +32,9 @@ pub struct Consumer {
     pub status: ConsumerStatus,
     pub routes: Vec<RoutePattern>,
     pub limits: Policy,
+    /// Ids of the consumer's keys (never the hashes' full text), for listings.
+    pub key_ids: Vec<String>,
+    pub canary: bool,
 }
 
 #[derive(Debug)]
@@ -44,7 +47,8 @@ struct KeyEntry {
 /// The outcome of looking a presented key up.
 #[derive(Debug)]
 pub enum Lookup<'a> {
-    Found(&'a Arc<Consumer>),
+    /// The consumer and the hash of the key it was found by.
+    Found(&'a Arc<Consumer>, KeyHash),
     Unknown,
     Expired(&'a Arc<Consumer>),
 }
@@ -118,6 +122,8 @@ impl Registry {
                 status: c.status,
                 routes: c.scope.routes.clone(),
                 limits,
+                key_ids: c.keys.iter().map(|k| k.hash.key_id()).collect(),
+                canary: c.canary,
             }));
             for key in &c.keys {
                 registry.keys.insert(
@@ -148,7 +154,7 @@ impl Registry {
         }
         match entry.expires {
             Some(at) if at <= now => Lookup::Expired(consumer),
-            _ => Lookup::Found(consumer),
+            _ => Lookup::Found(consumer, hash),
         }
     }
 

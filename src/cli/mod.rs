@@ -1,5 +1,6 @@
 //! Command implementations for the `keygate` binary (everything except `serve`).
 
+pub mod admin;
 pub mod check;
 pub mod keys;
 mod vault_store;

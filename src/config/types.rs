@@ -31,6 +31,57 @@ pub struct Config {
     /// Optional per-team budgets, shared by every consumer of the team.
     #[serde(default)]
     pub teams: BTreeMap<String, TeamConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Abuse detectors and their actions.
+    #[serde(default)]
+    pub detect: crate::detect::DetectConfig,
+    /// Webhooks that receive detections and admin actions.
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
+}
+
+/// The admin gRPC API (suspend, resume, revoke, list, refresh). It is served only when an
+/// admin token is available: never unauthenticated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// File holding the bearer token (preferred); else the environment variable `token_env`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default = "default_admin_token_env")]
+    pub token_env: String,
+    /// Durable overrides (suspensions, revocations), reloaded when it changes; replicas
+    /// sharing a volume share it. Relative to this config file.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
+    /// JSON-lines audit log; empty logs audit lines to stderr only.
+    #[serde(default)]
+    pub audit_log: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            token_file: None,
+            token_env: default_admin_token_env(),
+            state_file: default_state_file(),
+            audit_log: PathBuf::new(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50052))
+}
+fn default_admin_token_env() -> String {
+    "KEYGATE_ADMIN_TOKEN".into()
+}
+fn default_state_file() -> PathBuf {
+    PathBuf::from("keygate-state.yaml")
 }
 
 /// Per-provider defaults and per-consumer overrides; a consumer's value wins field by field.
@@ -202,6 +253,14 @@ impl Config {
         }
         if !self.usage.ledger.as_os_str().is_empty() {
             resolve(&mut self.usage.ledger);
+        }
+        for path in [&mut self.admin.state_file, &mut self.admin.audit_log] {
+            if !path.as_os_str().is_empty() {
+                resolve(path);
+            }
+        }
+        if let Some(token) = &mut self.admin.token_file {
+            resolve(token);
         }
     }
 
@@ -510,6 +569,9 @@ pub struct ConsumerConfig {
     pub scope: ScopeConfig,
     #[serde(default)]
     pub limits: LimitSettings,
+    /// A tripwire: any use of this consumer's keys is a critical detection and is refused.
+    #[serde(default)]
+    pub canary: bool,
 }
 
 /// One stored key: its hash and optional expiry. A consumer holds at most two (rotation overlap).

@@ -94,6 +94,9 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
             );
         }
     }
+    if let Err(e) = config.detect.validate() {
+        return err("detect".into(), e.to_string());
+    }
     if let Err(e) = crate::usage::PriceTable::defaults().with_overrides(&config.usage.pricing) {
         return err(format!("usage.{}", e.path), e.message);
     }

@@ -16,6 +16,7 @@ use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use super::headers::{self, ValueField};
+use crate::containment::Containment;
 use crate::decision::Decision;
 use crate::denial::Denial;
 use crate::gate::Gate;
@@ -33,11 +34,20 @@ const GRPC_UNAVAILABLE: i32 = 14;
 pub struct AuthzService {
     gate: Arc<Gate>,
     limiter: Arc<Limiter>,
+    containment: Option<Arc<Containment>>,
 }
 
 impl AuthzService {
-    pub fn new(gate: Arc<Gate>, limiter: Arc<Limiter>) -> Self {
-        AuthzService { gate, limiter }
+    pub fn new(
+        gate: Arc<Gate>,
+        limiter: Arc<Limiter>,
+        containment: impl Into<Option<Arc<Containment>>>,
+    ) -> Self {
+        AuthzService {
+            gate,
+            limiter,
+            containment: containment.into(),
+        }
     }
 }
 
@@ -48,7 +58,13 @@ impl Authorization for AuthzService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         Ok(Response::new(
-            check(&self.gate, &self.limiter, &request.into_inner()).await,
+            check(
+                &self.gate,
+                &self.limiter,
+                self.containment.as_deref(),
+                &request.into_inner(),
+            )
+            .await,
         ))
     }
 }
@@ -56,7 +72,12 @@ impl Authorization for AuthzService {
 /// Decides one Check request.
 /// Header-only mode sees no bodies or responses: it enforces the failed-authentication guard,
 /// the declared size and the request-rate limits; token limits and budgets need ext_proc.
-pub async fn check(gate: &Gate, limiter: &Limiter, request: &CheckRequest) -> CheckResponse {
+pub async fn check(
+    gate: &Gate,
+    limiter: &Limiter,
+    containment: Option<&Containment>,
+    request: &CheckRequest,
+) -> CheckResponse {
     let attributes = request.attributes.as_ref();
     let http = attributes
         .and_then(|a| a.request.as_ref())
@@ -103,6 +124,12 @@ pub async fn check(gate: &Gate, limiter: &Limiter, request: &CheckRequest) -> Ch
         if let Err(reason) = limiter.admit_request(&allow.consumer, content_length).await {
             telemetry::record_outcome(Some(&allow.consumer), reason.outcome());
             return denied(&Denial::new(reason, shape));
+        }
+        if let Some(containment) = containment {
+            if !containment.on_allowed(&allow.consumer, source).await {
+                telemetry::record_outcome(Some(&allow.consumer), "suspended");
+                return denied(&Denial::new(crate::denial::DenyReason::Suspended, shape));
+            }
         }
         telemetry::record_outcome(Some(&allow.consumer), "allowed");
     }

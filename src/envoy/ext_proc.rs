@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::headers::{self, ValueField};
 use crate::accounting::Accounting;
 use crate::auth::Consumer;
+use crate::containment::Containment;
 use crate::decision::Decision;
 use crate::denial::Denial;
 use crate::denial::DenyReason;
@@ -48,14 +49,21 @@ pub struct ProcService {
     gate: Arc<Gate>,
     accounting: Arc<Accounting>,
     limiter: Arc<Limiter>,
+    containment: Option<Arc<Containment>>,
 }
 
 impl ProcService {
-    pub fn new(gate: Arc<Gate>, accounting: Arc<Accounting>, limiter: Arc<Limiter>) -> Self {
+    pub fn new(
+        gate: Arc<Gate>,
+        accounting: Arc<Accounting>,
+        limiter: Arc<Limiter>,
+        containment: impl Into<Option<Arc<Containment>>>,
+    ) -> Self {
         ProcService {
             gate,
             accounting,
             limiter,
+            containment: containment.into(),
         }
     }
 
@@ -64,9 +72,11 @@ impl ProcService {
         Session {
             gate: self.gate.clone(),
             limiter: self.limiter.clone(),
+            containment: self.containment.clone(),
             exchange: Exchange::new(
                 self.accounting.clone(),
                 self.limiter.clone(),
+                self.containment.clone(),
                 self.accounting.exchange_settings(),
             ),
             request_body: BodySendMode::None,
@@ -109,6 +119,7 @@ impl ExternalProcessor for ProcService {
 pub struct Session {
     gate: Arc<Gate>,
     limiter: Arc<Limiter>,
+    containment: Option<Arc<Containment>>,
     exchange: Exchange,
     request_body: BodySendMode,
     shape: ErrorShape,
@@ -189,6 +200,14 @@ impl Session {
             .await
         {
             return (self.deny(reason, Some(&allow.consumer)), None);
+        }
+        if let Some(containment) = &self.containment {
+            if !containment.on_allowed(&allow.consumer, source).await {
+                return (
+                    self.deny(DenyReason::Suspended, Some(&allow.consumer)),
+                    None,
+                );
+            }
         }
         telemetry::record_outcome(Some(&allow.consumer), "allowed");
         let wants_body =

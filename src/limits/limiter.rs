@@ -44,6 +44,8 @@ pub struct Limiter {
     reserved: DashMap<Arc<str>, u64>,
     settings: ArcSwap<Settings>,
     warned: Mutex<HashSet<String>>,
+    /// consumer → (limit divisor, until): a detector's tightened limits.
+    throttled: DashMap<Arc<str>, (u32, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -88,7 +90,33 @@ impl Limiter {
                 replicas: 1,
             }),
             warned: Mutex::new(HashSet::new()),
+            throttled: DashMap::new(),
         }
+    }
+
+    /// Tightens a consumer's request and token limits to `factor` of their value for `period`
+    /// (enforced by extra local buckets on top of the normal ones).
+    pub fn throttle(&self, consumer: &Arc<str>, factor: f64, period: std::time::Duration) {
+        let divisor = (1.0 / factor.clamp(0.01, 1.0)).ceil() as u32;
+        self.throttled.insert(
+            consumer.clone(),
+            (divisor, std::time::Instant::now() + period),
+        );
+    }
+
+    fn throttle_divisor(&self, consumer: &Arc<str>) -> Option<u32> {
+        let entry = self.throttled.get(consumer)?;
+        let (divisor, until) = *entry;
+        drop(entry);
+        if std::time::Instant::now() >= until {
+            self.throttled.remove(consumer);
+            return None;
+        }
+        Some(divisor)
+    }
+
+    fn throttle_key(consumer: &Arc<str>) -> Arc<str> {
+        format!("{consumer}#throttled").into()
     }
 
     /// Applies a (re)loaded config; connects to Redis when the backend is `redis`.
@@ -138,6 +166,16 @@ impl Limiter {
             return Err(DenyReason::TooLarge {
                 limit: policy.max_request_bytes,
             });
+        }
+        if let Some(divisor) = self.throttle_divisor(&consumer.name) {
+            self.local
+                .admit_request(
+                    &Limiter::throttle_key(&consumer.name),
+                    &policy.requests,
+                    &policy.tokens,
+                    divisor,
+                )
+                .map_err(|r| refusal(r, false))?;
         }
         if policy.requests.is_empty() {
             return Ok(());

@@ -1,0 +1,187 @@
+//! `keygate revoke|suspend|resume|consumers`: admin API calls to one or many running keygates.
+//! The replica that receives a command persists it (state file) and broadcasts it (Redis);
+//! calling every replica as well makes the effect immediate even without Redis.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+
+use crate::admin::pb::admin_client::AdminClient;
+use crate::admin::pb::{ConsumerRequest, KeyRequest, ListConsumersRequest};
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Comma-separated `host:port` list, or `dns:NAME:PORT` for every address NAME resolves to
+    /// (a headless Kubernetes service reaches every replica).
+    #[arg(
+        long,
+        env = "KEYGATE_ADMIN_TARGETS",
+        default_value = "127.0.0.1:50052",
+        global = true
+    )]
+    pub targets: String,
+    /// File holding the admin bearer token (else KEYGATE_ADMIN_TOKEN).
+    #[arg(long, env = "KEYGATE_ADMIN_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Who is acting, for the audit log (default: $USER).
+    #[arg(long, env = "USER", default_value = "unknown", global = true)]
+    pub actor: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevokeCommand {
+    /// Revoke every key of a consumer (403 until the store says otherwise).
+    Consumer {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke one key by id (`kid_…`, printed by `keys create` and `consumers list`).
+    Key {
+        key_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsumersCommand {
+    /// Consumers with status, last use, month-to-date spend and key ids.
+    List,
+}
+
+/// What to do on every target.
+pub enum Command {
+    Revoke(RevokeCommand),
+    Suspend { name: String, reason: String },
+    Resume { name: String, reason: String },
+    Consumers(ConsumersCommand),
+}
+
+fn token(target: &Target) -> anyhow::Result<String> {
+    let token = match &target.token_file {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?
+        }
+        None => std::env::var("KEYGATE_ADMIN_TOKEN")
+            .context("set KEYGATE_ADMIN_TOKEN or --token-file")?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!("the admin token is empty");
+    }
+    Ok(token)
+}
+
+/// Expands `--targets` into socket addresses.
+pub fn resolve(targets: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match t.strip_prefix("dns:") {
+            Some(name_port) => {
+                let addrs = name_port
+                    .to_socket_addrs()
+                    .with_context(|| format!("cannot resolve {name_port}"))?;
+                out.extend(addrs.map(|a| a.to_string()));
+            }
+            None => out.push(t.to_string()),
+        }
+    }
+    if out.is_empty() {
+        bail!("--targets names no keygate");
+    }
+    Ok(out)
+}
+
+pub fn run(target: &Target, command: Command) -> anyhow::Result<()> {
+    let token = token(target)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut failures = 0;
+    for addr in resolve(&target.targets)? {
+        match runtime.block_on(call(&addr, &token, &target.actor, &command)) {
+            Ok(line) => println!("{addr}: {line}"),
+            Err(e) => {
+                failures += 1;
+                eprintln!("{addr}: error: {e:#}");
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} target(s) failed");
+    }
+    Ok(())
+}
+
+async fn call(addr: &str, token: &str, actor: &str, command: &Command) -> anyhow::Result<String> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await?;
+    let bearer: MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let actor: MetadataValue<_> = actor
+        .parse()
+        .unwrap_or_else(|_| MetadataValue::from_static("unknown"));
+    let mut client = AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        req.metadata_mut().insert("x-keygate-actor", actor.clone());
+        Ok(req)
+    });
+    let reply = match command {
+        Command::Revoke(RevokeCommand::Consumer { name, reason }) => client
+            .revoke_consumer(ConsumerRequest {
+                consumer: name.clone(),
+                reason: reason.clone(),
+            })
+            .await?
+            .into_inner(),
+        Command::Revoke(RevokeCommand::Key { key_id, reason }) => client
+            .revoke_key(KeyRequest {
+                key_id: key_id.clone(),
+                reason: reason.clone(),
+            })
+            .await?
+            .into_inner(),
+        Command::Suspend { name, reason } => client
+            .suspend_consumer(ConsumerRequest {
+                consumer: name.clone(),
+                reason: reason.clone(),
+            })
+            .await?
+            .into_inner(),
+        Command::Resume { name, reason } => client
+            .resume_consumer(ConsumerRequest {
+                consumer: name.clone(),
+                reason: reason.clone(),
+            })
+            .await?
+            .into_inner(),
+        Command::Consumers(ConsumersCommand::List) => {
+            let list = client
+                .list_consumers(ListConsumersRequest {})
+                .await?
+                .into_inner();
+            let mut out = String::from("\n");
+            for c in list.consumers {
+                out.push_str(&format!(
+                    "  {:<24} {:<10} {:<10} mtd ${:<10.4} last_seen {:<12} keys {}\n",
+                    c.name,
+                    c.status,
+                    c.provider,
+                    c.month_to_date_usd,
+                    c.last_seen_unix,
+                    c.key_ids.join(",")
+                ));
+            }
+            return Ok(out);
+        }
+    };
+    Ok(reply.message)
+}

@@ -1,0 +1,348 @@
+//! One consumer's detector state, in fixed memory: a ring of `SLOTS` counters covering the
+//! short window, bias-corrected EWMAs of per-interval rates (the baseline), a bounded learned
+//! address set with a bounded candidate set, and the last firing time of each detector.
+//! `observe` touches a slot, the open interval and one map entry; everything else happens in
+//! `evaluate` off the request path.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::config::DetectConfig;
+use super::{DetectorKind, Observation};
+
+/// Slots in the short-window ring; each covers `short_window / SLOTS`.
+pub(super) const SLOTS: usize = 10;
+/// Unlearned addresses remembered per consumer (the least recently seen is dropped).
+pub(super) const MAX_CANDIDATES: usize = 64;
+/// Addresses listed in one detection's evidence.
+pub(super) const MAX_EVIDENCE_ADDRESSES: usize = 16;
+
+/// Requests, tokens and micro-dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Counts {
+    pub requests: u64,
+    pub tokens: u64,
+    pub micro_usd: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Observation) {
+        self.requests = self.requests.saturating_add(u64::from(o.requests));
+        self.tokens = self.tokens.saturating_add(o.tokens);
+        self.micro_usd = self.micro_usd.saturating_add(o.micro_usd);
+    }
+
+    fn is_zero(&self) -> bool {
+        self.requests == 0 && self.tokens == 0 && self.micro_usd == 0
+    }
+}
+
+/// Short-window rates per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Rates {
+    pub requests: f64,
+    pub tokens: f64,
+    pub micro_usd: f64,
+}
+
+/// An exponentially weighted mean with bias correction: until it has seen many intervals it
+/// is the weighted mean of those it has seen, never pulled toward an initial zero.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ewma {
+    value: f64,
+    weight: f64,
+}
+
+impl Ewma {
+    fn push(&mut self, x: f64, decay: f64) {
+        self.value = decay * self.value + (1.0 - decay) * x;
+        self.weight = decay * self.weight + (1.0 - decay);
+    }
+
+    fn push_zeros(&mut self, n: u64, decay: f64) {
+        let f = decay.powf(n as f64);
+        self.value *= f;
+        self.weight = self.weight * f + (1.0 - f);
+    }
+
+    fn get(&self) -> Option<f64> {
+        (self.weight > 0.0).then(|| self.value / self.weight)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    index: u64,
+    counts: Counts,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    first_seen: Instant,
+    last_seen: Instant,
+}
+
+/// Slot and interval lengths the ring and baseline were built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    slot_nanos: u128,
+    interval_nanos: u128,
+}
+
+impl Shape {
+    fn of(config: &DetectConfig) -> Self {
+        Shape {
+            slot_nanos: (config.short_window.as_nanos() / SLOTS as u128).max(1),
+            interval_nanos: config.baseline_interval.as_nanos().max(1),
+        }
+    }
+}
+
+fn index(since: Duration, width: u128) -> u64 {
+    u64::try_from(since.as_nanos() / width).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug)]
+pub(super) struct ConsumerState {
+    shape: Shape,
+    /// First observation: slot and interval indices count from here.
+    origin: Instant,
+    pub last_seen: Instant,
+    ring: [Slot; SLOTS],
+    /// The open baseline interval and what it has counted so far.
+    open: (u64, Counts),
+    /// Closed intervals that had any traffic.
+    active_intervals: u64,
+    /// Baselines over active intervals only, per second: a consumer idle overnight does not
+    /// come back to a baseline of zero.
+    requests: Ewma,
+    tokens: Ewma,
+    micro_usd: Ewma,
+    /// Spend per second over every interval, idle ones as zero (for the month-end projection).
+    spend_all: Ewma,
+    learned: HashMap<IpAddr, Instant>,
+    candidates: HashMap<IpAddr, Candidate>,
+    fired: [Option<Instant>; DetectorKind::COUNT],
+}
+
+impl ConsumerState {
+    pub fn new(at: Instant, config: &DetectConfig) -> Self {
+        ConsumerState {
+            shape: Shape::of(config),
+            origin: at,
+            last_seen: at,
+            ring: [Slot::default(); SLOTS],
+            open: (0, Counts::default()),
+            active_intervals: 0,
+            requests: Ewma::default(),
+            tokens: Ewma::default(),
+            micro_usd: Ewma::default(),
+            spend_all: Ewma::default(),
+            learned: HashMap::new(),
+            candidates: HashMap::new(),
+            fired: [None; DetectorKind::COUNT],
+        }
+    }
+
+    /// Starts the windows and baseline over if the config changed their shape; learned
+    /// addresses and cooldowns survive.
+    fn conform(&mut self, at: Instant, config: &DetectConfig) {
+        if self.shape != Shape::of(config) {
+            let mut fresh = ConsumerState::new(at, config);
+            fresh.learned = std::mem::take(&mut self.learned);
+            fresh.fired = self.fired;
+            *self = fresh;
+        }
+    }
+
+    /// The request-path update: one slot, the open interval, one address entry.
+    pub fn observe(&mut self, o: &Observation, config: &DetectConfig) {
+        self.conform(o.at, config);
+        if o.at > self.last_seen {
+            self.last_seen = o.at;
+        }
+        let since = o.at.saturating_duration_since(self.origin);
+        let slot_index = index(since, self.shape.slot_nanos);
+        let slot = &mut self.ring[(slot_index % SLOTS as u64) as usize];
+        if slot.index < slot_index {
+            *slot = Slot {
+                index: slot_index,
+                counts: Counts::default(),
+            };
+        }
+        if slot.index == slot_index {
+            slot.counts.add(o);
+        }
+        let interval = index(since, self.shape.interval_nanos);
+        if interval > self.open.0 {
+            self.close_intervals(interval, config);
+        }
+        self.open.1.add(o);
+        if let Some(source) = o.source {
+            self.note_source(source, o.at, config);
+        }
+    }
+
+    /// Folds the open interval into the baselines (idle gaps decay only `spend_all`).
+    fn close_intervals(&mut self, to: u64, config: &DetectConfig) {
+        let secs = config.baseline_interval.as_secs_f64();
+        let decay = 0.5f64.powf(secs / config.baseline_half_life.as_secs_f64().max(1e-9));
+        let c = self.open.1;
+        if !c.is_zero() {
+            self.active_intervals += 1;
+            self.requests.push(c.requests as f64 / secs, decay);
+            self.tokens.push(c.tokens as f64 / secs, decay);
+            self.micro_usd.push(c.micro_usd as f64 / secs, decay);
+        }
+        if self.active_intervals > 0 {
+            self.spend_all.push(c.micro_usd as f64 / secs, decay);
+            self.spend_all
+                .push_zeros(to.saturating_sub(self.open.0 + 1), decay);
+        }
+        self.open = (to, Counts::default());
+    }
+
+    pub fn warm(&self, config: &DetectConfig) -> bool {
+        self.active_intervals >= config.warmup_intervals()
+    }
+
+    fn note_source(&mut self, source: IpAddr, at: Instant, config: &DetectConfig) {
+        if let Some(seen) = self.learned.get_mut(&source) {
+            *seen = (*seen).max(at);
+            return;
+        }
+        if !self.warm(config) {
+            self.learn(source, at, config.new_sources.max_learned);
+            return;
+        }
+        if let Some(c) = self.candidates.get_mut(&source) {
+            c.last_seen = c.last_seen.max(at);
+            return;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            if let Some(oldest) = oldest(self.candidates.iter().map(|(a, c)| (a, c.last_seen))) {
+                self.candidates.remove(&oldest);
+            }
+        }
+        self.candidates.insert(
+            source,
+            Candidate {
+                first_seen: at,
+                last_seen: at,
+            },
+        );
+    }
+
+    fn learn(&mut self, source: IpAddr, at: Instant, max: usize) {
+        while self.learned.len() >= max.max(1) {
+            match oldest(self.learned.iter().map(|(a, t)| (a, *t))) {
+                Some(a) => self.learned.remove(&a),
+                None => break,
+            };
+        }
+        self.learned.insert(source, at);
+    }
+
+    /// Catches the baselines up to `now` and learns candidates that have been in use for
+    /// `learn_after`; forgets candidates unseen for that long.
+    pub fn advance(&mut self, now: Instant, config: &DetectConfig) {
+        self.conform(now, config);
+        let interval = index(
+            now.saturating_duration_since(self.origin),
+            self.shape.interval_nanos,
+        );
+        if interval > self.open.0 {
+            self.close_intervals(interval, config);
+        }
+        if !self.warm(config) {
+            return;
+        }
+        let learn_after = config.new_sources.learn_after;
+        let mut promote = Vec::new();
+        self.candidates.retain(|addr, c| {
+            if now.saturating_duration_since(c.last_seen) > learn_after {
+                return false;
+            }
+            if now.saturating_duration_since(c.first_seen) >= learn_after {
+                promote.push((*addr, c.last_seen));
+                return false;
+            }
+            true
+        });
+        for (addr, seen) in promote {
+            self.learn(addr, seen, config.new_sources.max_learned);
+        }
+    }
+
+    /// Rates over the short window ending at `now`.
+    pub fn short_rates(&self, now: Instant, config: &DetectConfig) -> Rates {
+        let current = index(
+            now.saturating_duration_since(self.origin),
+            self.shape.slot_nanos,
+        );
+        let oldest = current.saturating_sub(SLOTS as u64 - 1);
+        let mut sum = Counts::default();
+        for slot in self.ring.iter() {
+            if slot.index >= oldest && slot.index <= current {
+                sum.requests += slot.counts.requests;
+                sum.tokens += slot.counts.tokens;
+                sum.micro_usd += slot.counts.micro_usd;
+            }
+        }
+        let secs = config.short_window.as_secs_f64().max(1e-9);
+        Rates {
+            requests: sum.requests as f64 / secs,
+            tokens: sum.tokens as f64 / secs,
+            micro_usd: sum.micro_usd as f64 / secs,
+        }
+    }
+
+    /// The baseline rates per second, once any interval has closed.
+    pub fn baseline(&self) -> Option<Rates> {
+        Some(Rates {
+            requests: self.requests.get()?,
+            tokens: self.tokens.get()?,
+            micro_usd: self.micro_usd.get()?,
+        })
+    }
+
+    /// Average spend per second including idle time, for the month-end projection.
+    pub fn spend_velocity(&self) -> Option<f64> {
+        self.spend_all.get()
+    }
+
+    /// Unlearned addresses used within `window` (count, and at most
+    /// `MAX_EVIDENCE_ADDRESSES` of them, most recent first).
+    pub fn new_sources(&self, now: Instant, window: Duration) -> (usize, Vec<IpAddr>) {
+        let mut recent: Vec<(IpAddr, Instant)> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_seen) <= window)
+            .map(|(a, c)| (*a, c.last_seen))
+            .collect();
+        let count = recent.len();
+        recent.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        recent.truncate(MAX_EVIDENCE_ADDRESSES);
+        (count, recent.into_iter().map(|(a, _)| a).collect())
+    }
+
+    #[cfg(test)]
+    pub fn learned_len(&self) -> usize {
+        self.learned.len()
+    }
+
+    /// True (and records the firing) unless `kind` fired within `cooldown`.
+    pub fn try_fire(&mut self, kind: DetectorKind, now: Instant, cooldown: Duration) -> bool {
+        let slot = &mut self.fired[kind as usize];
+        if slot.is_some_and(|at| now.saturating_duration_since(at) < cooldown) {
+            return false;
+        }
+        *slot = Some(now);
+        true
+    }
+}
+
+fn oldest<'a>(entries: impl Iterator<Item = (&'a IpAddr, Instant)>) -> Option<IpAddr> {
+    entries.min_by_key(|(_, t)| *t).map(|(a, _)| *a)
+}

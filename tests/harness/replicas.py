@@ -1,0 +1,80 @@
+"""Several keygate replicas behind one Envoy (round robin), optionally sharing Redis."""
+
+from __future__ import annotations
+
+import http.client
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .envoy_config import render, start_envoy
+from .keygate import Keygate, counter, start_keygate
+from .mock import start_mock
+from .paths import REPO_ROOT
+from .ports import free_port
+from .procs import Proc
+from .stack import KEYGATE_LOG, SECRETS, providers, standard_consumers
+
+LIMIT = 150
+
+
+class Replicas:
+    def __init__(self, workdir: Path, redis_port: int, extra: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+        self.mock, mock_port = start_mock(workdir)
+        self.keys, consumers = standard_consumers()
+        provs = providers()
+        provs["openai"]["limits"] = {"requests_per_hour": LIMIT}
+        config = {
+            "providers": provs,
+            "consumers": consumers,
+            "limits": {"backend": "redis", "redis": {"url": f"redis://127.0.0.1:{redis_port}/0", "timeout": "20ms", "replicas": 3}},
+        }
+        config.update(extra or {})
+        self.keygates: list[Keygate] = []
+        self.admin_ports: list[int] = []
+        for i in range(3):
+            sub = workdir / f"replica{i}"
+            sub.mkdir()
+            replica_config = dict(config)
+            if "admin" in config:
+                self.admin_ports.append(free_port())
+                replica_config["admin"] = {**config["admin"], "listen": f"127.0.0.1:{self.admin_ports[-1]}"}
+            self.keygates.append(start_keygate(sub, replica_config, SECRETS, env={"KEYGATE_LOG": KEYGATE_LOG, **(env or {})}))
+        self.envoy_port = free_port()
+        rendered = render(REPO_ROOT / "envoy" / "ext_proc.yaml", workdir / "envoy.yaml", listen_port=self.envoy_port,
+                          admin_port=free_port(), keygate_port=self.keygates[0].grpc_port, upstream_port=mock_port)
+        envoy_config = yaml.safe_load(rendered.read_text())
+        cluster = next(c for c in envoy_config["static_resources"]["clusters"] if c["name"] == "keygate")
+        cluster["lb_policy"] = "ROUND_ROBIN"
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": k.grpc_port}}}}
+            for k in self.keygates
+        ]
+        rendered.write_text(yaml.safe_dump(envoy_config))
+        self.envoy: Proc = start_envoy(rendered, workdir)
+
+    def statuses(self, n: int) -> list[int]:
+        return self.statuses_with(self.keys["openai"].key, n)
+
+    def statuses_with(self, key: str, n: int) -> list[int]:
+        """`n` requests with `key` through Envoy (round robin over the replicas)."""
+        out = []
+        conn = http.client.HTTPConnection("127.0.0.1", self.envoy_port, timeout=10)
+        for _ in range(n):
+            conn.request("GET", "/v1/models", headers={"authorization": f"Bearer {key}"})
+            r = conn.getresponse()
+            r.read()
+            out.append(r.status)
+        return out
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(counter(k.metrics(), name, **labels) for k in self.keygates)
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        for k in self.keygates:
+            k.proc.stop()
+        self.mock.stop()
+
+
