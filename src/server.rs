@@ -84,7 +84,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(grpc_server(
         services.clone(),
-        TcpListenerStream::new(grpc_tcp),
+        nodelay(TcpListenerStream::new(grpc_tcp)),
         stop_rx.clone(),
     ));
     if let Some(path) = &config.listeners.grpc_uds {
@@ -162,6 +162,21 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         let _ = std::fs::remove_file(path);
     }
     outcome
+}
+
+/// Disables Nagle on every accepted connection: tonic only does so for listeners it binds
+/// itself, and small gRPC frames held back by Nagle meet the peer's delayed ACK (~40 ms).
+fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    incoming.map(|conn| {
+        conn.inspect(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "set_nodelay failed");
+            }
+        })
+    })
 }
 
 fn bind_error(what: &dyn std::fmt::Display, source: std::io::Error) -> ServeError {

@@ -343,3 +343,19 @@ fn a_disabled_config_observes_nothing() {
     det.observe(&"c".into(), Observation::request(Instant::now(), None));
     assert!(det.is_empty());
 }
+
+#[test]
+fn scaled_down_windows_catch_a_spike_within_seconds() {
+    let config: DetectConfig = serde_yaml::from_str(
+        "short_window: 2s\nbaseline_interval: 2s\nbaseline_half_life: 60s\nwarmup: 8s\ncooldown: 60s\n",
+    )
+    .unwrap();
+    let mut sim = Sim::new(config);
+    sim.run(12, |_| 4.0, &[ip(1)], 0, 0);
+    let start = sim.elapsed;
+    let attackers: Vec<IpAddr> = (100..120).map(ip).collect();
+    sim.run(10, |_| 70.0, &attackers, 0, 0);
+    let spikes = sim.fired(DetectorKind::RateSpike);
+    assert_eq!(spikes.len(), 1, "{:?}", sim.found);
+    assert!(spikes[0].0 - start <= Duration::from_secs(3));
+}

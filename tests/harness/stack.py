@@ -86,12 +86,17 @@ def start_stack(
     mode: str,
     extra: dict[str, Any] | None = None,
     provider_limits: dict[str, dict[str, Any]] | None = None,
+    canaries: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Stack:
     """Start mock, keygate and Envoy (`mode` is "ext_proc" or "ext_authz") on free ports.
     `extra` is merged into keygate's config (e.g. `usage`); `provider_limits` sets a
     provider's `limits` defaults."""
     mock, mock_port = start_mock(workdir)
     keys, consumers = standard_consumers()
+    for name in canaries:
+        keys[name] = mint_key(name)
+        consumers.append(consumer(name, "openai", ["* /v1/**"], keys[name], canary=True))
     provs = providers()
     for name, limits in (provider_limits or {}).items():
         provs[name]["limits"] = limits
@@ -99,7 +104,7 @@ def start_stack(
         workdir,
         {"providers": provs, "consumers": consumers, **(extra or {})},
         SECRETS,
-        env={"KEYGATE_LOG": KEYGATE_LOG},
+        env={"KEYGATE_LOG": KEYGATE_LOG, **(env or {})},
     )
     envoy_port = free_port()
     config = render(
