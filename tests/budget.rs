@@ -135,3 +135,35 @@ async fn concurrent_reservations_cannot_overshoot() {
         "a released reservation frees room"
     );
 }
+
+#[tokio::test]
+async fn a_detector_throttle_tightens_request_limits_for_its_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keygate.yaml");
+    std::fs::write(dir.path().join("secrets.yaml"), "openai/production: {api_key: sk-x}\n").unwrap();
+    std::fs::write(
+        &config,
+        r#"
+credentials: {source: file, path: secrets.yaml}
+providers:
+  openai: {kind: openai, credentials: {production: openai/production}, limits: {requests_per_minute: 40}}
+consumers:
+  - name: busy
+    environment: production
+    provider: openai
+    keys: [{hash: "sha256:0000000000000000000000000000000000000000000000000000000000000002"}]
+    scope: {routes: ["GET /v1/models"]}
+"#,
+    )
+    .unwrap();
+    let registry = keygate::auth::Registry::from_config(&keygate::config::load(&config).unwrap());
+    let c = registry.consumers()[0].clone();
+    let (_, limiter) = limiter(Ledger::in_memory());
+    limiter.throttle(&c.name, 0.25, std::time::Duration::from_secs(60));
+    let mut admitted = 0;
+    while limiter.admit_request(&c, None).await.is_ok() {
+        admitted += 1;
+        assert!(admitted <= 40, "the throttle was not applied");
+    }
+    assert_eq!(admitted, 10, "a quarter of 40 per minute");
+}

@@ -52,6 +52,7 @@ def test_revocation_reaches_every_replica_within_a_second_and_survives_a_restart
         time.sleep(0.02)
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, f"every replica denied after {elapsed:.3f}s"
+    print(f"revocation in force on all three replicas after {elapsed:.3f}s")
     for k in replicas.keygates[1:]:
         assert counter(k.metrics(), "keygate_revocation_propagation_seconds_count", path="broadcast") >= 1
     # Durable: a restarted replica still denies (it reads the state file).
@@ -92,3 +93,17 @@ def test_admin_api_refuses_and_audits_a_bad_token(replicas: Replicas, workdir: P
     audit = (workdir / "audit.jsonl").read_text()
     assert "unauthenticated" in audit
     assert "wrong-token" not in audit and ADMIN_TOKEN not in audit
+
+
+def test_admin_api_without_a_token_is_unauthenticated(replicas: Replicas, workdir: Path) -> None:
+    """A raw gRPC call with no authorization header (curl speaking HTTP/2 and gRPC framing)."""
+    port = replicas.admin_ports[0]
+    out = subprocess.run(
+        ["curl", "-s", "--http2-prior-knowledge", "-D", "-", "-o", "/dev/null", "-H", "content-type: application/grpc",
+         "-H", "te: trailers", "--data-binary", "@-", f"http://127.0.0.1:{port}/keygate.admin.v1.Admin/SuspendConsumer"],
+        input=b"\x00\x00\x00\x00\x00", capture_output=True, timeout=10,
+    )
+    headers = out.stdout.decode().lower()
+    assert "grpc-status: 16" in headers, headers
+    assert set(replicas.statuses(6)) == {200}
+    assert "unauthenticated" in (workdir / "audit.jsonl").read_text()

@@ -95,9 +95,11 @@ def test_simulated_leak_is_suspended_within_ten_seconds(cargo_build, workdir, ho
         assert any(m.get("consumer") == "team-openai" for m in note if "consumer" in m)
         metrics = s.keygate.metrics()
         assert counter(metrics, "keygate_detections_total", consumer="team-openai") >= 1
+        logs = s.logs()
         for secret in s.secrets():
             assert all(secret.encode() not in raw for raw in hook.raw)
             assert secret not in (workdir / "audit.jsonl").read_text()
+            assert all(secret not in text for text in logs.values())
         print(f"leak contained after {suspended_after:.2f}s")
     finally:
         s.stop()
