@@ -45,6 +45,9 @@ pub struct Reloader {
     pub gate: Arc<Gate>,
     pub accounting: Arc<Accounting>,
     pub limiter: Arc<Limiter>,
+    /// Forces a reload (and so a credential refresh), like SIGHUP: the admin API's
+    /// RefreshCredentials.
+    pub refresh: Arc<tokio::sync::Notify>,
 }
 
 /// Why a prepared config could not be switched on.
@@ -72,6 +75,7 @@ impl Reloader {
             let forced = tokio::select! {
                 _ = tokio::time::sleep(current.reload.watch_interval) => false,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+                _ = self.refresh.notified() => true,
             };
             let now = fingerprint(&self.path, secrets_file(&current).as_deref());
             if !forced && now == last {

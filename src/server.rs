@@ -142,6 +142,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         gate: gate.clone(),
         accounting: accounting.clone(),
         limiter: limiter.clone(),
+        refresh: refresh.clone(),
     };
     let reload_task = tokio::spawn(reloader.run(config.clone(), background));
 
