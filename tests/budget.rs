@@ -140,7 +140,11 @@ async fn concurrent_reservations_cannot_overshoot() {
 async fn a_detector_throttle_tightens_request_limits_for_its_period() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("keygate.yaml");
-    std::fs::write(dir.path().join("secrets.yaml"), "openai/production: {api_key: sk-x}\n").unwrap();
+    std::fs::write(
+        dir.path().join("secrets.yaml"),
+        "openai/production: {api_key: sk-x}\n",
+    )
+    .unwrap();
     std::fs::write(
         &config,
         r#"
