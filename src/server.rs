@@ -52,6 +52,10 @@ pub enum ServeError {
 pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let metrics =
         telemetry::install_prometheus().map_err(|e| ServeError::Metrics(e.to_string()))?;
+    let stop_signal = shutdown_signal().map_err(|source| ServeError::Bind {
+        what: "signal handlers".into(),
+        source,
+    })?;
     let cache = Arc::new(CredentialCache::new());
     let prepared = reload::prepare(config_path, &cache, true).await?;
     let gate = Arc::new(Gate::new(Registry::default(), cache));
@@ -147,7 +151,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let reload_task = tokio::spawn(reloader.run(config.clone(), background));
 
     let outcome = tokio::select! {
-        _ = shutdown_signal() => Ok(()),
+        _ = stop_signal => Ok(()),
         Some(done) = tasks.join_next() => match done {
             Ok(result) => result,
             Err(e) => Err(ServeError::Metrics(format!("task failed: {e}"))),
@@ -283,17 +287,15 @@ fn flush_ledger(accounting: &Accounting) {
     }
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Registers SIGTERM and SIGINT handlers at once (before any listener is announced, so an
+/// early signal still shuts down gracefully) and resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+    })
 }

@@ -79,6 +79,8 @@ async fn run(cli: Cli) -> std::io::Result<()> {
     };
     let listener = TcpListener::bind(&cli.listen).await?;
     let addr = listener.local_addr()?;
+    // Handlers exist before anyone can learn the port, so an early SIGTERM is graceful too.
+    let stop_signal = shutdown_signal()?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}")?;
@@ -100,7 +102,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
     };
     let server = axum::serve(listener, router(config)).with_graceful_shutdown(graceful);
     let signals = tokio::spawn(async move {
-        shutdown_signal().await;
+        stop_signal.await;
         let _ = stop_tx.send(true);
     });
 
@@ -117,25 +119,15 @@ async fn run(cli: Cli) -> std::io::Result<()> {
     result
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Registers SIGTERM and SIGINT handlers now and returns a future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        _ = term => tracing::info!("SIGTERM received, shutting down"),
-    }
+    })
 }
