@@ -34,6 +34,7 @@ pub fn activate(
     limiter.configure(limits, redis);
     let background = runtime::spawn_background(&prepared, gate);
     telemetry::record_registry_size(prepared.registry.consumers().len());
+    telemetry::record_budgets(&prepared.registry);
     gate.set_trust_forwarded_for(prepared.config.network.trust_forwarded_for);
     gate.swap_registry(prepared.registry);
     Ok((prepared.config, background))

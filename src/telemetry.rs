@@ -208,6 +208,15 @@ pub fn record_registry_size(consumers: usize) {
     gauge!(REGISTRY_CONSUMERS).set(consumers as f64);
 }
 
+/// Publishes `keygate_budget_usd` for every consumer with a monthly budget.
+pub fn record_budgets(registry: &crate::auth::Registry) {
+    for c in registry.consumers() {
+        if let Some(budget) = c.limits.budget_micro_usd {
+            gauge!(BUDGET_USD, "consumer" => c.name.to_string()).set(budget as f64 / 1e6);
+        }
+    }
+}
+
 pub fn record_secret_refresh(credential: &str, ok: bool) {
     counter!(SECRET_REFRESH_TOTAL, "credential" => credential.to_string(), "result" => if ok { "ok" } else { "error" })
         .increment(1);

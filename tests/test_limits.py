@@ -143,7 +143,9 @@ def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_af
     assert 1 <= admitted <= 4
     assert caught.value.code == "insufficient_quota"
     assert "monthly budget is exhausted" in str(caught.value)
-    spent = counter(s.keygate.metrics(), "keygate_spend_month_to_date_usd", consumer="team-openai")
+    metrics = s.keygate.metrics()
+    assert counter(metrics, "keygate_budget_usd", consumer="team-openai") == pytest.approx(0.0003)
+    spent = counter(metrics, "keygate_spend_month_to_date_usd", consumer="team-openai")
     assert spent <= 0.0003 + 0.0001, "overshoot is at most one request's actual-minus-estimate"
 
     time.sleep(1.2)
