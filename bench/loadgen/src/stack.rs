@@ -1,0 +1,148 @@
+//! Starting the pieces of a benchmark stack on free loopback ports: the mock provider, keygate
+//! (release build, `keygate serve`) and Envoy on a rendered shipped config.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::consumers::{self, GenOptions, Generated};
+use crate::envoy_cfg::{self, Ports, Variant};
+use crate::procs::{self, built_bin, envoy_bin, free_port, loopback, Child};
+
+/// The mock provider with `--no-record`; returns it and its port.
+pub fn start_mock(workdir: &Path) -> Result<(Child, u16)> {
+    let mut cmd = Command::new(built_bin("mock-provider"));
+    cmd.args(["--listen", "127.0.0.1:0", "--no-record"]);
+    let (child, line) =
+        Child::spawn_reading_line("mock-provider", cmd, workdir, Duration::from_secs(20))?;
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| anyhow!("mock-provider printed {line:?}, expected 'listening on ADDR'"))?;
+    Ok((child, port))
+}
+
+pub struct Keygate {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    /// Sampled consumer keys that keygate allows for `consumers::ROUTES`.
+    pub keys: Vec<String>,
+}
+
+/// Generates a config with `consumers` consumers in `workdir` and serves it (see [`serve`]).
+pub fn start_keygate(
+    workdir: &Path,
+    consumers: usize,
+    wrapper: &[String],
+    ready_timeout: Duration,
+) -> Result<Keygate> {
+    let grpc = loopback(free_port()?);
+    let admin = loopback(free_port()?);
+    let generated = consumers::write(workdir, &GenOptions::new(consumers, grpc, admin))?;
+    serve(workdir, generated, grpc, admin, wrapper, ready_timeout)
+}
+
+/// Runs `keygate serve` on a generated config (listening on `grpc` and `admin`), prefixed by
+/// `wrapper` (e.g. `taskset -c 1`), until /readyz answers 200. `$KEYGATE_BIN` overrides the
+/// binary (e.g. to measure a patched build).
+pub fn serve(
+    workdir: &Path,
+    generated: Generated,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    wrapper: &[String],
+    ready_timeout: Duration,
+) -> Result<Keygate> {
+    let keygate = std::env::var_os("KEYGATE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| built_bin("keygate"));
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&keygate);
+            c
+        }
+        None => Command::new(&keygate),
+    };
+    cmd.arg("serve").arg("--config").arg(&generated.config);
+    if std::env::var_os("KEYGATE_LOG").is_none() {
+        cmd.env("KEYGATE_LOG", "warn");
+    }
+    let mut child = Child::spawn("keygate", cmd, workdir)
+        .with_context(|| format!("is {} built?", keygate.display()))?;
+    child.wait_http_ok(admin, "/readyz", ready_timeout)?;
+    Ok(Keygate {
+        child,
+        grpc,
+        admin,
+        keys: generated.keys,
+    })
+}
+
+/// Which shipped config an Envoy runs, and how it is changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvoyKind {
+    Baseline,
+    ExtAuthz,
+    ExtProcHeaders,
+    ExtProcUsage,
+}
+
+impl EnvoyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvoyKind::Baseline => "baseline",
+            EnvoyKind::ExtAuthz => "ext_authz",
+            EnvoyKind::ExtProcHeaders => "ext_proc",
+            EnvoyKind::ExtProcUsage => "ext_proc+usage",
+        }
+    }
+
+    pub fn shipped(self) -> PathBuf {
+        let file = match self {
+            EnvoyKind::ExtAuthz => "ext_authz.yaml",
+            _ => "ext_proc.yaml",
+        };
+        procs::repo_root().join("envoy").join(file)
+    }
+
+    fn variant(self) -> Variant {
+        match self {
+            EnvoyKind::Baseline => Variant::Baseline,
+            EnvoyKind::ExtProcHeaders => Variant::RequestHeadersOnly,
+            EnvoyKind::ExtAuthz | EnvoyKind::ExtProcUsage => Variant::AsShipped,
+        }
+    }
+}
+
+/// Envoy with `--concurrency 1 --use-dynamic-base-id`; returns it and its listener address.
+pub fn start_envoy(
+    workdir: &Path,
+    kind: EnvoyKind,
+    keygate_port: u16,
+    upstream_port: u16,
+) -> Result<(Child, SocketAddr)> {
+    let ports = Ports {
+        listen: free_port()?,
+        admin: free_port()?,
+        keygate: keygate_port,
+        upstream: upstream_port,
+    };
+    let name = format!("envoy-{}", kind.name());
+    let config = workdir.join(format!("{name}.yaml"));
+    envoy_cfg::render(&kind.shipped(), &config, ports, kind.variant())?;
+    let mut cmd = Command::new(envoy_bin());
+    cmd.arg("-c").arg(&config);
+    cmd.args(["--concurrency", "1", "--log-level", "warn"]);
+    cmd.args(["--use-dynamic-base-id", "--base-id-path"]);
+    cmd.arg(workdir.join(format!("{name}.base-id")));
+    let mut child = Child::spawn(&name, cmd, workdir)
+        .with_context(|| format!("starting Envoy ({})", envoy_bin().display()))?;
+    child.wait_http_ok(loopback(ports.admin), "/ready", Duration::from_secs(30))?;
+    Ok((child, loopback(ports.listen)))
+}
