@@ -1,0 +1,87 @@
+"""Streaming time to first token through Envoy with and without keygate (ext_proc with
+response phases), with the real openai SDK. Run: `.venv/bin/python bench/scripts/ttft.py`
+(after `cargo build --release`; KEYGATE_BIN / MOCK_PROVIDER_BIN select other builds).
+
+Each configuration runs `--streams` chat completions with `stream=True`; TTFT is measured from
+the request to the first content chunk, total from the request to the end of the stream. The
+two configurations alternate request by request so machine drift hits both alike."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("KEYGATE_BIN", str(ROOT / "target" / "release" / "keygate"))
+os.environ.setdefault("MOCK_PROVIDER_BIN", str(ROOT / "target" / "release" / "mock-provider"))
+
+import openai  # noqa: E402
+import yaml  # noqa: E402
+
+from harness import free_port, render, start_envoy  # noqa: E402
+from harness.stack import OPENAI_SECRET, start_stack  # noqa: E402
+
+
+def baseline_envoy(work: Path, mock_port: int):
+    port = free_port()
+    path = render(ROOT / "envoy" / "ext_proc.yaml", work / "baseline.yaml", listen_port=port,
+                  admin_port=free_port(), keygate_port=free_port(), upstream_port=mock_port)
+    config = yaml.safe_load(path.read_text())
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"]
+    path.write_text(yaml.safe_dump(config))
+    return start_envoy(path, work), port
+
+
+def one(client: openai.OpenAI, extra: dict) -> tuple[float, float]:
+    started = time.perf_counter()
+    first = None
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "tell me a short story"}],
+        stream=True, max_tokens=32, extra_headers={"x-mock-chunk-delay-ms": "2", **extra},
+    )
+    for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter() - started
+    return (first or 0.0) * 1000, (time.perf_counter() - started) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--streams", type=int, default=300)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="keygate-ttft-"))
+    stack = start_stack(work, "ext_proc")
+    envoy, port = baseline_envoy(work, stack.mock_port)
+    try:
+        keygate = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=stack.keys["openai"].key, max_retries=0)
+        plain = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=OPENAI_SECRET, max_retries=0)
+        results: dict[str, list[tuple[float, float]]] = {"baseline": [], "keygate": []}
+        for _ in range(10):
+            one(plain, {"x-keygate-provider": "openai"})
+            one(keygate, {})
+        for _ in range(args.streams):
+            results["baseline"].append(one(plain, {"x-keygate-provider": "openai"}))
+            results["keygate"].append(one(keygate, {}))
+        print(f"{args.streams} streams each, 32 chunks 2 ms apart, openai SDK, alternating\n")
+        print("| configuration | TTFT p50 ms | TTFT p90 ms | stream total p50 ms |")
+        print("| --- | --- | --- | --- |")
+        for name, rows in results.items():
+            ttft = sorted(r[0] for r in rows)
+            total = [r[1] for r in rows]
+            print(f"| {name} | {statistics.median(ttft):.3f} | {ttft[int(len(ttft) * 0.9)]:.3f} | {statistics.median(total):.3f} |")
+        added = statistics.median(r[0] for r in results["keygate"]) - statistics.median(r[0] for r in results["baseline"])
+        print(f"\nadded TTFT at p50: {added:+.3f} ms")
+    finally:
+        envoy.stop()
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
