@@ -13,7 +13,8 @@ fn at(text: &str) -> SystemTime {
     humantime::parse_rfc3339(text).unwrap()
 }
 
-fn consumer(dir: &std::path::Path) -> Arc<keygate::auth::Consumer> {
+/// Loads the one consumer of a config made of `body` plus the file credentials.
+fn load_consumer(dir: &std::path::Path, body: &str) -> Arc<keygate::auth::Consumer> {
     let config = dir.join("keygate.yaml");
     std::fs::write(
         dir.join("secrets.yaml"),
@@ -22,8 +23,17 @@ fn consumer(dir: &std::path::Path) -> Arc<keygate::auth::Consumer> {
     .unwrap();
     std::fs::write(
         &config,
+        format!("credentials: {{source: file, path: secrets.yaml}}\n{body}"),
+    )
+    .unwrap();
+    let loaded = keygate::config::load(&config).unwrap();
+    keygate::auth::Registry::from_config(&loaded).consumers()[0].clone()
+}
+
+fn consumer(dir: &std::path::Path) -> Arc<keygate::auth::Consumer> {
+    load_consumer(
+        dir,
         r#"
-credentials: {source: file, path: secrets.yaml}
 providers:
   openai: {kind: openai, credentials: {production: openai/production}}
 usage:
@@ -37,10 +47,6 @@ consumers:
     limits: {monthly_budget_usd: 0.0001, default_max_tokens: 10}
 "#,
     )
-    .unwrap();
-    let loaded = keygate::config::load(&config).unwrap();
-    let registry = keygate::auth::Registry::from_config(&loaded);
-    registry.consumers()[0].clone()
 }
 
 fn limiter(ledger: Ledger) -> (Arc<Accounting>, Arc<Limiter>) {
@@ -139,16 +145,9 @@ async fn concurrent_reservations_cannot_overshoot() {
 #[tokio::test]
 async fn a_detector_throttle_tightens_request_limits_for_its_period() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("keygate.yaml");
-    std::fs::write(
-        dir.path().join("secrets.yaml"),
-        "openai/production: {api_key: sk-x}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        &config,
+    let c = load_consumer(
+        dir.path(),
         r#"
-credentials: {source: file, path: secrets.yaml}
 providers:
   openai: {kind: openai, credentials: {production: openai/production}, limits: {requests_per_minute: 40}}
 consumers:
@@ -158,10 +157,7 @@ consumers:
     keys: [{hash: "sha256:0000000000000000000000000000000000000000000000000000000000000002"}]
     scope: {routes: ["GET /v1/models"]}
 "#,
-    )
-    .unwrap();
-    let registry = keygate::auth::Registry::from_config(&keygate::config::load(&config).unwrap());
-    let c = registry.consumers()[0].clone();
+    );
     let (_, limiter) = limiter(Ledger::in_memory());
     limiter.throttle(&c.name, 0.25, std::time::Duration::from_secs(60));
     let mut admitted = 0;
