@@ -20,6 +20,9 @@ struct TokenState {
     /// None: the token does not expire (e.g. a root token).
     expires_at: Option<Instant>,
     ttl: Duration,
+    /// The lifetime the last login granted; a renewal that returns much less has hit the
+    /// token's max TTL.
+    login_ttl: Duration,
     renewable: bool,
 }
 
@@ -110,11 +113,12 @@ impl VaultSession {
                 return Ok(());
             }
             if state.renewable && !left.is_zero() {
-                match self.renew().await {
-                    Ok(next) => {
+                match self.renew(state.login_ttl).await {
+                    Ok(next) if !capped(&next) => {
                         *state = next;
                         return Ok(());
                     }
+                    Ok(_) => tracing::info!("vault token reached its max TTL; logging in again"),
                     Err(e) => {
                         tracing::warn!(error = %e, "vault token renewal failed; logging in again")
                     }
@@ -125,13 +129,16 @@ impl VaultSession {
         Ok(())
     }
 
-    async fn renew(&self) -> Result<TokenState, VaultError> {
+    async fn renew(&self, login_ttl: Duration) -> Result<TokenState, VaultError> {
         let client = self.client.read().await;
         let result = tokio::time::timeout(self.connection.timeout, client.renew(None)).await;
         let ok = matches!(result, Ok(Ok(_)));
         telemetry::record_vault_request("renew", ok);
         match result {
-            Ok(Ok(auth)) => Ok(token_state(auth.lease_duration, auth.renewable)),
+            Ok(Ok(auth)) => Ok(TokenState {
+                login_ttl,
+                ..token_state(auth.lease_duration, auth.renewable)
+            }),
             Ok(Err(e)) => Err(VaultError::from_client("renew", "auth/token/renew-self", e)),
             Err(_) => Err(VaultError::Timeout {
                 operation: "renew",
@@ -214,8 +221,16 @@ fn token_state(ttl_secs: u64, renewable: bool) -> TokenState {
         logged_in: true,
         expires_at: (ttl_secs > 0).then(|| Instant::now() + ttl),
         ttl,
+        login_ttl: ttl,
         renewable,
     }
+}
+
+/// True when a renewal could not extend the token past the renewal threshold, because Vault
+/// capped it at the token's max TTL: renewing again would only shorten it further, and the
+/// token would expire under a request, so the caller logs in afresh instead.
+fn capped(renewed: &TokenState) -> bool {
+    renewed.ttl.as_secs_f64() <= renewed.login_ttl.as_secs_f64() * RENEW_WHEN_LEFT
 }
 
 fn read_token(file: Option<&std::path::Path>, env: &str) -> Result<SecretString, String> {
@@ -235,4 +250,24 @@ fn read_secret_file(path: &std::path::Path) -> Result<SecretString, String> {
         return Err(format!("{}: empty", path.display()));
     }
     Ok(SecretString::from(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renewed(ttl: u64, login_ttl: u64) -> TokenState {
+        TokenState {
+            login_ttl: Duration::from_secs(login_ttl),
+            ..token_state(ttl, true)
+        }
+    }
+
+    #[test]
+    fn a_renewal_cut_short_by_max_ttl_means_log_in_again() {
+        assert!(!capped(&renewed(3600, 3600)));
+        assert!(!capped(&renewed(2000, 3600)));
+        assert!(capped(&renewed(1800, 3600)));
+        assert!(capped(&renewed(1, 3600)));
+    }
 }

@@ -17,6 +17,8 @@ from .ports import HOST, free_port
 from .procs import Proc
 
 ROOT_TOKEN = "root"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+SERVICE_ACCOUNT_AUDIENCE = "vault"
 
 
 @dataclass
@@ -75,6 +77,25 @@ class Bao:
         role_id = self.ok("GET", f"auth/approle/role/{role}/role-id")["data"]["role_id"]
         secret_id = self.ok("POST", f"auth/approle/role/{role}/secret-id")["data"]["secret_id"]
         return role_id, secret_id
+
+    def service_account_auth(
+        self, mount: str, issuer_public_pem: str, role: str, subject: str, policies: list[str],
+        token_ttl: str, token_max_ttl: str,
+    ) -> None:
+        """Trust Kubernetes service-account JWTs signed by `issuer_public_pem` at
+        auth/<mount>/login, with the `jwt` method validating signatures locally — the
+        documented setup for Vault outside the cluster, and the same login request
+        (`{role, jwt}`) the `kubernetes` method takes. Only the `kubernetes` method's
+        TokenReview call to the cluster's API server is not exercised."""
+        status, _ = self.api("POST", f"sys/auth/{mount}", {"type": "jwt"})
+        assert status in (200, 204, 400), status
+        self.ok("POST", f"auth/{mount}/config",
+                {"jwt_validation_pubkeys": [issuer_public_pem], "bound_issuer": SERVICE_ACCOUNT_ISSUER})
+        self.ok("POST", f"auth/{mount}/role/{role}", {
+            "role_type": "jwt", "user_claim": "sub", "bound_subject": subject,
+            "bound_audiences": [SERVICE_ACCOUNT_AUDIENCE], "token_policies": policies,
+            "token_ttl": token_ttl, "token_max_ttl": token_max_ttl,
+        })
 
     def stop(self) -> None:
         self.proc.stop()
