@@ -117,7 +117,11 @@ impl Gate {
             Lookup::Expired(c) => return (deny(DenyReason::ExpiredKey, shape), Some(c.clone())),
         };
         let refuse = |reason| (deny(reason, shape), Some(consumer.clone()));
-        match overrides.status(&consumer.name).unwrap_or(consumer.status) {
+        let status = match consumer.status {
+            ConsumerStatus::Revoked => ConsumerStatus::Revoked,
+            configured => overrides.status(&consumer.name).unwrap_or(configured),
+        };
+        match status {
             ConsumerStatus::Active => {}
             ConsumerStatus::Suspended => return refuse(DenyReason::Suspended),
             ConsumerStatus::Revoked => return refuse(DenyReason::Revoked),

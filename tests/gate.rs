@@ -280,3 +280,36 @@ fn missing_credential_is_503() {
     ));
     assert_eq!((status, reason), (503, DenyReason::CredentialUnavailable));
 }
+
+#[test]
+fn an_override_resumes_a_suspension_but_never_a_revocation() {
+    use keygate::auth::{OverrideState, Overrides};
+    use keygate::config::ConsumerStatus;
+    let f = common::fixture();
+    let status_of = |key: &str| match decide(
+        &f.gate,
+        "GET",
+        "/v1/models",
+        &[("authorization", &format!("Bearer {key}"))],
+    ) {
+        Decision::Allow(_) => None,
+        Decision::Deny(d) => Some(d.reason.clone()),
+    };
+    let names: Vec<String> = f
+        .gate
+        .registry()
+        .consumers()
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
+    let all_active = OverrideState {
+        status: names
+            .iter()
+            .map(|n| (n.clone(), ConsumerStatus::Active))
+            .collect(),
+        ..Default::default()
+    };
+    f.gate.set_overrides(Overrides::compile(&all_active));
+    assert_eq!(status_of(&f.keys.suspended), None);
+    assert_eq!(status_of(&f.keys.revoked), Some(DenyReason::Revoked));
+}

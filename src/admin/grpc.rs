@@ -17,6 +17,7 @@ use super::pb::admin_server::Admin;
 use super::state::Action;
 use crate::accounting::Accounting;
 use crate::audit::{AuditEntry, AuditEvent, AuditResult};
+use crate::config::ConsumerStatus;
 use crate::containment::Containment;
 use crate::gate::Gate;
 use crate::notify::{KeyId, Notification};
@@ -166,6 +167,24 @@ impl AdminService {
             Err(Status::not_found(format!("no consumer named {name:?}")))
         }
     }
+
+    /// Revocation is final: a revoked consumer (in the store or by an override) is never
+    /// resumed; the team gets a new consumer instead.
+    fn not_revoked(&self, name: &str) -> Result<(), Status> {
+        let configured = self
+            .gate
+            .registry()
+            .consumers()
+            .iter()
+            .any(|c| &*c.name == name && c.status == ConsumerStatus::Revoked);
+        let overridden = self.gate.overrides().status(name) == Some(ConsumerStatus::Revoked);
+        if configured || overridden {
+            return Err(Status::failed_precondition(format!(
+                "consumer {name:?} is revoked; revocation is final (create a new consumer)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -195,6 +214,7 @@ impl Admin for AdminService {
         let actor = self.authorize("ResumeConsumer", &request)?;
         let r = request.into_inner();
         self.known_consumer(&r.consumer)?;
+        self.not_revoked(&r.consumer)?;
         self.act(
             "ResumeConsumer",
             actor,

@@ -1,6 +1,8 @@
 //! `keygate revoke|suspend|resume|consumers`: admin API calls to one or many running keygates.
 //! The replica that receives a command persists it (state file) and broadcasts it (Redis);
-//! calling every replica as well makes the effect immediate even without Redis.
+//! calling every replica as well makes the effect immediate even without Redis. With
+//! `--config` naming a Vault consumer store, the command is also written there, so it
+//! survives every replica restarting.
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -10,8 +12,10 @@ use clap::{Args, Subcommand};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
+use super::vault_store::Change;
 use crate::admin::pb::admin_client::AdminClient;
 use crate::admin::pb::{ConsumerRequest, KeyRequest, ListConsumersRequest};
+use crate::config::ConsumerStatus;
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Args)]
@@ -31,6 +35,10 @@ pub struct Target {
     /// Who is acting, for the audit log (default: $USER).
     #[arg(long, env = "USER", default_value = "unknown", global = true)]
     pub actor: String,
+    /// keygate config naming the consumer store: when consumers live in Vault, suspend,
+    /// resume and revoke are also written there (with this config's Vault connection).
+    #[arg(short, long, env = "KEYGATE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,10 +121,43 @@ pub fn run(target: &Target, command: Command) -> anyhow::Result<()> {
             }
         }
     }
+    if let (Some(path), Some(change)) = (&target.config, command.durable_change()) {
+        match super::vault_store::persist(path, &change) {
+            Ok(Some(written)) => println!("store: {written}"),
+            Ok(None) => println!(
+                "store: consumers are inline in {}; each replica's admin.state_file holds the change",
+                path.display()
+            ),
+            Err(e) => {
+                failures += 1;
+                eprintln!("store: error: {e:#}");
+            }
+        }
+    }
     if failures > 0 {
-        bail!("{failures} target(s) failed");
+        bail!("{failures} step(s) failed");
     }
     Ok(())
+}
+
+impl Command {
+    /// What the command changes in the consumer store; None for read-only commands.
+    fn durable_change(&self) -> Option<Change<'_>> {
+        fn status(consumer: &str, status: ConsumerStatus) -> Change<'_> {
+            Change::Status { consumer, status }
+        }
+        match self {
+            Command::Revoke(RevokeCommand::Consumer { name, .. }) => {
+                Some(status(name, ConsumerStatus::Revoked))
+            }
+            Command::Revoke(RevokeCommand::Key { key_id, .. }) => {
+                Some(Change::RevokeKey { key_id })
+            }
+            Command::Suspend { name, .. } => Some(status(name, ConsumerStatus::Suspended)),
+            Command::Resume { name, .. } => Some(status(name, ConsumerStatus::Active)),
+            Command::Consumers(_) => None,
+        }
+    }
 }
 
 async fn call(addr: &str, token: &str, actor: &str, command: &Command) -> anyhow::Result<String> {

@@ -46,6 +46,7 @@ class Proc:
     ) -> None:
         self.cmd: list[str] = [os.fspath(c) for c in cmd]
         self.name: str = name or Path(self.cmd[0]).name
+        self.env: dict[str, str] = dict(env or {})  # what the caller added, to restart alike
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path: Path = _unique_log_path(workdir, self.name)
