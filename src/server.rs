@@ -110,10 +110,17 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         Some(token) => {
             let service =
                 bootstrap::admin_service(&gate, &accounting, &containment, &refresh, token);
+            let server = bootstrap::admin_server(&config)?;
             let listen = config.admin.listen;
+            if !listen.ip().is_loopback() && config.admin.tls.is_none() {
+                tracing::warn!(
+                    admin_grpc = %listen,
+                    "the admin API listens beyond loopback without admin.tls: bearer tokens cross the network in clear"
+                );
+            }
             let stop = stop_rx.clone();
             tasks.spawn(async move {
-                bootstrap::serve_admin(listen, service, stop)
+                bootstrap::serve_admin(server, listen, service, stop)
                     .await
                     .map_err(ServeError::from)
             });

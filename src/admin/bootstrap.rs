@@ -30,6 +30,8 @@ pub enum BootstrapError {
     Notify(String),
     #[error("limits.redis.url (admin broadcast): {0}")]
     Broadcast(String),
+    #[error("admin.tls.{field}: {reason}")]
+    Tls { field: &'static str, reason: String },
     #[error("cannot listen on {addr} (admin API): {source}")]
     Bind {
         addr: String,
@@ -97,8 +99,41 @@ pub fn admin_token(config: &Config) -> Option<SecretString> {
     (!text.is_empty()).then(|| SecretString::from(text.to_string()))
 }
 
+/// The admin gRPC server, with TLS when configured. Certificates are read and checked here,
+/// at startup, so a bad file stops `serve` with the field named instead of failing later.
+pub fn admin_server(config: &Config) -> Result<tonic::transport::Server, BootstrapError> {
+    let server = tonic::transport::Server::builder();
+    let Some(tls) = &config.admin.tls else {
+        return Ok(server);
+    };
+    let read = |field: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| BootstrapError::Tls {
+            field,
+            reason: format!("{}: {e}", path.display()),
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read("cert_file", &tls.cert_file)?,
+        read("key_file", &tls.key_file)?,
+    );
+    let mut settings = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        settings = settings.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            "client_ca_file",
+            ca,
+        )?));
+    }
+    server
+        .tls_config(settings)
+        .map_err(|e| BootstrapError::Tls {
+            field: "cert_file",
+            reason: format!("not a usable certificate and key: {e}"),
+        })
+}
+
 /// Serves the admin gRPC API until `stop`.
 pub async fn serve_admin(
+    mut server: tonic::transport::Server,
     listen: std::net::SocketAddr,
     service: AdminService,
     mut stop: watch::Receiver<bool>,
@@ -111,7 +146,7 @@ pub async fn serve_admin(
         })?;
     tracing::info!(admin_grpc = %listen, "admin API listening");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let result = tonic::transport::Server::builder()
+    let result = server
         .add_service(AdminServer::new(service))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use super::vault_store::Change;
 use crate::admin::pb::admin_client::AdminClient;
@@ -39,6 +39,65 @@ pub struct Target {
     /// resume and revoke are also written there (with this config's Vault connection).
     #[arg(short, long, env = "KEYGATE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS to the admin API (`admin.tls` on the server). Giving any of these switches to https.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// PEM CA that signed the keygates' admin certificates.
+    #[arg(long, env = "KEYGATE_ADMIN_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) when the server asks for mutual TLS.
+    #[arg(
+        long,
+        env = "KEYGATE_ADMIN_TLS_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "KEYGATE_ADMIN_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Name to verify in the server certificate (default: the target's host; for
+    /// `dns:NAME:PORT`, NAME).
+    #[arg(long, env = "KEYGATE_ADMIN_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn enabled(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some()
+    }
+
+    /// The client TLS settings for one target; None for plaintext.
+    fn config(&self, server_name: Option<&str>) -> anyhow::Result<Option<ClientTlsConfig>> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("--{flag} {}", path.display()))
+        };
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &self.tls_ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read("tls-ca", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls = tls.identity(Identity::from_pem(
+                read("tls-cert", cert)?,
+                read("tls-key", key)?,
+            ));
+        }
+        if let Some(name) = self.tls_server_name.as_deref().or(server_name) {
+            tls = tls.domain_name(name);
+        }
+        Ok(Some(tls))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,8 +145,16 @@ fn token(target: &Target) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// One keygate to call: its socket address, and for `dns:` targets the name it was found by
+/// (the name its TLS certificate carries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub addr: String,
+    pub name: Option<String>,
+}
+
 /// Expands `--targets` into socket addresses.
-pub fn resolve(targets: &str) -> anyhow::Result<Vec<String>> {
+pub fn resolve(targets: &str) -> anyhow::Result<Vec<Resolved>> {
     let mut out = Vec::new();
     for t in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         match t.strip_prefix("dns:") {
@@ -95,9 +162,16 @@ pub fn resolve(targets: &str) -> anyhow::Result<Vec<String>> {
                 let addrs = name_port
                     .to_socket_addrs()
                     .with_context(|| format!("cannot resolve {name_port}"))?;
-                out.extend(addrs.map(|a| a.to_string()));
+                let name = name_port.rsplit_once(':').map(|(n, _)| n.to_string());
+                out.extend(addrs.map(|a| Resolved {
+                    addr: a.to_string(),
+                    name: name.clone(),
+                }));
             }
-            None => out.push(t.to_string()),
+            None => out.push(Resolved {
+                addr: t.to_string(),
+                name: None,
+            }),
         }
     }
     if out.is_empty() {
@@ -112,8 +186,10 @@ pub fn run(target: &Target, command: Command) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut failures = 0;
-    for addr in resolve(&target.targets)? {
-        match runtime.block_on(call(&addr, &token, &target.actor, &command)) {
+    for resolved in resolve(&target.targets)? {
+        let addr = &resolved.addr;
+        let tls = target.tls.config(resolved.name.as_deref())?;
+        match runtime.block_on(call(addr, tls, &token, &target.actor, &command)) {
             Ok(line) => println!("{addr}: {line}"),
             Err(e) => {
                 failures += 1;
@@ -160,12 +236,21 @@ impl Command {
     }
 }
 
-async fn call(addr: &str, token: &str, actor: &str, command: &Command) -> anyhow::Result<String> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+async fn call(
+    addr: &str,
+    tls: Option<ClientTlsConfig>,
+    token: &str,
+    actor: &str,
+    command: &Command,
+) -> anyhow::Result<String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(std::time::Duration::from_secs(2))
-        .timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await?;
+        .timeout(std::time::Duration::from_secs(5));
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint.connect().await?;
     let bearer: MetadataValue<_> = format!("Bearer {token}").parse()?;
     let actor: MetadataValue<_> = actor
         .parse()

@@ -12,6 +12,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let cache = CredentialCache::new();
     let prepared = runtime.block_on(crate::reload::prepare(path, &cache, false))?;
     let (config, registry) = (prepared.config, prepared.registry);
+    crate::admin::bootstrap::admin_server(&config)?;
     let unreferenced = unreferenced_credentials(&config, &registry);
     println!(
         "{}: ok ({} providers, {} consumers, {} credentials)",

@@ -60,6 +60,20 @@ pub struct AdminConfig {
     /// JSON-lines audit log; empty logs audit lines to stderr only.
     #[serde(default)]
     pub audit_log: PathBuf,
+    /// Serve the admin API over TLS (required once it listens beyond loopback).
+    #[serde(default)]
+    pub tls: Option<AdminTls>,
+}
+
+/// PEM files for the admin API's TLS, relative to this config file. With `client_ca_file`,
+/// callers must also present a client certificate that CA signed (mutual TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -70,6 +84,7 @@ impl Default for AdminConfig {
             token_env: default_admin_token_env(),
             state_file: default_state_file(),
             audit_log: PathBuf::new(),
+            tls: None,
         }
     }
 }
@@ -261,6 +276,13 @@ impl Config {
         }
         if let Some(token) = &mut self.admin.token_file {
             resolve(token);
+        }
+        if let Some(tls) = &mut self.admin.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+            if let Some(ca) = &mut tls.client_ca_file {
+                resolve(ca);
+            }
         }
     }
 
