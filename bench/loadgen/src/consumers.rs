@@ -26,7 +26,44 @@ pub struct GenOptions {
     /// keygate re-reads and hashes the config this often; long, so a 1 M-consumer file is not
     /// re-read during a measurement.
     pub watch_interval: String,
+    /// Limits on the provider (`limits_policy`), kept in this backend.
+    pub limits: Option<LimitsBackend>,
+    /// The provider's `limits:` mapping: [`NEVER_DENY`] or [`HELD`].
+    pub limits_policy: &'static str,
+    /// Where keygate reads the provider key.
+    pub credentials: Credentials,
 }
+
+/// Where the generated config keeps its limit counters.
+#[derive(Debug, Clone)]
+pub enum LimitsBackend {
+    Local,
+    /// `redis://…` of a running redis-server.
+    Redis(String),
+}
+
+/// The same windows as [`NEVER_DENY`], but the daily request bucket refills one request per
+/// 864 s: after one request a consumer's buckets stay below full (so never evicted) for the
+/// whole measurement, as for a consumer active in the last hours. For memory measurements.
+pub const HELD: &str = "{requests_per_second: 1000000, requests_per_minute: 60000000, \
+     requests_per_hour: 3600000000, requests_per_day: 100, tokens_per_minute: 1000000000000, \
+     tokens_per_day: 1000000000000000, monthly_budget_usd: 1000000000}";
+
+/// The credential source of the generated config.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// `secrets.yaml` next to the config.
+    File,
+    /// A Vault (OpenBao) KV v2 holding `ai-providers/openai/production`; keygate logs in
+    /// with `token`, written to `vault-token` next to the config.
+    Vault { address: String, token: String },
+}
+
+/// Request and token limits far above any benchmark rate, plus a budget no run can spend:
+/// every window and the budget are checked on every request, none ever denies.
+pub const NEVER_DENY: &str = "{requests_per_second: 1000000, requests_per_minute: 60000000, \
+     requests_per_hour: 3600000000, requests_per_day: 86400000000, tokens_per_minute: 1000000000000, \
+     tokens_per_day: 1000000000000000, monthly_budget_usd: 1000000000}";
 
 impl GenOptions {
     pub fn new(consumers: usize, grpc: SocketAddr, admin: SocketAddr) -> Self {
@@ -36,6 +73,9 @@ impl GenOptions {
             grpc,
             admin,
             watch_interval: "1h".into(),
+            limits: None,
+            limits_policy: NEVER_DENY,
+            credentials: Credentials::File,
         }
     }
 }
@@ -70,12 +110,34 @@ pub fn write(dir: &Path, opts: &GenOptions) -> Result<Generated> {
         "listeners: {{grpc: \"{}\", admin: \"{}\"}}",
         opts.grpc, opts.admin
     )?;
-    writeln!(out, "credentials: {{source: file, path: secrets.yaml}}")?;
+    match &opts.credentials {
+        Credentials::File => writeln!(out, "credentials: {{source: file, path: secrets.yaml}}")?,
+        Credentials::Vault { address, token } => {
+            std::fs::write(dir.join("vault-token"), token)?;
+            writeln!(
+                out,
+                "credentials: {{source: vault, vault: {{address: \"{address}\", \
+                 auth: {{method: token, token_file: vault-token}}}}}}"
+            )?
+        }
+    }
     writeln!(out, "reload: {{watch_interval: {}}}", opts.watch_interval)?;
+    match &opts.limits {
+        None => {}
+        Some(LimitsBackend::Local) => writeln!(out, "limits: {{backend: local}}")?,
+        Some(LimitsBackend::Redis(url)) => writeln!(
+            out,
+            "limits: {{backend: redis, redis: {{url: \"{url}\", replicas: 1}}}}"
+        )?,
+    }
     writeln!(out, "providers:")?;
+    let limits = match opts.limits {
+        Some(_) => format!(", limits: {}", opts.limits_policy),
+        None => String::new(),
+    };
     writeln!(
         out,
-        "  openai: {{kind: openai, credentials: {{production: openai/production}}}}"
+        "  openai: {{kind: openai, credentials: {{production: openai/production}}{limits}}}"
     )?;
     writeln!(out, "consumers:")?;
     let stride = (opts.consumers / opts.sample.max(1)).max(1);

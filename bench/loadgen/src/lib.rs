@@ -2,9 +2,12 @@
 //! `gen-config` and `criterion-table` binaries. `bench/run` at the repository root runs them all.
 
 pub mod consumers;
+pub mod decisions;
+pub mod e2e;
 pub mod envoy_cfg;
 pub mod http_load;
 pub mod procs;
+pub mod services;
 pub mod stack;
 pub mod stats;
 

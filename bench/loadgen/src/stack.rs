@@ -41,9 +41,22 @@ pub fn start_keygate(
     wrapper: &[String],
     ready_timeout: Duration,
 ) -> Result<Keygate> {
+    start_keygate_with(workdir, consumers, wrapper, ready_timeout, |_| {})
+}
+
+/// [`start_keygate`] with the generated config adjusted by `configure` (limits, credentials).
+pub fn start_keygate_with(
+    workdir: &Path,
+    consumers: usize,
+    wrapper: &[String],
+    ready_timeout: Duration,
+    configure: impl FnOnce(&mut GenOptions),
+) -> Result<Keygate> {
     let grpc = loopback(free_port()?);
     let admin = loopback(free_port()?);
-    let generated = consumers::write(workdir, &GenOptions::new(consumers, grpc, admin))?;
+    let mut opts = GenOptions::new(consumers, grpc, admin);
+    configure(&mut opts);
+    let generated = consumers::write(workdir, &opts)?;
     serve(workdir, generated, grpc, admin, wrapper, ready_timeout)
 }
 

@@ -1,17 +1,20 @@
-//! Item 1 of issue 3: end-to-end latency through real Envoy to the mock provider, without keygate
-//! (baseline), with keygate via ext_authz and via ext_proc (request headers only). Open loop at
-//! fixed rates, configurations interleaved in rounds, plus a closed-loop throughput probe.
+//! End-to-end latency through real Envoy to the mock provider, without keygate (baseline) and
+//! with keygate in each configuration of [`CONFIGURATIONS`] (ext_authz, ext_proc, usage
+//! accounting, limits local and in Redis, Vault credentials). Open loop at fixed rates,
+//! configurations interleaved in rounds, plus a closed-loop throughput probe.
 
-use std::path::PathBuf;
-use std::sync::{Arc, PoisonError};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use keygate_bench::consumers::{Credentials, LimitsBackend};
+use keygate_bench::e2e::{report, Cell, Configuration, Flavor, RunShape, Setup, CONFIGURATIONS};
 use keygate_bench::http_load::{closed_loop, open_loop, Pool};
-use keygate_bench::procs::{cpu_time, Child};
-use keygate_bench::stack::{start_envoy, start_keygate, start_mock, EnvoyKind};
-use keygate_bench::stats::{against, fmt_delta, fmt_ms, provenance, table, Recorder, QUANTILES};
+use keygate_bench::procs::{cpu_time, http_get, Child};
+use keygate_bench::services::{start_bao, start_redis, BAO_ROOT_TOKEN};
+use keygate_bench::stack::{start_envoy, start_keygate_with, start_mock, EnvoyKind, Keygate};
+use keygate_bench::stats::{provenance, Recorder};
 use keygate_bench::{envoy_cfg, until_ctrl_c};
 
 #[derive(Debug, Parser)]
@@ -46,42 +49,13 @@ struct Args {
     /// Connection pool size per Envoy (open loop).
     #[arg(long, default_value_t = 64)]
     max_conns: usize,
-    /// Only these configurations besides the baseline (ext_authz, ext_proc, ext_proc+usage);
-    /// default: all that exist. For focused profiling runs.
+    /// Only these configurations besides the baseline (ext_authz, ext_proc, ext_proc+usage,
+    /// usage+limits, usage+redis, ext_proc+vault); default: all. For focused runs.
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
     /// Where the markdown table is written.
     #[arg(long, default_value = "bench/results/e2e.md")]
     out: PathBuf,
-}
-
-struct Setup {
-    kind: EnvoyKind,
-    label: &'static str,
-    pool: Arc<Pool>,
-    envoy: Child,
-}
-
-/// Everything measured for one configuration at one rate.
-#[derive(Default)]
-struct Cell {
-    total: Recorder,
-    rounds: Vec<Recorder>,
-    /// CPU seconds used by envoy, keygate, mock, generator; and requests sent.
-    cpu: [f64; 4],
-    sent: f64,
-}
-
-const D_ROW: &str = "d. + keygate via ext_proc with response phases (usage accounting)";
-const NOT_YET: &str = "not yet (usage accounting: issue 5)";
-
-fn label(kind: EnvoyKind) -> &'static str {
-    match kind {
-        EnvoyKind::Baseline => "a. baseline (Envoy → mock, no keygate)",
-        EnvoyKind::ExtAuthz => "b. + keygate via ext_authz",
-        EnvoyKind::ExtProcHeaders => "c. + keygate via ext_proc, request headers only",
-        EnvoyKind::ExtProcUsage => D_ROW,
-    }
 }
 
 fn main() -> Result<()> {
@@ -100,50 +74,56 @@ async fn run(args: &Args) -> Result<String> {
     let workdir = tempfile::Builder::new().prefix("keygate-e2e-").tempdir()?;
     let dir = workdir.path();
     let (mock, mock_port) = start_mock(dir)?;
-    let keygate = start_keygate(dir, args.consumers, &[], Duration::from_secs(120))?;
-    let mut setups = Vec::new();
-    let mut kinds = vec![
-        EnvoyKind::Baseline,
-        EnvoyKind::ExtAuthz,
-        EnvoyKind::ExtProcHeaders,
-    ];
-    // Row d once the shipped ext_proc config sends response phases to keygate.
-    let usage_shipped = envoy_cfg::has_response_phases(&EnvoyKind::ExtProcUsage.shipped())?;
-    if usage_shipped {
-        kinds.push(EnvoyKind::ExtProcUsage);
+    let usage = EnvoyKind::ExtProcUsage.shipped();
+    if !envoy_cfg::has_response_phases(&usage)? {
+        bail!("{} sends no response phases to keygate", usage.display());
     }
-    kinds.retain(|k| {
-        *k == EnvoyKind::Baseline
-            || args.configs.is_empty()
-            || args.configs.iter().any(|c| c == k.name())
-    });
-    for kind in kinds {
-        let (envoy, addr) = start_envoy(dir, kind, keygate.grpc.port(), mock_port)?;
-        let extra: &[(&str, &str)] = match kind {
+    let chosen: Vec<Configuration> = CONFIGURATIONS
+        .into_iter()
+        .filter(|c| {
+            c.envoy == EnvoyKind::Baseline
+                || args.configs.is_empty()
+                || args.configs.iter().any(|n| n == c.name)
+        })
+        .collect();
+    let mut services = Vec::new();
+    let mut keygates: Vec<(Flavor, Keygate)> = Vec::new();
+    let mut setups = Vec::new();
+    for config in chosen {
+        let keygate = match keygates.iter().position(|(f, _)| *f == config.flavor) {
+            Some(i) => i,
+            None => {
+                let kg = start_flavor(dir, config.flavor, args.consumers, &mut services)?;
+                keygates.push((config.flavor, kg));
+                keygates.len() - 1
+            }
+        };
+        let kg = &keygates[keygate].1;
+        let (envoy, addr) = start_envoy(dir, config.envoy, kg.grpc.port(), mock_port)?;
+        let extra: &[(&str, &str)] = match config.envoy {
             EnvoyKind::Baseline => &[("x-keygate-provider", "openai")],
             _ => &[],
         };
-        let pool = Pool::new(addr, args.max_conns, &keygate.keys, extra)?;
+        let pool = Pool::new(addr, args.max_conns, &kg.keys, extra)?;
         pool.request().await.with_context(|| {
             format!(
                 "{}: the first request did not get a 200\n{}\n{}",
-                kind.name(),
+                config.name,
                 envoy.log_tail(),
-                keygate.child.log_tail()
+                kg.child.log_tail()
             )
         })?;
         setups.push(Setup {
-            kind,
-            label: label(kind),
+            config,
             pool,
             envoy,
+            keygate,
         });
     }
     for s in &setups {
         eprintln!(
             "e2e: warming up {} ({}s)",
-            s.kind.name(),
-            args.initial_warmup
+            s.config.name, args.initial_warmup
         );
         let warm = Duration::from_secs_f64(args.initial_warmup);
         open_loop(&s.pool, 1000.0, Duration::ZERO, warm).await?;
@@ -155,7 +135,7 @@ async fn run(args: &Args) -> Result<String> {
     let pids = |s: &Setup| {
         [
             s.envoy.pid(),
-            keygate.child.pid(),
+            keygates[s.keygate].1.child.pid(),
             mock.pid(),
             std::process::id(),
         ]
@@ -176,9 +156,9 @@ async fn run(args: &Args) -> Result<String> {
                 }
                 cell.sent += rate * (warmup + measure).as_secs_f64();
                 eprintln!(
-                    "e2e: {rate} req/s round {} {:<9} p50 {:.3} ms p99 {:.3} ms errors {}",
+                    "e2e: {rate} req/s round {} {:<14} p50 {:.3} ms p99 {:.3} ms errors {}",
                     round + 1,
-                    s.kind.name(),
+                    s.config.name,
                     rec.ms(0.5),
                     rec.ms(0.99),
                     rec.errors
@@ -197,193 +177,116 @@ async fn run(args: &Args) -> Result<String> {
                 let i = (k + round) % setups.len();
                 let rec = closed_loop(&setups[i].pool, args.probe_conns, warmup, d).await?;
                 eprintln!(
-                    "e2e: probe round {} {:<9} {:.0} req/s",
+                    "e2e: probe round {} {:<14} {:.0} req/s",
                     round + 1,
-                    setups[i].kind.name(),
+                    setups[i].config.name,
                     rec.rate()
                 );
                 probes[i].merge(&rec);
             }
         }
     }
-    Ok(report(args, &setups, &cells, &probes, usage_shipped))
+    let notes = notes(&keygates);
+    let shape = RunShape {
+        rates: args.rates.clone(),
+        rounds: args.rounds,
+        duration: args.duration,
+        warmup: args.warmup,
+        consumers: args.consumers,
+        max_conns: args.max_conns,
+        probe_duration: args.probe_duration,
+        probe_rounds: args.probe_rounds,
+        probe_conns: args.probe_conns,
+    };
+    Ok(report(
+        &shape,
+        &provenance(),
+        &setups,
+        &cells,
+        &probes,
+        &notes,
+    ))
+}
+
+/// Starts the keygate for a flavor, and the service it needs (kept alive in `services`).
+fn start_flavor(
+    dir: &Path,
+    flavor: Flavor,
+    consumers: usize,
+    services: &mut Vec<Child>,
+) -> Result<Keygate> {
+    let sub = dir.join(format!("keygate-{flavor:?}").to_lowercase());
+    std::fs::create_dir_all(&sub)?;
+    let timeout = Duration::from_secs(120);
+    let setting = match flavor {
+        Flavor::Plain => Setting::None,
+        Flavor::LocalLimits => Setting::Limits(LimitsBackend::Local),
+        Flavor::RedisLimits => {
+            let (redis, url) = start_redis(&sub)?;
+            services.push(redis);
+            Setting::Limits(LimitsBackend::Redis(url))
+        }
+        Flavor::VaultCredentials => {
+            let (bao, address) = start_bao(&sub)?;
+            services.push(bao);
+            Setting::Vault(Credentials::Vault {
+                address,
+                token: BAO_ROOT_TOKEN.into(),
+            })
+        }
+    };
+    start_keygate_with(&sub, consumers, &[], timeout, |opts| match setting {
+        Setting::None => {}
+        Setting::Limits(backend) => opts.limits = Some(backend),
+        Setting::Vault(credentials) => opts.credentials = credentials,
+    })
+}
+
+enum Setting {
+    None,
+    Limits(LimitsBackend),
+    Vault(Credentials),
+}
+
+/// Facts from keygate's own metrics after the run: Redis fallbacks, Vault calls, denials.
+fn notes(keygates: &[(Flavor, Keygate)]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (flavor, kg) in keygates {
+        let Ok((200, metrics)) = http_get(kg.admin, "/metrics") else {
+            notes.push(format!("{flavor:?}: /metrics unreadable after the run"));
+            continue;
+        };
+        let sum_where = |prefix: &str, keep: &dyn Fn(&str) -> bool| -> f64 {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(prefix) && keep(l))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let sum = |prefix: &str| sum_where(prefix, &|_| true);
+        let denied = sum_where("keygate_requests_total{", &|l| {
+            !l.contains("outcome=\"allowed\"")
+        });
+        let mut facts = vec![format!("{denied:.0} requests denied")];
+        match flavor {
+            Flavor::RedisLimits => facts.push(format!(
+                "{:.0} Redis fallbacks to local buckets",
+                sum("keygate_limits_fallback_total")
+            )),
+            Flavor::VaultCredentials => facts.push(format!(
+                "{:.0} Vault calls for the whole run (background refresh only)",
+                sum("keygate_vault_requests_total")
+            )),
+            _ => {}
+        }
+        notes.push(format!(
+            "keygate {flavor:?} after the run: {}.",
+            facts.join(", ")
+        ));
+    }
+    notes
 }
 
 fn cpu_of(pids: &[u32; 4]) -> [f64; 4] {
     pids.map(|p| cpu_time(p).map_or(0.0, |d| d.as_secs_f64()))
-}
-
-fn report(
-    args: &Args,
-    setups: &[Setup],
-    cells: &[Vec<Cell>],
-    probes: &[Recorder],
-    usage_shipped: bool,
-) -> String {
-    let not_yet = !usage_shipped;
-    let mut out = String::from("## End-to-end latency through Envoy (open loop)\n\n");
-    out += &format!("{}\n\n", provenance());
-    out += &format!(
-        "{} round(s) × {} s per configuration and rate, each segment preceded by {} s of \
-         discarded warm-up; configurations interleaved within every round, order rotated per \
-         round. {} consumers loaded. `POST /v1/chat/completions` over HTTP/1.1 keep-alive \
-         (pool of ≤ {} connections per Envoy); latency runs from the *scheduled* send time to \
-         the last response byte. Envoy `--concurrency 1`; generator, Envoy, keygate and mock \
-         share the machine. Times in ms; *added* = configuration − baseline at the same \
-         percentile.\n\nConfigurations, all rendered from envoy/*.yaml the way \
-         tests/harness/envoy_config.py does: a = ext_proc.yaml with the ext_proc filter removed \
-         (the client sends the `x-keygate-provider: openai` header keygate would add); b = \
-         ext_authz.yaml; c = ext_proc.yaml with `processing_mode` set to request headers only \
-         and mode overrides off; d = ext_proc.yaml as shipped (response headers always, \
-         request/response bodies as keygate asks for usage accounting).\n\n",
-        args.rounds, args.duration, args.warmup, args.consumers, args.max_conns
-    );
-    let mut headers = vec!["rate", "configuration", "achieved req/s"];
-    headers.extend(QUANTILES.iter().map(|(_, n)| *n));
-    headers.push("errors");
-    let added: Vec<String> = QUANTILES
-        .iter()
-        .map(|(_, n)| format!("added {n}"))
-        .collect();
-    headers.extend(added.iter().map(String::as_str));
-    let mut rows = Vec::new();
-    for (rate, row) in args.rates.iter().zip(cells) {
-        let base = &row[0].total;
-        for (s, cell) in setups.iter().zip(row) {
-            let r = &cell.total;
-            let mut line = vec![
-                format!("{rate}"),
-                s.label.into(),
-                format!("{:.0}", r.rate()),
-            ];
-            line.extend(QUANTILES.iter().map(|(q, _)| fmt_ms(r.ms(*q))));
-            line.push(r.errors.to_string());
-            line.extend(QUANTILES.iter().map(|(q, _)| match s.kind {
-                EnvoyKind::Baseline => "—".into(),
-                _ => fmt_delta(r.ms(*q) - base.ms(*q)),
-            }));
-            rows.push(line);
-        }
-        if not_yet {
-            let mut d = vec![format!("{rate}"), D_ROW.into(), NOT_YET.into()];
-            d.extend(std::iter::repeat_n(String::new(), headers.len() - 3));
-            rows.push(d);
-        }
-    }
-    out += &table(&headers, &rows);
-    out += &targets(args, setups, cells);
-    out += &per_round(args, setups, cells);
-    out += &cpu_table(args, setups, cells);
-    if args.probe_duration > 0.0 {
-        out += &format!(
-            "\n### Closed-loop max throughput\n\n{} connection(s) each sending the next request \
-             as soon as the previous one finished, {} round(s) × {} s per configuration.\n\n",
-            args.probe_conns, args.probe_rounds, args.probe_duration
-        );
-        let rows: Vec<Vec<String>> = setups
-            .iter()
-            .zip(probes)
-            .map(|(s, r)| {
-                let mut line = vec![s.label.to_string(), format!("{:.0}", r.rate())];
-                line.extend([0.5, 0.99].map(|q| fmt_ms(r.ms(q))));
-                line.push(r.errors.to_string());
-                line
-            })
-            .collect();
-        out += &table(&["configuration", "req/s", "p50", "p99", "errors"], &rows);
-        if not_yet {
-            out += &format!("| {D_ROW} | {NOT_YET} | | | |\n");
-        }
-    }
-    for s in setups {
-        let last = s
-            .pool
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(e) = last.as_ref() {
-            out += &format!("\nLast error seen by {}: `{e}`\n", s.kind.name());
-        }
-    }
-    out
-}
-
-/// The issue's targets at 1,000 req/s: added p50 ≤ 0.15 ms, added p99 ≤ 0.5 ms, no errors.
-fn targets(args: &Args, setups: &[Setup], cells: &[Vec<Cell>]) -> String {
-    let Some(at) = args.rates.iter().position(|r| (*r - 1000.0).abs() < 0.5) else {
-        return String::new();
-    };
-    let row = &cells[at];
-    let base = &row[0].total;
-    let mut rows = Vec::new();
-    let targeted = [EnvoyKind::ExtAuthz, EnvoyKind::ExtProcHeaders];
-    for (s, cell) in setups.iter().zip(row) {
-        if !targeted.contains(&s.kind) {
-            continue;
-        }
-        let r = &cell.total;
-        let (p50, p99) = (r.ms(0.5) - base.ms(0.5), r.ms(0.99) - base.ms(0.99));
-        rows.push(vec![
-            s.label.to_string(),
-            against(p50, 0.15, fmt_delta(p50)),
-            against(p99, 0.5, fmt_delta(p99)),
-            against(r.errors as f64, 0.0, r.errors.to_string()),
-        ]);
-    }
-    let headers = [
-        "configuration",
-        "added p50 ≤ 0.15 ms",
-        "added p99 ≤ 0.5 ms",
-        "no errors",
-    ];
-    format!("\n### Targets at 1,000 req/s\n\n{}", table(&headers, &rows))
-}
-
-fn per_round(args: &Args, setups: &[Setup], cells: &[Vec<Cell>]) -> String {
-    let mut headers = vec!["rate".to_string(), "configuration".to_string()];
-    headers.extend((1..=args.rounds).map(|r| format!("round {r}")));
-    let mut rows = Vec::new();
-    for (rate, row) in args.rates.iter().zip(cells) {
-        for (s, cell) in setups.iter().zip(row).skip(1) {
-            let mut line = vec![format!("{rate}"), s.kind.name().to_string()];
-            for (r, b) in cell.rounds.iter().zip(&row[0].rounds) {
-                let d = |q| fmt_delta(r.ms(q) - b.ms(q));
-                line.push(format!("{} / {}", d(0.5), d(0.99)));
-            }
-            rows.push(line);
-        }
-    }
-    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-    format!(
-        "\n### Added latency per round (p50 / p99, ms; round n of a configuration vs round n \
-         of the baseline)\n\n{}",
-        table(&headers, &rows)
-    )
-}
-
-fn cpu_table(args: &Args, setups: &[Setup], cells: &[Vec<Cell>]) -> String {
-    let mut rows = Vec::new();
-    for (rate, row) in args.rates.iter().zip(cells) {
-        for (s, cell) in setups.iter().zip(row) {
-            let mut line = vec![format!("{rate}"), s.kind.name().to_string()];
-            line.extend(
-                cell.cpu
-                    .iter()
-                    .map(|c| format!("{:.1}", c * 1e6 / cell.sent.max(1.0))),
-            );
-            rows.push(line);
-        }
-    }
-    let headers = [
-        "rate",
-        "configuration",
-        "envoy",
-        "keygate",
-        "mock",
-        "generator",
-    ];
-    format!(
-        "\n### CPU time per request (µs, from /proc/PID/stat over all rounds)\n\n{}",
-        table(&headers, &rows)
-    )
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
-use keygate_bench::consumers::{self, GenOptions};
+use keygate_bench::consumers::{self, Credentials, GenOptions, LimitsBackend};
 
 #[derive(Debug, Parser)]
 #[command(about = "Write a keygate config with N consumers for benchmarks")]
@@ -29,6 +29,15 @@ struct Args {
     /// keygate's config watch interval.
     #[arg(long, default_value = "1h")]
     watch_interval: String,
+    /// Never-denying limits on the provider: `local`, or a `redis://…` URL.
+    #[arg(long)]
+    limits: Option<String>,
+    /// Read the provider key from this Vault (OpenBao) address instead of secrets.yaml.
+    #[arg(long)]
+    vault: Option<String>,
+    /// The Vault token keygate logs in with (written to vault-token).
+    #[arg(long, env = "VAULT_TOKEN", default_value = "root")]
+    vault_token: String,
 }
 
 fn main() -> Result<()> {
@@ -37,6 +46,16 @@ fn main() -> Result<()> {
     let mut opts = GenOptions::new(args.consumers, args.grpc, args.admin);
     opts.sample = args.keys;
     opts.watch_interval = args.watch_interval;
+    opts.limits = args.limits.map(|l| match l.as_str() {
+        "local" => LimitsBackend::Local,
+        url => LimitsBackend::Redis(url.to_string()),
+    });
+    if let Some(address) = args.vault {
+        opts.credentials = Credentials::Vault {
+            address,
+            token: args.vault_token,
+        };
+    }
     let generated = consumers::write(&args.out, &opts)?;
     let mut keys = std::fs::File::create(args.out.join("keys.txt"))?;
     for k in &generated.keys {
