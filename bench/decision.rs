@@ -78,7 +78,11 @@ fn fixture(n: usize) -> Fixture {
             false,
         ))
         .expect("prepare the benchmark config");
-    let template = prepared.config.inline_consumers()[0].clone();
+    // `prepare` releases the consumer list once the registry holds it: read the template anew.
+    let template = keygate::config::load(&dir.path().join("keygate.yaml"))
+        .expect("load the benchmark config")
+        .inline_consumers()[0]
+        .clone();
     // The largest power of two <= min(n, MAX_SAMPLE), so rotation is a mask.
     let m = n.clamp(1, MAX_SAMPLE);
     let sample = if m.is_power_of_two() {

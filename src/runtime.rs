@@ -53,7 +53,7 @@ pub async fn prepare(
     cache: &CredentialCache,
     wait: bool,
 ) -> Result<Prepared, LoadError> {
-    let config = config::load(path)?;
+    let mut config = config::load(path)?;
     let source = source_for(&config)?;
     let (_, max_stale) = config.credentials.freshness();
     let deadline = Instant::now()
@@ -91,6 +91,7 @@ pub async fn prepare(
         }
     }
     cache.set_max_stale(max_stale);
+    config.release_inline_consumers();
     Ok(Prepared {
         config,
         registry,

@@ -23,7 +23,7 @@ const SENSITIVE: &[&[&str]] = &[
     &["v1", "datasets"],
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Segment {
     Literal(String),
     /// `*`: exactly one segment.
@@ -33,7 +33,7 @@ enum Segment {
 }
 
 /// One allowed route, e.g. `POST /v1/chat/completions` or `GET /v1/models/**`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RoutePattern {
     /// `None` means any method (`*`).
     method: Option<&'static str>,

@@ -272,9 +272,9 @@ impl Admin for AdminService {
             .iter()
             .map(|c| pb::ConsumerInfo {
                 name: c.name.to_string(),
-                team: c.team.clone().unwrap_or_default(),
+                team: c.team.as_deref().unwrap_or_default().to_string(),
                 provider: c.provider.name.to_string(),
-                environment: c.environment.clone(),
+                environment: c.environment.to_string(),
                 status: overrides
                     .status(&c.name)
                     .unwrap_or(c.status)
@@ -287,7 +287,7 @@ impl Admin for AdminService {
                     .map(|ago| unix(now) - ago.as_secs() as i64)
                     .unwrap_or(0),
                 month_to_date_usd: self.accounting.ledger.month_to_date(&c.name, now) as f64 / 1e6,
-                key_ids: c.key_ids.clone(),
+                key_ids: c.key_ids(),
             })
             .collect();
         counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => "ListConsumers", "result" => "ok")

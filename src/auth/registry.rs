@@ -20,21 +20,70 @@ pub struct Provider {
     pub inject_prefix: String,
 }
 
-/// A consumer as the request path needs it.
+/// A consumer as the request path needs it. What many consumers have in common (team,
+/// environment, scope, limits) is shared between them, so a million consumers cost a
+/// million names and key entries, not a million copies of the same routes.
 #[derive(Debug)]
 pub struct Consumer {
     pub name: Arc<str>,
-    pub team: Option<String>,
-    pub environment: String,
+    pub team: Option<Arc<str>>,
+    pub environment: Arc<str>,
     pub provider: Arc<Provider>,
     /// e.g. `openai/production`: which credential the cache serves for this consumer.
     pub credential: Arc<str>,
     pub status: ConsumerStatus,
-    pub routes: Vec<RoutePattern>,
-    pub limits: Policy,
-    /// Ids of the consumer's keys (never the hashes' full text), for listings.
-    pub key_ids: Vec<String>,
+    pub routes: Arc<[RoutePattern]>,
+    pub limits: Arc<Policy>,
+    /// The consumer's key ids (`kid_…`), as the first 6 bytes of each key hash.
+    key_ids: Box<[[u8; 6]]>,
     pub canary: bool,
+}
+
+impl Consumer {
+    /// Ids of the consumer's keys (never the hashes' full text), for listings.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.key_ids
+            .iter()
+            .map(|id| format!("kid_{}", hex::encode(id)))
+            .collect()
+    }
+}
+
+/// One shared copy of each distinct value while a registry is built.
+#[derive(Default)]
+struct Interner {
+    strings: HashMap<String, Arc<str>>,
+    routes: HashMap<Vec<RoutePattern>, Arc<[RoutePattern]>>,
+    policies: HashMap<Policy, Arc<Policy>>,
+}
+
+impl Interner {
+    fn string(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.strings.get(s) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = s.into();
+        self.strings.insert(s.to_string(), shared.clone());
+        shared
+    }
+
+    fn routes(&mut self, routes: &[RoutePattern]) -> Arc<[RoutePattern]> {
+        if let Some(shared) = self.routes.get(routes) {
+            return shared.clone();
+        }
+        let shared: Arc<[RoutePattern]> = routes.into();
+        self.routes.insert(routes.to_vec(), shared.clone());
+        shared
+    }
+
+    fn policy(&mut self, policy: Policy) -> Arc<Policy> {
+        if let Some(shared) = self.policies.get(&policy) {
+            return shared.clone();
+        }
+        let shared = Arc::new(policy.clone());
+        self.policies.insert(policy, shared.clone());
+        shared
+    }
 }
 
 #[derive(Debug)]
@@ -95,6 +144,11 @@ impl Registry {
             providers: built,
             ..Registry::default()
         };
+        registry.consumers.reserve_exact(consumers.len());
+        registry
+            .keys
+            .reserve(consumers.iter().map(|c| c.keys.len()).sum());
+        let mut shared = Interner::default();
         for c in consumers {
             let (Some(provider), Some(credential)) = (
                 registry.providers.get(&c.provider),
@@ -115,14 +169,14 @@ impl Registry {
             let index = registry.consumers.len();
             registry.consumers.push(Arc::new(Consumer {
                 name: c.name.as_str().into(),
-                team: c.team.clone(),
-                environment: c.environment.clone(),
+                team: c.team.as_deref().map(|t| shared.string(t)),
+                environment: shared.string(&c.environment),
                 provider: provider.clone(),
-                credential: credential.as_str().into(),
+                credential: shared.string(credential),
                 status: c.status,
-                routes: c.scope.routes.clone(),
-                limits,
-                key_ids: c.keys.iter().map(|k| k.hash.key_id()).collect(),
+                routes: shared.routes(&c.scope.routes),
+                limits: shared.policy(limits),
+                key_ids: c.keys.iter().map(|k| k.hash.id_bytes()).collect(),
                 canary: c.canary,
             }));
             for key in &c.keys {

@@ -286,6 +286,15 @@ impl Config {
         }
     }
 
+    /// Drops the inline consumer list once a registry holds it. The config stays in memory
+    /// for the life of the process (listeners, credentials, reload and detector settings), and
+    /// with many consumers the list is most of it: at 1 M consumers, about 1 KB each.
+    pub fn release_inline_consumers(&mut self) {
+        if let ConsumersConfig::Inline(list) = &mut self.consumers {
+            *list = Vec::new();
+        }
+    }
+
     /// The consumers written inline in the file (none when they live in a store).
     pub fn inline_consumers(&self) -> &[ConsumerConfig] {
         match &self.consumers {

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 /// The shape of one limit: `limit` per `window`, with a burst of `capacity`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rate {
     pub limit: u64,
     pub window: Duration,

@@ -2,6 +2,7 @@
 //! per decision), plus failed-authentication buckets per source address. Idle state is evicted
 //! once its buckets are full again, so memory does not grow with key churn.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,8 +104,13 @@ pub struct LocalBuckets {
     pub clock: Clock,
 }
 
-fn scaled(rates: &[(Window, Rate)], share: u32) -> Vec<(Window, Rate)> {
-    let share = u64::from(share.max(1));
+/// The rates this replica enforces: all of them, or its share in Redis fallback. Borrowed in
+/// the common case, so a decision allocates nothing.
+fn scaled(rates: &[(Window, Rate)], share: u32) -> Cow<'_, [(Window, Rate)]> {
+    if share <= 1 {
+        return Cow::Borrowed(rates);
+    }
+    let share = u64::from(share);
     rates
         .iter()
         .map(|(w, r)| {

@@ -41,8 +41,9 @@ impl Window {
     }
 }
 
-/// Resolved limits for one consumer.
-#[derive(Debug, Clone, PartialEq)]
+/// Resolved limits for one consumer. Consumers with the same limits share one (the registry
+/// interns them), so it is compared and hashed by value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Policy {
     pub requests: Vec<(Window, Rate)>,
     pub tokens: Vec<(Window, Rate)>,

@@ -1,5 +1,6 @@
-//! Turns criterion's results for `cargo bench --bench decision` (target/criterion/decision/
-//! BENCH/SIZE/new/estimates.json) into a markdown table: median ns per operation by registry size.
+//! Turns criterion's results for `cargo bench --bench decision` or `--bench limits`
+//! (target/criterion/GROUP/BENCH/SIZE/new/estimates.json) into a markdown table: median ns per
+//! operation by registry size.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ struct Args {
     out: PathBuf,
 }
 
-const ORDER: [(&str, &str); 6] = [
+const ORDER: [(&str, &str); 8] = [
     ("parse", "key parse + checksum"),
     ("hash", "SHA-256 of the key"),
     ("lookup", "parse + hash + registry lookup"),
@@ -30,6 +31,14 @@ const ORDER: [(&str, &str); 6] = [
     (
         "gate_decide_with_metrics",
         "Gate::decide with the Prometheus recorder installed",
+    ),
+    (
+        "admit_request",
+        "header phase: declared size + request buckets (4 windows)",
+    ),
+    (
+        "admit_body+settle",
+        "body phase + settlement: token buckets, budget reservation, reconciliation",
     ),
 ];
 
@@ -95,10 +104,21 @@ fn main() -> Result<()> {
         rows.push(row);
     }
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let (title, about) = if dir.ends_with("limits") {
+        (
+            "Limit checks",
+            "`cargo bench --bench limits`: local buckets, every consumer holding limiter state; \
+             the cost should not grow with the number of consumers.",
+        )
+    } else {
+        (
+            "Decision core",
+            "`cargo bench --bench decision`; target: decision core ≤ 1 µs at 1 M consumers, and \
+             no growth with the registry.",
+        )
+    };
     let report = format!(
-        "## Decision core (criterion, median time per operation)\n\n{}\n\n`cargo bench --bench \
-         decision`; target: decision core ≤ 1 µs at 1 M consumers, and no growth with the \
-         registry.\n\n{}",
+        "## {title} (criterion, median time per operation)\n\n{}\n\n{about}\n\n{}",
         provenance(),
         table(&headers, &rows)
     );

@@ -1,6 +1,7 @@
 //! Where keygate's per-consumer memory goes, by counting allocations: a counting global
-//! allocator measures the live heap held by a parsed `Config` (keygate keeps two: `serve`'s and
-//! the reloader's), by the `Registry` built from it, and the peak while parsing the YAML.
+//! allocator measures the live heap of a parsed `Config`, the peak while parsing the YAML, the
+//! `Registry` built from it, and what stays held as `serve` holds it: the registry plus two
+//! copies of the config (`serve`'s and the reloader's) once the consumer list is released.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -79,26 +80,34 @@ fn main() -> Result<()> {
         blocks1 - blocks0,
     );
     row("peak while reading + parsing the YAML", parse_peak, 0);
+    let mut config = config;
     let registry = Registry::from_config(&config);
     let (live2, blocks2) = snapshot();
     row("`Registry` built from it", live2 - live1, blocks2 - blocks1);
-    let second = config.clone();
+    config.release_inline_consumers();
     let (live3, blocks3) = snapshot();
     row(
+        "`Config` after its consumer list is released",
+        (live3 + live1).saturating_sub(live2 + live0),
+        (blocks3 + blocks1).saturating_sub(blocks2 + blocks0),
+    );
+    let second = config.clone();
+    let (live4, blocks4) = snapshot();
+    row(
         "a second `Config` (the reloader's clone)",
-        live3 - live2,
-        blocks3 - blocks2,
+        live4 - live3,
+        blocks4 - blocks3,
     );
     row(
-        "total held: 2 × Config + Registry",
-        live3 - live0,
-        blocks3 - blocks0,
+        "total held: Registry + 2 × released Config",
+        live4 - live0,
+        blocks4 - blocks0,
     );
     // 16 bytes of glibc malloc header/rounding per block is the usual minimum on x86-64.
     row(
         "same, with ~16 B of malloc overhead per block",
-        live3 - live0 + 16 * (blocks3 - blocks0),
-        blocks3 - blocks0,
+        live4 - live0 + 16 * (blocks4 - blocks0),
+        blocks4 - blocks0,
     );
     drop((registry, second, config));
 
