@@ -103,7 +103,7 @@ impl Containment {
             let registry = self.gate.registry();
             let ledger = &self.accounting.ledger;
             let budgets = |name: &str| {
-                let c = registry.consumers().iter().find(|c| &*c.name == name)?;
+                let c = registry.consumer(name)?;
                 Some(BudgetStatus {
                     month_to_date_micro_usd: ledger.month_to_date(name, SystemTime::now()),
                     budget_micro_usd: c.limits.budget_micro_usd?,

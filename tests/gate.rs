@@ -313,3 +313,25 @@ fn an_override_resumes_a_suspension_but_never_a_revocation() {
     assert_eq!(status_of(&f.keys.suspended), None);
     assert_eq!(status_of(&f.keys.revoked), Some(DenyReason::Revoked));
 }
+
+#[test]
+fn consumers_are_found_by_name_and_share_what_they_have_in_common() {
+    let f = common::fixture();
+    let registry = f.gate.registry();
+    for c in registry.consumers() {
+        let found = registry
+            .consumer(&c.name)
+            .expect("every consumer by its name");
+        assert!(std::sync::Arc::ptr_eq(found, c));
+    }
+    assert!(registry.consumer("no-such-consumer").is_none());
+    let production: Vec<_> = registry
+        .consumers()
+        .iter()
+        .filter(|c| &*c.environment == "production")
+        .collect();
+    assert!(production.len() >= 2);
+    assert!(production
+        .windows(2)
+        .all(|w| std::sync::Arc::ptr_eq(&w[0].environment, &w[1].environment)));
+}

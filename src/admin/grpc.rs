@@ -155,13 +155,7 @@ impl AdminService {
     }
 
     fn known_consumer(&self, name: &str) -> Result<(), Status> {
-        if self
-            .gate
-            .registry()
-            .consumers()
-            .iter()
-            .any(|c| &*c.name == name)
-        {
+        if self.gate.registry().consumer(name).is_some() {
             Ok(())
         } else {
             Err(Status::not_found(format!("no consumer named {name:?}")))
@@ -174,9 +168,8 @@ impl AdminService {
         let configured = self
             .gate
             .registry()
-            .consumers()
-            .iter()
-            .any(|c| &*c.name == name && c.status == ConsumerStatus::Revoked);
+            .consumer(name)
+            .is_some_and(|c| c.status == ConsumerStatus::Revoked);
         let overridden = self.gate.overrides().status(name) == Some(ConsumerStatus::Revoked);
         if configured || overridden {
             return Err(Status::failed_precondition(format!(

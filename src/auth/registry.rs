@@ -106,6 +106,8 @@ pub enum Lookup<'a> {
 pub struct Registry {
     keys: HashMap<KeyHash, KeyEntry>,
     consumers: Vec<Arc<Consumer>>,
+    /// Index into `consumers` by name, for the work done per consumer (detectors, admin).
+    by_name: HashMap<Arc<str>, u32>,
     providers: BTreeMap<String, Arc<Provider>>,
 }
 
@@ -145,6 +147,7 @@ impl Registry {
             ..Registry::default()
         };
         registry.consumers.reserve_exact(consumers.len());
+        registry.by_name.reserve(consumers.len());
         registry
             .keys
             .reserve(consumers.iter().map(|c| c.keys.len()).sum());
@@ -167,8 +170,13 @@ impl Registry {
                 .and_then(|t| teams.get(t).map(|cfg| (t, cfg)));
             let limits = Policy::resolve(&c.limits, &provider_config.limits, team);
             let index = registry.consumers.len();
+            let Ok(position) = u32::try_from(index) else {
+                break; // over four billion consumers: unreachable, never panic on config
+            };
+            let name: Arc<str> = c.name.as_str().into();
+            registry.by_name.insert(name.clone(), position);
             registry.consumers.push(Arc::new(Consumer {
-                name: c.name.as_str().into(),
+                name,
                 team: c.team.as_deref().map(|t| shared.string(t)),
                 environment: shared.string(&c.environment),
                 provider: provider.clone(),
@@ -191,6 +199,12 @@ impl Registry {
             }
         }
         registry
+    }
+
+    /// The consumer with this name.
+    pub fn consumer(&self, name: &str) -> Option<&Arc<Consumer>> {
+        let index = *self.by_name.get(name)?;
+        self.consumers.get(index as usize)
     }
 
     /// Hashes the key and finds its consumer. A key whose env prefix differs from the one it
