@@ -18,6 +18,7 @@ pub mod detect;
 pub mod envoy;
 pub mod exchange;
 pub mod gate;
+pub mod heap;
 pub mod limits;
 pub mod notify;
 pub mod path;

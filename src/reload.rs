@@ -90,6 +90,7 @@ impl Reloader {
                     current = config;
                     last = fingerprint(&self.path, secrets_file(&current).as_deref());
                     telemetry::record_reload(true);
+                    let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
                     let consumers = self.gate.registry().consumers().len();
                     tracing::info!(consumers, "configuration reloaded");
                 }

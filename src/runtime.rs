@@ -234,6 +234,8 @@ async fn poll_consumers(
                     consumers = poll.consumers.len(),
                     "consumer registry updated from vault"
                 );
+                drop(poll);
+                let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
             }
             Err(e) => {
                 telemetry::record_registry_refresh("error");

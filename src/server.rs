@@ -62,6 +62,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let accounting = Arc::new(open_accounting(&prepared.config)?);
     let limiter = Arc::new(Limiter::new(accounting.clone()));
     let (config, background) = reload::activate(prepared, &gate, &accounting, &limiter)?;
+    crate::heap::trim();
     let containment = bootstrap::start_containment(&config, &gate, &accounting, &limiter)?;
     let refresh = Arc::new(Notify::new());
     let services = Services {

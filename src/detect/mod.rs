@@ -186,7 +186,9 @@ pub struct BudgetStatus {
 /// Every consumer's detector state, and the config it is judged by.
 pub struct Detectors {
     config: ArcSwap<DetectConfig>,
-    consumers: DashMap<Arc<str>, Mutex<ConsumerState>>,
+    /// Boxed: the state is large, and the map's spare capacity then costs a pointer per slot
+    /// instead of a whole state.
+    consumers: DashMap<Arc<str>, Box<Mutex<ConsumerState>>>,
 }
 
 impl std::fmt::Debug for Detectors {
@@ -233,7 +235,7 @@ impl Detectors {
         let entry = self
             .consumers
             .entry(consumer.clone())
-            .or_insert_with(|| Mutex::new(ConsumerState::new(event.at, &config)));
+            .or_insert_with(|| Box::new(Mutex::new(ConsumerState::new(event.at, &config))));
         lock(&entry).observe(&event, &config);
     }
 
@@ -256,7 +258,7 @@ impl Detectors {
         let entry = self
             .consumers
             .entry(consumer.clone())
-            .or_insert_with(|| Mutex::new(ConsumerState::new(now, &config)));
+            .or_insert_with(|| Box::new(Mutex::new(ConsumerState::new(now, &config))));
         let mut state = lock(&entry);
         state.last_seen = state.last_seen.max(now);
         if !state.try_fire(DetectorKind::Canary, now, config.cooldown) {

@@ -40,24 +40,48 @@ pub struct Refusal {
     pub retry_after: Duration,
 }
 
+/// A consumer's buckets of one kind (requests or tokens), one per window, in the order of the
+/// rates they were made for. The rates themselves stay in the consumer's shared policy: only a
+/// fingerprint is kept, to notice a reload that changed them.
 #[derive(Debug)]
 struct Buckets {
-    rates: Vec<(Window, Rate)>,
-    buckets: Vec<Bucket>,
+    rates: u64,
+    /// When every bucket is full again: past it, forgetting the state loses nothing.
+    full_at_ms: u64,
+    buckets: Box<[Bucket]>,
+}
+
+/// Identifies a set of rates. Per decision, so a multiply-xor fold rather than SipHash (the
+/// `limits` benchmark measures it); a collision would only keep bucket levels across a reload.
+fn fingerprint(rates: &[(Window, Rate)]) -> u64 {
+    let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    rates.iter().fold(rates.len() as u64, |h, (window, rate)| {
+        let window_ms = u64::try_from(rate.window.as_millis()).unwrap_or(u64::MAX);
+        let h = mix(h, *window as u64);
+        let h = mix(h, rate.limit);
+        let h = mix(h, window_ms);
+        mix(h, rate.capacity)
+    })
 }
 
 impl Buckets {
     fn new(rates: &[(Window, Rate)], now_ms: u64) -> Self {
         Buckets {
-            rates: rates.to_vec(),
+            rates: fingerprint(rates),
+            full_at_ms: now_ms,
             buckets: rates.iter().map(|(_, r)| Bucket::full(r, now_ms)).collect(),
         }
     }
 
     /// Takes `cost` from every bucket if all can give it; otherwise names the first refusal.
-    fn take_all(&mut self, cost: u64, now_ms: u64) -> Result<(), Refusal> {
+    fn take_all(
+        &mut self,
+        rates: &[(Window, Rate)],
+        cost: u64,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
         let mut worst: Option<Refusal> = None;
-        for ((window, rate), bucket) in self.rates.iter().zip(self.buckets.iter_mut()) {
+        for ((window, rate), bucket) in rates.iter().zip(self.buckets.iter_mut()) {
             let wait = bucket.wait(rate, cost, now_ms);
             if wait > Duration::ZERO && worst.is_none_or(|w| wait > w.retry_after) {
                 worst = Some(Refusal {
@@ -70,23 +94,34 @@ impl Buckets {
         if let Some(refusal) = worst {
             return Err(refusal);
         }
-        for ((_, rate), bucket) in self.rates.iter().zip(self.buckets.iter_mut()) {
+        for ((_, rate), bucket) in rates.iter().zip(self.buckets.iter_mut()) {
             bucket.take(rate, cost, now_ms);
         }
+        self.note_fill(rates, now_ms);
         Ok(())
     }
 
-    fn adjust(&mut self, delta: i64, now_ms: u64) {
-        for ((_, rate), bucket) in self.rates.iter().zip(self.buckets.iter_mut()) {
+    fn adjust(&mut self, rates: &[(Window, Rate)], delta: i64, now_ms: u64) {
+        for ((_, rate), bucket) in rates.iter().zip(self.buckets.iter_mut()) {
             bucket.adjust(rate, delta, now_ms);
         }
+        self.note_fill(rates, now_ms);
     }
 
-    fn idle(&mut self, now_ms: u64) -> bool {
-        self.rates
+    /// Records when the fullest-to-be bucket is full again.
+    fn note_fill(&mut self, rates: &[(Window, Rate)], now_ms: u64) {
+        let until_full = rates
             .iter()
             .zip(self.buckets.iter_mut())
-            .all(|((_, r), b)| b.is_full(r, now_ms))
+            .map(|((_, rate), bucket)| bucket.wait(rate, rate.capacity, now_ms))
+            .max()
+            .unwrap_or_default();
+        let until_full = u64::try_from(until_full.as_millis()).unwrap_or(u64::MAX);
+        self.full_at_ms = now_ms.saturating_add(until_full);
+    }
+
+    fn idle(&self, now_ms: u64) -> bool {
+        now_ms >= self.full_at_ms
     }
 }
 
@@ -99,7 +134,8 @@ struct ConsumerState {
 /// In-memory buckets. `share` scales every rate (1/replicas in Redis fallback).
 #[derive(Debug, Default)]
 pub struct LocalBuckets {
-    consumers: DashMap<Arc<str>, Mutex<ConsumerState>>,
+    /// Boxed, so the map's spare capacity costs a pointer per slot, not a whole state.
+    consumers: DashMap<Arc<str>, Box<Mutex<ConsumerState>>>,
     sources: DashMap<IpAddr, Mutex<Bucket>>,
     pub clock: Clock,
 }
@@ -137,16 +173,16 @@ impl LocalBuckets {
     ) -> T {
         let now = self.clock.now_ms();
         let entry = self.consumers.entry(consumer.clone()).or_insert_with(|| {
-            Mutex::new(ConsumerState {
+            Box::new(Mutex::new(ConsumerState {
                 requests: Buckets::new(requests, now),
                 tokens: Buckets::new(tokens, now),
-            })
+            }))
         });
         let mut state = entry.lock().unwrap_or_else(|p| p.into_inner());
-        if state.requests.rates != requests {
+        if state.requests.rates != fingerprint(requests) {
             state.requests = Buckets::new(requests, now);
         }
-        if state.tokens.rates != tokens {
+        if state.tokens.rates != fingerprint(tokens) {
             state.tokens = Buckets::new(tokens, now);
         }
         f(&mut state, now)
@@ -164,7 +200,7 @@ impl LocalBuckets {
             return Ok(());
         }
         let (r, t) = (scaled(rates, share), scaled(tokens, share));
-        self.with_state(consumer, &r, &t, |s, now| s.requests.take_all(1, now))
+        self.with_state(consumer, &r, &t, |s, now| s.requests.take_all(&r, 1, now))
     }
 
     /// Reserves `tokens` against the token buckets.
@@ -180,7 +216,9 @@ impl LocalBuckets {
             return Ok(());
         }
         let (r, t) = (scaled(rates, share), scaled(tokens, share));
-        self.with_state(consumer, &r, &t, |s, now| s.tokens.take_all(amount, now))
+        self.with_state(consumer, &r, &t, |s, now| {
+            s.tokens.take_all(&t, amount, now)
+        })
     }
 
     /// Reconciles a reservation with the actual usage (`delta` = actual − reserved).
@@ -196,7 +234,7 @@ impl LocalBuckets {
             return;
         }
         let (r, t) = (scaled(rates, share), scaled(tokens, share));
-        self.with_state(consumer, &r, &t, |s, now| s.tokens.adjust(delta, now));
+        self.with_state(consumer, &r, &t, |s, now| s.tokens.adjust(&t, delta, now));
     }
 
     /// Refuses an address that failed authentication too often recently.

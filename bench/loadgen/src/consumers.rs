@@ -122,6 +122,14 @@ pub fn write(dir: &Path, opts: &GenOptions) -> Result<Generated> {
         }
     }
     writeln!(out, "reload: {{watch_interval: {}}}", opts.watch_interval)?;
+    // The load generator is, to the detectors, a consumer spiking far past its baseline: keep
+    // them judging (their cost is part of every request) but only alerting, so a run measures
+    // the request path rather than a containment.
+    writeln!(
+        out,
+        "detect: {{rate_spike: {{action: alert}}, spend_velocity: {{action: alert}}, \
+         budget_overrun: {{action: alert}}, new_sources: {{action: alert}}}}"
+    )?;
     match &opts.limits {
         None => {}
         Some(LimitsBackend::Local) => writeln!(out, "limits: {{backend: local}}")?,

@@ -2,15 +2,29 @@
 //! allocator measures the live heap of a parsed `Config`, the peak while parsing the YAML, the
 //! `Registry` built from it, and what stays held as `serve` holds it: the registry plus two
 //! copies of the config (`serve`'s and the reloader's) once the consumer list is released.
+//! Then what one allowed request adds per consumer, component by component: limiter buckets,
+//! detector state, the source-address tracker and the per-consumer metric series.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
 use anyhow::Result;
 use clap::Parser;
-use keygate::auth::Registry;
-use keygate_bench::consumers::{self, GenOptions};
+use keygate::accounting::{Accounting, Ledger};
+use keygate::auth::{Consumer, Registry};
+use keygate::config::LimitsConfig;
+use keygate::detect::{DetectConfig, Detectors, Observation};
+use keygate::limits::Limiter;
+use keygate::usage::PriceTable;
+use keygate_bench::consumers::{self, GenOptions, LimitsBackend, HELD};
 use keygate_bench::procs::loopback;
 use keygate_bench::stats::{provenance, table, write_result};
 
@@ -50,6 +64,14 @@ struct Args {
     out: PathBuf,
 }
 
+/// Local limit checks never wait: poll once, without a runtime.
+fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
 fn snapshot() -> (usize, usize) {
     (LIVE.load(Relaxed), BLOCKS.load(Relaxed))
 }
@@ -58,7 +80,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let n = args.consumers;
     let dir = tempfile::tempdir()?;
-    let opts = GenOptions::new(n, loopback(1), loopback(2));
+    let mut opts = GenOptions::new(n, loopback(1), loopback(2));
+    opts.limits = Some(LimitsBackend::Local);
+    opts.limits_policy = HELD;
     let generated = consumers::write(dir.path(), &opts)?;
     let mut rows = Vec::new();
     let mut row = |what: &str, bytes: usize, blocks: usize| {
@@ -109,7 +133,45 @@ fn main() -> Result<()> {
         live4 - live0 + 16 * (blocks4 - blocks0),
         blocks4 - blocks0,
     );
-    drop((registry, second, config));
+    let now = Instant::now();
+    let source = Some(IpAddr::from([10, 0, 0, 7]));
+    let mut step = |what: &str, op: &mut dyn FnMut(&Arc<Consumer>)| {
+        let (before, blocks_before) = snapshot();
+        for c in registry.consumers() {
+            op(c);
+        }
+        let (after, blocks_after) = snapshot();
+        row(what, after - before, blocks_after - blocks_before);
+    };
+    let accounting = Arc::new(Accounting::new(PriceTable::defaults(), Ledger::in_memory()));
+    let limiter = Limiter::new(accounting.clone());
+    limiter.configure(&LimitsConfig::default(), None);
+    step(
+        "active: limiter buckets (request + token windows)",
+        &mut |c| {
+            let _ = poll_once(limiter.admit_request(c, Some(98)));
+        },
+    );
+    let detectors = Detectors::new(DetectConfig::default());
+    step(
+        "active: detector state (baselines, ring, learned addresses)",
+        &mut |c| {
+            detectors.observe(&c.name, Observation::request(now, source));
+        },
+    );
+    step("active: source-address tracker", &mut |c| {
+        if let Some(ip) = source {
+            accounting.sources.record(&c.name, ip, now);
+        }
+    });
+    let recorder = keygate::telemetry::install_prometheus();
+    step(
+        "active: metric series (`keygate_requests_total` per consumer)",
+        &mut |c| {
+            keygate::telemetry::record_outcome(Some(c), "allowed");
+        },
+    );
+    drop((registry, second, config, limiter, detectors, recorder));
 
     let report = format!(
         "## Where the memory per consumer goes (counting allocator, {n} consumers)\n\n{}\n\n\
