@@ -189,6 +189,8 @@ pub struct Detectors {
     /// Boxed: the state is large, and the map's spare capacity then costs a pointer per slot
     /// instead of a whole state.
     consumers: DashMap<Arc<str>, Box<Mutex<ConsumerState>>>,
+    /// When every consumer was last judged, busy or not.
+    last_sweep: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Detectors {
@@ -209,6 +211,7 @@ impl Detectors {
         Detectors {
             config: ArcSwap::from_pointee(config),
             consumers: DashMap::new(),
+            last_sweep: Mutex::new(None),
         }
     }
 
@@ -284,9 +287,12 @@ impl Detectors {
         self.evaluate_with(now, SystemTime::now(), |_| None)
     }
 
-    /// Judges every consumer at `now` (call about once a second, off the request path).
-    /// `budget` gives a consumer's month-to-date spend and budget, or `None` when it has no
-    /// budget (it must not call back into these detectors); `wall` is the calendar time the
+    /// Judges the consumers observed since the last call at `now` (call about once a second,
+    /// off the request path), and every consumer once per `baseline_interval`: a consumer with
+    /// no new traffic cannot newly cross a threshold, so a second's work follows the traffic,
+    /// not the number of consumers ever seen. `budget` gives a consumer's month-to-date spend
+    /// and budget, or `None` when it has no budget (it is called with that consumer's state
+    /// locked, so it must not call back into these detectors); `wall` is the calendar time the
     /// month-end projection is made from.
     pub fn evaluate_with(
         &self,
@@ -299,14 +305,26 @@ impl Detectors {
         if !config.enabled {
             return out;
         }
+        let sweep = {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            let due =
+                last.is_none_or(|t| now.saturating_duration_since(t) >= config.baseline_interval);
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
         for entry in self.consumers.iter() {
             let name = entry.key();
+            let mut state = lock(entry.value());
+            if !std::mem::take(&mut state.dirty) && !sweep {
+                continue;
+            }
             let status = if config.budget_overrun.enabled {
                 budget(name)
             } else {
                 None
             };
-            let mut state = lock(entry.value());
             state.advance(now, &config);
             if state.warm(&config) {
                 let judged = judge::Judge {

@@ -124,6 +124,8 @@ pub(super) struct ConsumerState {
     learned: HashMap<IpAddr, Instant>,
     candidates: HashMap<IpAddr, Candidate>,
     fired: [Option<Instant>; DetectorKind::COUNT],
+    /// Observed since the last evaluation: only such consumers can have crossed a threshold.
+    pub dirty: bool,
 }
 
 impl ConsumerState {
@@ -142,6 +144,7 @@ impl ConsumerState {
             learned: HashMap::new(),
             candidates: HashMap::new(),
             fired: [None; DetectorKind::COUNT],
+            dirty: false,
         }
     }
 
@@ -159,6 +162,7 @@ impl ConsumerState {
     /// The request-path update: one slot, the open interval, one address entry.
     pub fn observe(&mut self, o: &Observation, config: &DetectConfig) {
         self.conform(o.at, config);
+        self.dirty = true;
         if o.at > self.last_seen {
             self.last_seen = o.at;
         }

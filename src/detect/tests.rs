@@ -359,3 +359,42 @@ fn scaled_down_windows_catch_a_spike_within_seconds() {
     assert_eq!(spikes.len(), 1, "{:?}", sim.found);
     assert!(spikes[0].0 - start <= Duration::from_secs(3));
 }
+
+#[test]
+fn each_second_judges_the_busy_consumers_and_every_interval_judges_all() {
+    let det = Detectors::new(steady());
+    let t0 = Instant::now();
+    let names: Vec<Arc<str>> = (0..50).map(|i| format!("c{i}").into()).collect();
+    for name in &names {
+        det.observe(name, Observation::request(t0, Some(ip(1))));
+    }
+    let judged = |at: Instant| {
+        let calls = std::cell::Cell::new(0);
+        det.evaluate_with(at, SystemTime::now(), |_| {
+            calls.set(calls.get() + 1);
+            None
+        });
+        calls.get()
+    };
+    assert_eq!(
+        judged(t0 + Duration::from_secs(1)),
+        50,
+        "the first pass judges all"
+    );
+    det.observe(
+        &names[7],
+        Observation::request(t0 + Duration::from_secs(1), Some(ip(1))),
+    );
+    assert_eq!(
+        judged(t0 + Duration::from_secs(2)),
+        1,
+        "then only the busy one"
+    );
+    assert_eq!(judged(t0 + Duration::from_secs(3)), 0);
+    let interval = steady().baseline_interval;
+    assert_eq!(
+        judged(t0 + Duration::from_secs(1) + interval),
+        50,
+        "and all once per interval"
+    );
+}
