@@ -263,6 +263,8 @@ fn notes(keygates: &[(Flavor, Keygate)]) -> Vec<String> {
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum()
         };
+        // An empty f64 sum is -0.0; adding 0.0 makes it print as 0.
+        let sum_where = |prefix: &str, keep: &dyn Fn(&str) -> bool| sum_where(prefix, keep) + 0.0;
         let sum = |prefix: &str| sum_where(prefix, &|_| true);
         let denied = sum_where("keygate_requests_total{", &|l| {
             !l.contains("outcome=\"allowed\"")
