@@ -22,6 +22,10 @@ use keygate::gate::Gate;
 use keygate::request::{Header, RequestView};
 use keygate::secrets::CredentialCache;
 
+#[path = "sizes.rs"]
+mod sizes;
+use sizes::sizes;
+
 const PATH: &str = "/v1/chat/completions";
 const MAX_SAMPLE: usize = 65_536;
 
@@ -30,20 +34,6 @@ struct Fixture {
     gate: Gate,
     /// Bearer header values (`Bearer kg_live_…`); a power-of-two count.
     bearers: Vec<String>,
-}
-
-/// `$KEYGATE_BENCH_CONSUMERS`, else 1 k, 100 k and 1 M under `cargo bench` and only 1 k when
-/// `cargo test --all-targets` runs this once as a test (no `--bench` argument).
-fn sizes() -> Vec<usize> {
-    let default = if std::env::args().any(|a| a == "--bench") {
-        "1000,100000,1000000"
-    } else {
-        "1000"
-    };
-    let text = std::env::var("KEYGATE_BENCH_CONSUMERS").unwrap_or_else(|_| default.into());
-    text.split(',')
-        .filter_map(|s| s.trim().replace('_', "").parse().ok())
-        .collect()
 }
 
 /// A gate with `n` consumers: the config header goes through `keygate::reload::prepare` (which

@@ -20,6 +20,10 @@ use keygate::config::{ConsumersConfig, LimitsConfig};
 use keygate::limits::Limiter;
 use keygate::usage::{PriceTable, RequestEstimate};
 
+#[path = "sizes.rs"]
+mod sizes;
+use sizes::sizes;
+
 const MAX_SAMPLE: usize = 65_536;
 
 /// Provider limits on every window and a budget, all far above what the benchmark spends.
@@ -49,18 +53,6 @@ struct Fixture {
     consumers: usize,
     limiter: Arc<Limiter>,
     sample: Vec<Arc<Consumer>>,
-}
-
-fn sizes() -> Vec<usize> {
-    let default = if std::env::args().any(|a| a == "--bench") {
-        "1000,100000,1000000"
-    } else {
-        "1000"
-    };
-    let text = std::env::var("KEYGATE_BENCH_CONSUMERS").unwrap_or_else(|_| default.into());
-    text.split(',')
-        .filter_map(|s| s.trim().replace('_', "").parse().ok())
-        .collect()
 }
 
 fn fixture(n: usize) -> Fixture {
