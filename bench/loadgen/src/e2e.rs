@@ -28,51 +28,74 @@ pub struct Configuration {
     pub label: &'static str,
     pub envoy: EnvoyKind,
     pub flavor: Flavor,
+    /// Envoy reaches keygate over its Unix socket (`listeners.grpc_uds`) instead of TCP.
+    pub uds: bool,
 }
 
 /// Every configuration, baseline first; `--configs` picks a subset by name.
-pub const CONFIGURATIONS: [Configuration; 7] = [
+pub const CONFIGURATIONS: [Configuration; 9] = [
     Configuration {
         name: "baseline",
         label: "a. baseline (Envoy → mock, no keygate)",
         envoy: EnvoyKind::Baseline,
         flavor: Flavor::Plain,
+        uds: false,
     },
     Configuration {
         name: "ext_authz",
         label: "b. + keygate via ext_authz",
         envoy: EnvoyKind::ExtAuthz,
         flavor: Flavor::Plain,
+        uds: false,
     },
     Configuration {
         name: "ext_proc",
         label: "c. + keygate via ext_proc, request headers only",
         envoy: EnvoyKind::ExtProcHeaders,
         flavor: Flavor::Plain,
+        uds: false,
     },
     Configuration {
         name: "ext_proc+usage",
         label: "d. + keygate via ext_proc with response phases (usage accounting)",
         envoy: EnvoyKind::ExtProcUsage,
         flavor: Flavor::Plain,
+        uds: false,
     },
     Configuration {
         name: "usage+limits",
         label: "e. d + local limits (request and token buckets, monthly budget)",
         envoy: EnvoyKind::ExtProcUsage,
         flavor: Flavor::LocalLimits,
+        uds: false,
     },
     Configuration {
         name: "usage+redis",
         label: "f. d + the same limits shared through Redis",
         envoy: EnvoyKind::ExtProcUsage,
         flavor: Flavor::RedisLimits,
+        uds: false,
     },
     Configuration {
         name: "ext_proc+vault",
         label: "g. c with the provider key from Vault (OpenBao) instead of a file",
         envoy: EnvoyKind::ExtProcHeaders,
         flavor: Flavor::VaultCredentials,
+        uds: false,
+    },
+    Configuration {
+        name: "ext_authz+uds",
+        label: "h. b over a Unix socket (listeners.grpc_uds)",
+        envoy: EnvoyKind::ExtAuthz,
+        flavor: Flavor::Plain,
+        uds: true,
+    },
+    Configuration {
+        name: "ext_proc+uds",
+        label: "i. c over a Unix socket (listeners.grpc_uds)",
+        envoy: EnvoyKind::ExtProcHeaders,
+        flavor: Flavor::Plain,
+        uds: true,
     },
 ];
 
@@ -138,7 +161,9 @@ pub fn report(
          the checks (e: local buckets; f: one Redis script call per request plus the \
          reconciliation after it, against a redis-server on the same machine, default 5 ms \
          timeout). g is c with `credentials.source: vault` (OpenBao dev server); each \
-         configuration with its own keygate process.\n\n",
+         configuration with its own keygate process. h and i are b and c with Envoy reaching \
+         the same keygate as b and c over its Unix socket (`listeners.grpc_uds`) instead of \
+         TCP.\n\n",
         shape.rounds, shape.duration, shape.warmup, shape.consumers, shape.max_conns
     );
     let mut headers = vec!["rate", "configuration", "achieved req/s"];

@@ -1,7 +1,7 @@
 //! Renders the shipped Envoy configs for a benchmark exactly the way
 //! tests/harness/envoy_config.py does: every listener binds 127.0.0.1:listen, the admin
 //! interface 127.0.0.1:admin, the `keygate` cluster's single endpoint becomes
-//! 127.0.0.1:keygate, and every other cluster (the providers) becomes a STATIC plain-HTTP
+//! 127.0.0.1:keygate (or a Unix socket, see [`Endpoint`]), and every other cluster (the providers) becomes a STATIC plain-HTTP
 //! cluster at 127.0.0.1:upstream. Filters, routes, timeouts and circuit breakers are untouched.
 //!
 //! Two benchmark variants go further (see [`Variant`]): the baseline drops the ext_proc /
@@ -9,7 +9,7 @@
 //! header keygate would have added); the request-headers-only variant restricts ext_proc to the
 //! request-headers phase.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::{Mapping, Value};
@@ -30,12 +30,34 @@ const DNS_TLS_KEYS: [&str; 7] = [
     "upstream_http_protocol_options",
 ];
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Ports {
     pub listen: u16,
     pub admin: u16,
-    pub keygate: u16,
+    pub keygate: Endpoint,
     pub upstream: u16,
+}
+
+/// Where Envoy reaches keygate: a loopback port, or keygate's `listeners.grpc_uds` socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Port(u16),
+    Uds(PathBuf),
+}
+
+impl Endpoint {
+    fn address(&self) -> Value {
+        match self {
+            Endpoint::Port(port) => socket_address(*port),
+            Endpoint::Uds(path) => {
+                let mut pipe = Mapping::new();
+                pipe.insert("path".into(), path.to_string_lossy().into_owned().into());
+                let mut outer = Mapping::new();
+                outer.insert("pipe".into(), Value::Mapping(pipe));
+                Value::Mapping(outer)
+            }
+        }
+    }
 }
 
 /// What a benchmark configuration changes beyond the test harness's rewrite.
@@ -51,7 +73,7 @@ pub enum Variant {
 }
 
 /// Reads `src`, rewrites it for `ports` and `variant`, writes `out`.
-pub fn render(src: &Path, out: &Path, ports: Ports, variant: Variant) -> Result<()> {
+pub fn render(src: &Path, out: &Path, ports: &Ports, variant: Variant) -> Result<()> {
     let mut config = load(src)?;
     rewrite(&mut config, ports)?;
     match variant {
@@ -112,7 +134,7 @@ fn seq_mut<'a>(m: &'a mut Mapping, key: &str) -> Result<&'a mut Vec<Value>> {
 }
 
 /// The in-memory transformation; the same as `rewrite()` in envoy_config.py.
-pub fn rewrite(config: &mut Value, ports: Ports) -> Result<()> {
+pub fn rewrite(config: &mut Value, ports: &Ports) -> Result<()> {
     let root = map_mut(config, "the bootstrap")?;
     let admin = root
         .entry("admin".into())
@@ -138,21 +160,21 @@ pub fn rewrite(config: &mut Value, ports: Ports) -> Result<()> {
         let name = name_of(cluster).ok_or_else(|| anyhow!("a cluster has no name"))?;
         let c = map_mut(cluster, "a cluster")?;
         if name == KEYGATE_CLUSTER {
-            set_single_endpoint(c, &name, ports.keygate);
+            set_single_endpoint(c, &name, ports.keygate.address());
         } else {
             c.insert("type".into(), "STATIC".into());
             for key in DNS_TLS_KEYS {
                 c.remove(key);
             }
-            set_single_endpoint(c, &name, ports.upstream);
+            set_single_endpoint(c, &name, socket_address(ports.upstream));
         }
     }
     Ok(())
 }
 
-fn set_single_endpoint(cluster: &mut Mapping, name: &str, port: u16) {
+fn set_single_endpoint(cluster: &mut Mapping, name: &str, address: Value) {
     let mut endpoint = Mapping::new();
-    endpoint.insert("address".into(), socket_address(port));
+    endpoint.insert("address".into(), address);
     let mut lb = Mapping::new();
     lb.insert("endpoint".into(), Value::Mapping(endpoint));
     let mut group = Mapping::new();
@@ -252,19 +274,19 @@ mod tests {
         let ports = Ports {
             listen: 1,
             admin: 2,
-            keygate: 3,
+            keygate: Endpoint::Port(3),
             upstream: 4,
         };
         for name in ["ext_proc.yaml", "ext_authz.yaml"] {
             let src = crate::procs::repo_root().join("envoy").join(name);
             let dir = tempfile::tempdir().unwrap();
             let out = dir.path().join(name);
-            render(&src, &out, ports, Variant::Baseline).unwrap();
+            render(&src, &out, &ports, Variant::Baseline).unwrap();
             let text = std::fs::read_to_string(&out).unwrap();
             assert!(!text.contains("envoy.filters.http.ext_"), "{text}");
             assert!(!text.contains("transport_socket"));
             assert!(!text.contains("LOGICAL_DNS"));
-            render(&src, &out, ports, Variant::AsShipped).unwrap();
+            render(&src, &out, &ports, Variant::AsShipped).unwrap();
             let text = std::fs::read_to_string(&out).unwrap();
             assert!(text.contains("envoy.filters.http.ext_"));
             assert!(text.contains("port_value: 3"));
@@ -272,7 +294,15 @@ mod tests {
         let src = crate::procs::repo_root().join("envoy/ext_proc.yaml");
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("headers.yaml");
-        render(&src, &out, ports, Variant::RequestHeadersOnly).unwrap();
+        render(&src, &out, &ports, Variant::RequestHeadersOnly).unwrap();
         assert!(!has_response_phases(&out).unwrap());
+        let uds = Ports {
+            keygate: Endpoint::Uds("/tmp/kg.sock".into()),
+            ..ports
+        };
+        render(&src, &out, &uds, Variant::AsShipped).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("path: /tmp/kg.sock"), "{text}");
+        assert!(!text.contains("port_value: 3"), "{text}");
     }
 }

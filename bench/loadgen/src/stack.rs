@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 use crate::consumers::{self, GenOptions, Generated};
-use crate::envoy_cfg::{self, Ports, Variant};
+use crate::envoy_cfg::{self, Endpoint, Ports, Variant};
 use crate::procs::{self, built_bin, envoy_bin, free_port, loopback, Child};
 
 /// The mock provider with `--no-record`; returns it and its port.
@@ -29,6 +29,8 @@ pub fn start_mock(workdir: &Path) -> Result<(Child, u16)> {
 pub struct Keygate {
     pub child: Child,
     pub grpc: SocketAddr,
+    /// The Unix socket it also serves on, when the config set `listeners.grpc_uds`.
+    pub uds: Option<PathBuf>,
     pub admin: SocketAddr,
     /// Sampled consumer keys that keygate allows for `consumers::ROUTES`.
     pub keys: Vec<String>,
@@ -57,7 +59,9 @@ pub fn start_keygate_with(
     let mut opts = GenOptions::new(consumers, grpc, admin);
     configure(&mut opts);
     let generated = consumers::write(workdir, &opts)?;
-    serve(workdir, generated, grpc, admin, wrapper, ready_timeout)
+    let mut keygate = serve(workdir, generated, grpc, admin, wrapper, ready_timeout)?;
+    keygate.uds = opts.grpc_uds;
+    Ok(keygate)
 }
 
 /// Runs `keygate serve` on a generated config (listening on `grpc` and `admin`), prefixed by
@@ -92,6 +96,7 @@ pub fn serve(
     Ok(Keygate {
         child,
         grpc,
+        uds: None,
         admin,
         keys: generated.keys,
     })
@@ -134,21 +139,23 @@ impl EnvoyKind {
 }
 
 /// Envoy with `--concurrency 1 --use-dynamic-base-id`; returns it and its listener address.
+/// `tag` tells apart two Envoys of the same kind in the work directory.
 pub fn start_envoy(
     workdir: &Path,
     kind: EnvoyKind,
-    keygate_port: u16,
+    tag: &str,
+    keygate: Endpoint,
     upstream_port: u16,
 ) -> Result<(Child, SocketAddr)> {
     let ports = Ports {
         listen: free_port()?,
         admin: free_port()?,
-        keygate: keygate_port,
+        keygate,
         upstream: upstream_port,
     };
-    let name = format!("envoy-{}", kind.name());
+    let name = format!("envoy-{}{tag}", kind.name());
     let config = workdir.join(format!("{name}.yaml"));
-    envoy_cfg::render(&kind.shipped(), &config, ports, kind.variant())?;
+    envoy_cfg::render(&kind.shipped(), &config, &ports, kind.variant())?;
     let mut cmd = Command::new(envoy_bin());
     cmd.arg("-c").arg(&config);
     cmd.args(["--concurrency", "1", "--log-level", "warn"]);

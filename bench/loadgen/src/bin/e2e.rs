@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use keygate_bench::consumers::{Credentials, LimitsBackend};
 use keygate_bench::e2e::{report, Cell, Configuration, Flavor, RunShape, Setup, CONFIGURATIONS};
+use keygate_bench::envoy_cfg::Endpoint;
 use keygate_bench::http_load::{closed_loop, open_loop, Pool};
 use keygate_bench::procs::{cpu_time, http_get, Child};
 use keygate_bench::services::{start_bao, start_redis, BAO_ROOT_TOKEN};
@@ -50,7 +51,8 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     max_conns: usize,
     /// Only these configurations besides the baseline (ext_authz, ext_proc, ext_proc+usage,
-    /// usage+limits, usage+redis, ext_proc+vault); default: all. For focused runs.
+    /// usage+limits, usage+redis, ext_proc+vault, ext_authz+uds, ext_proc+uds); default: all.
+    /// For focused runs.
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
     /// Where the markdown table is written.
@@ -99,7 +101,12 @@ async fn run(args: &Args) -> Result<String> {
             }
         };
         let kg = &keygates[keygate].1;
-        let (envoy, addr) = start_envoy(dir, config.envoy, kg.grpc.port(), mock_port)?;
+        let (endpoint, tag) = match (&kg.uds, config.uds) {
+            (Some(path), true) => (Endpoint::Uds(path.clone()), "-uds"),
+            (None, true) => bail!("{}: its keygate serves no Unix socket", config.name),
+            (_, false) => (Endpoint::Port(kg.grpc.port()), ""),
+        };
+        let (envoy, addr) = start_envoy(dir, config.envoy, tag, endpoint, mock_port)?;
         let extra: &[(&str, &str)] = match config.envoy {
             EnvoyKind::Baseline => &[("x-keygate-provider", "openai")],
             _ => &[],
@@ -219,7 +226,7 @@ fn start_flavor(
     std::fs::create_dir_all(&sub)?;
     let timeout = Duration::from_secs(120);
     let setting = match flavor {
-        Flavor::Plain => Setting::None,
+        Flavor::Plain => Setting::Uds(sub.join("grpc.sock")),
         Flavor::LocalLimits => Setting::Limits(LimitsBackend::Local),
         Flavor::RedisLimits => {
             let (redis, url) = start_redis(&sub)?;
@@ -236,14 +243,14 @@ fn start_flavor(
         }
     };
     start_keygate_with(&sub, consumers, &[], timeout, |opts| match setting {
-        Setting::None => {}
+        Setting::Uds(path) => opts.grpc_uds = Some(path),
         Setting::Limits(backend) => opts.limits = Some(backend),
         Setting::Vault(credentials) => opts.credentials = credentials,
     })
 }
 
 enum Setting {
-    None,
+    Uds(PathBuf),
     Limits(LimitsBackend),
     Vault(Credentials),
 }
