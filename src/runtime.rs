@@ -131,13 +131,24 @@ pub async fn load_credentials(
     if missing.is_empty() {
         return Ok(());
     }
-    let names: Vec<&str> = missing.iter().map(|m| &**m).collect();
-    let reasons: Vec<String> = report.failures.iter().map(|(_, e)| e.to_string()).collect();
-    Err(LoadError::Credentials(format!(
-        "unavailable: {} ({})",
-        names.join(", "),
-        reasons.join("; ")
-    )))
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|reference| {
+            let why = report
+                .failures
+                .iter()
+                .find(|(r, _)| r == reference)
+                .map_or_else(
+                    || format!("credential {reference:?} is unavailable"),
+                    |(_, e)| e.to_string(),
+                );
+            format!(
+                "{}: {why}",
+                registry.credential_fields(reference).join(", ")
+            )
+        })
+        .collect();
+    Err(LoadError::Credentials(lines.join("; ")))
 }
 
 /// Background work for one prepared config; dropped (aborted) when the config is replaced.

@@ -21,6 +21,16 @@ const SENSITIVE: &[&[&str]] = &[
     &["v1", "organization"],
     &["v1", "organizations"],
     &["v1", "datasets"],
+    // Azure OpenAI: the same endpoints under /openai (classic) and /openai/v1.
+    &["openai", "files"],
+    &["openai", "uploads"],
+    &["openai", "fine_tuning"],
+    &["openai", "fine-tunes"],
+    &["openai", "batches"],
+    &["openai", "v1", "files"],
+    &["openai", "v1", "uploads"],
+    &["openai", "v1", "fine_tuning"],
+    &["openai", "v1", "batches"],
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -277,6 +287,33 @@ mod tests {
             check(&named, "GET", "/v1/fine_tuning/jobs"),
             Err(ScopeDenial::NotAllowed)
         );
+    }
+
+    #[test]
+    fn azure_sensitive_endpoints_need_a_literal_route() {
+        let wide = routes(&["* /openai/**"]);
+        assert_eq!(
+            check(&wide, "POST", "/openai/deployments/gpt-4o/chat/completions"),
+            Ok(())
+        );
+        for path in [
+            "/openai/files",
+            "/openai/files/file-1/content",
+            "/openai/fine_tuning/jobs",
+            "/openai/batches",
+            "/openai/uploads",
+            "/openai/v1/files",
+            "/openai/v1/fine_tuning/jobs",
+            "/openai/v1/batches",
+        ] {
+            assert_eq!(
+                check(&wide, "POST", path),
+                Err(ScopeDenial::SensitiveNotNamed),
+                "{path}"
+            );
+        }
+        let named = routes(&["GET /openai/files"]);
+        assert_eq!(check(&named, "GET", "/openai/files"), Ok(()));
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn errors_name_the_field_path() {
         (BASE.replace("openai/staging", "openai staging"), "providers.openai.credentials.staging: credential reference"),
         (format!("listeners: {{grpc: nowhere}}\n{BASE}"), "listeners.grpc: invalid socket address syntax"),
         (BASE.replace("providers:\n  openai: {kind: openai", "providers:\n  g: {kind: generic, credentials: {x: g/x}}\n  openai: {kind: openai"), "providers.g.inject: a generic provider must say which header"),
+        (BASE.replace("\", env: test}]", "\", env: test}, {hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000003\", env: test}, {hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000004\", env: test}]"), "consumers[1].keys: at most two keys per consumer"),
     ];
     for (text, want) in cases {
         let got = error_for(&text);
@@ -86,4 +87,30 @@ fn every_shipped_config_is_valid() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let config = keygate::config::load(&root.join("examples/keygate.yaml")).unwrap();
     assert!(!config.inline_consumers().is_empty());
+}
+
+#[tokio::test]
+async fn an_unavailable_credential_is_reported_at_the_field_that_references_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("secrets.yaml"),
+        "openai/production: {api_key: sk-present-0123456789}\n",
+    )
+    .unwrap();
+    let config = keygate::config::load(&write(&dir, BASE)).unwrap();
+    let registry = keygate::auth::Registry::from_config(&config);
+    let source = keygate::secrets::FileSource::new(dir.path().join("secrets.yaml"));
+    let cache = keygate::secrets::CredentialCache::new();
+    let err = keygate::runtime::load_credentials(&source, &cache, &registry)
+        .await
+        .expect_err("openai/staging is not in the secrets file")
+        .to_string();
+    assert!(
+        err.contains(
+            "providers.openai.credentials.staging: credential \"openai/staging\" is not in the credential source"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("production"), "{err}");
+    assert!(!err.contains("sk-present"), "{err}");
 }

@@ -245,4 +245,23 @@ impl Registry {
         refs.dedup();
         refs
     }
+
+    /// The config fields (`providers.NAME.credentials.ENVIRONMENT`) through which consumers
+    /// use `reference`, so an unavailable credential is reported where it is configured.
+    pub fn credential_fields(&self, reference: &str) -> Vec<String> {
+        let mut fields: Vec<String> = self
+            .consumers
+            .iter()
+            .filter(|c| &*c.credential == reference)
+            .map(|c| {
+                format!(
+                    "providers.{}.credentials.{}",
+                    c.provider.name, c.environment
+                )
+            })
+            .collect();
+        fields.sort();
+        fields.dedup();
+        fields
+    }
 }

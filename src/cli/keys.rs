@@ -36,11 +36,13 @@ pub struct CreateArgs {
     /// keygate config naming the Vault consumer store (`--store vault`).
     #[arg(short, long, env = "KEYGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// For a new consumer in Vault: its provider, environment, team and routes.
+    /// For a new consumer in Vault (`--store vault`): its provider, e.g. `openai`.
     #[arg(long)]
     pub provider: Option<String>,
+    /// For a new consumer in Vault: its environment, which picks the provider credential.
     #[arg(long)]
     pub environment: Option<String>,
+    /// For a new consumer in Vault: its team (optional; a label only).
     #[arg(long)]
     pub team: Option<String>,
     /// A scope route such as "POST /v1/chat/completions"; repeat for several.
