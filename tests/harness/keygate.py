@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from . import leaks
 from .paths import keygate_bin
 from .ports import HOST, free_port
 from .procs import Proc
@@ -26,13 +27,16 @@ class MintedKey:
 
 
 def mint_key(consumer: str, env: str = "live", expires: str | None = None) -> MintedKey:
-    """Create a key with `keygate keys create`; the key is on stdout, the record on stderr."""
+    """Create a key with `keygate keys create`; the key is on stdout, the record on stderr.
+    The key is registered for the leak scan (harness.leaks)."""
     cmd = [str(keygate_bin()), "keys", "create", "--consumer", consumer, "--env", env]
     if expires:
         cmd += ["--expires", expires]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30)
     record = yaml.safe_load(out.stderr)
-    return MintedKey(key=out.stdout.strip(), hash=record[0]["hash"])
+    key = out.stdout.strip()
+    leaks.register(key)
+    return MintedKey(key=key, hash=record[0]["hash"])
 
 
 @dataclass
@@ -60,6 +64,13 @@ class Keygate:
         tmp.replace(self.config_path)
         self.config = config
 
+    def write_secrets(self, secrets: dict[str, str]) -> None:
+        """Replace the `source: file` secrets file (reference → key) atomically, as an operator
+        rotating a provider key would; the keys are registered for the leak scan."""
+        credentials = self.config["credentials"]
+        assert credentials["source"] == "file", "only a file credential source has a secrets file"
+        write_secrets_file(self.config_path.parent / credentials["path"], secrets)
+
 
 def start_keygate(
     workdir: Path, config: dict[str, Any], secrets: dict[str, str], env: dict[str, str] | None = None
@@ -74,14 +85,22 @@ def start_keygate(
     }
     config.setdefault("credentials", {"source": "file", "path": "secrets.yaml"})
     config.setdefault("reload", {"watch_interval": "200ms"})
-    secrets_path = workdir / "secrets.yaml"
-    secrets_path.write_text(yaml.safe_dump({ref: {"api_key": key} for ref, key in secrets.items()}))
+    write_secrets_file(workdir / "secrets.yaml", secrets)
     config_path = workdir / "keygate.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     proc = Proc([keygate_bin(), "serve", "--config", config_path], workdir, name="keygate", env=env)
     kg = Keygate(proc, grpc_port, admin_port, config_path, config)
     proc.wait_http(f"http://{HOST}:{admin_port}/readyz", timeout=READY_TIMEOUT, expect_status=200)
     return kg
+
+
+def write_secrets_file(path: Path, secrets: dict[str, str]) -> None:
+    """Write a `source: file` secrets file (reference → {api_key}) by rename, so a watcher never
+    reads half of it; register every key for the leak scan."""
+    leaks.register(*secrets.values())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump({ref: {"api_key": key} for ref, key in secrets.items()}))
+    tmp.replace(path)
 
 
 def counter(metrics_text: str, name: str, **labels: str) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from . import leaks
 from .envoy_config import render, start_envoy
 from .keygate import Keygate, counter, start_keygate
 from .mock import start_mock
@@ -21,6 +22,7 @@ LIMIT = 150
 
 class Replicas:
     def __init__(self, workdir: Path, redis_port: int, extra: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
         self.mock, mock_port = start_mock(workdir)
         self.keys, consumers = standard_consumers()
         provs = providers()
@@ -72,9 +74,11 @@ class Replicas:
         return sum(counter(k.metrics(), name, **labels) for k in self.keygates)
 
     def stop(self) -> None:
+        """Stop everything, then scan every replica's and Envoy's log for secrets (harness.leaks)."""
         self.envoy.stop()
         for k in self.keygates:
             k.proc.stop()
         self.mock.stop()
+        leaks.assert_no_leaks(self.workdir, [*SECRETS.values(), *(k.key for k in self.keys.values())])
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import leaks
 from .envoy_config import render, start_envoy
 from .keygate import Keygate, MintedKey, mint_key, start_keygate
 from .mock import start_mock
@@ -29,21 +30,28 @@ class Stack:
     envoy: Proc
     envoy_port: int
     keys: dict[str, MintedKey] = field(repr=False)
+    workdir: Path
 
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.envoy_port}"
 
     def secrets(self) -> list[str]:
-        """Every secret that must never show up in a log."""
-        return list(SECRETS.values()) + [k.key for k in self.keys.values()]
+        """Every secret that must never show up in a log: the provider keys, this stack's
+        consumer keys, and every key registered with harness.leaks (minted in a test, too)."""
+        return list(dict.fromkeys([*SECRETS.values(), *(k.key for k in self.keys.values()), *leaks.registered()]))
 
     def logs(self) -> dict[str, str]:
         return {"keygate": self.keygate.proc.log_text(), "envoy": self.envoy.log_text()}
 
-    def stop(self) -> None:
+    def stop(self, scan: bool = True) -> None:
+        """Stop Envoy, keygate and the mock; then (unless `scan=False`, which a test must
+        justify) assert that no secret is in any keygate or Envoy log under the work
+        directory, including those of processes the test restarted."""
         for p in (self.envoy, self.keygate.proc, self.mock):
             p.stop()
+        if scan:
+            leaks.assert_no_leaks(self.workdir, self.secrets())
 
 
 def consumer(name: str, provider: str, routes: list[str], key: MintedKey, **extra: Any) -> dict[str, Any]:
@@ -116,4 +124,4 @@ def start_stack(
         upstream_port=mock_port,
     )
     envoy = start_envoy(config, workdir)
-    return Stack(mode, mock, mock_port, kg, envoy, envoy_port, keys)
+    return Stack(mode, mock, mock_port, kg, envoy, envoy_port, keys, workdir)

@@ -93,3 +93,26 @@ def test_wait_http(workdir: Path) -> None:
         assert proc.wait_http(f"http://127.0.0.1:{port}/", timeout=10, expect_status=200) == 200
         with pytest.raises(TimeoutError):
             proc.wait_http(f"http://127.0.0.1:{port}/missing", timeout=0.3, expect_status=200)
+
+
+def test_leak_scan_finds_registered_secrets_in_keygate_and_envoy_logs(workdir: Path) -> None:
+    """The scan behind Stack.stop() fails on a registered secret in a keygate or Envoy log
+    (restarted processes' logs too), names file and line but not the secret, and ignores
+    the mock provider's log (it plays the provider, which receives the provider key)."""
+    from harness import leaks
+
+    secret = "kg_live_selftestSECRETselftest000_abcdef"
+    leaks.register(secret)
+    (workdir / "mock-provider.log").write_text(f"got {secret}\n")
+    (workdir / "keygate.log").write_text("clean\n")
+    assert leaks.assert_no_leaks(workdir) == 1
+    (workdir / "sub").mkdir()
+    (workdir / "sub" / "keygate.2.log").write_text(f"line one\nkey={secret}\n")
+    with pytest.raises(AssertionError) as err:
+        leaks.assert_no_leaks(workdir)
+    assert "keygate.2.log line 2" in str(err.value)
+    assert secret not in str(err.value)
+    (workdir / "sub" / "keygate.2.log").write_text("clean\n")
+    (workdir / "envoy.log").write_text("unregistered-but-passed-in\n")
+    with pytest.raises(AssertionError):
+        leaks.assert_no_leaks(workdir, ["unregistered-but-passed-in"])

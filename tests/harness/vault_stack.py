@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import leaks
 from .bao import Bao
 from .envoy_config import render, start_envoy
 from .keygate import Keygate, mint_key, start_keygate
@@ -94,6 +95,8 @@ def wait_until(predicate, timeout: float = 10.0):
 
 
 def assert_no_secrets(stack: VaultStack, *extra: str) -> None:
+    """No Vault-served provider key, consumer key or registered secret (harness.leaks) is in
+    keygate's or Envoy's log."""
     text = stack.keygate.proc.log_text() + stack.envoy.log_text()
-    for secret in (KEY_V1, KEY_V2, ANT_KEY, stack.key, *extra):
-        assert secret not in text
+    for secret in dict.fromkeys((KEY_V1, KEY_V2, ANT_KEY, stack.key, *extra, *leaks.registered())):
+        assert secret not in text, f"{leaks.redacted(secret)} is in keygate's or Envoy's log"
