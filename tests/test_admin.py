@@ -13,16 +13,21 @@ from typing import Iterator
 
 import pytest
 
+from harness import leaks
 from harness.keygate import counter, keygate_bin
 from harness.procs import Proc
 from harness.redis import start_redis
 from harness.replicas import Replicas
 
 ADMIN_TOKEN = "admin-token-for-tests-5f1c9e"
+WRONG_TOKEN = "wrong-admin-token-3a7d0b"
 
 
 @pytest.fixture
 def replicas(cargo_build, workdir) -> Iterator[Replicas]:
+    """Three replicas sharing Redis; Replicas.stop() scans every replica's and Envoy's log for
+    secrets, the admin tokens (right and wrong) included."""
+    leaks.register(ADMIN_TOKEN, WRONG_TOKEN)
     redis, port = start_redis(workdir)
     extra = {"admin": {"state_file": str(workdir / "state.yaml"), "audit_log": str(workdir / "audit.jsonl")}}
     r = Replicas(workdir, port, extra=extra, env={"KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
@@ -59,7 +64,7 @@ def test_revocation_reaches_every_replica_within_a_second_and_survives_a_restart
     k = replicas.keygates[2]
     k.proc.stop()
     k.proc = Proc([keygate_bin(), "serve", "--config", k.config_path], k.config_path.parent, name="keygate",
-                  env={"KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+                  env=k.proc.env)  # same environment: admin token, debug log level
     k.proc.wait_http(f"http://127.0.0.1:{k.admin_port}/readyz", timeout=20, expect_status=200)
     assert all_denied(replicas, key, 12)
     audit = (workdir / "audit.jsonl").read_text().splitlines()
@@ -86,13 +91,13 @@ def test_suspend_resume_and_key_revocation_on_all_targets(replicas: Replicas) ->
 
 def test_admin_api_refuses_and_audits_a_bad_token(replicas: Replicas, workdir: Path) -> None:
     one = f"127.0.0.1:{replicas.admin_ports[0]}"
-    out = cli("suspend", "team-openai", targets=one, token="wrong-token")
+    out = cli("suspend", "team-openai", targets=one, token=WRONG_TOKEN)
     assert out.returncode != 0
     assert "Unauthenticated" in out.stderr or "admin bearer token" in out.stderr
     assert set(replicas.statuses(6)) == {200}, "nothing changed"
     audit = (workdir / "audit.jsonl").read_text()
     assert "unauthenticated" in audit
-    assert "wrong-token" not in audit and ADMIN_TOKEN not in audit
+    assert WRONG_TOKEN not in audit and ADMIN_TOKEN not in audit
 
 
 def test_admin_api_without_a_token_is_unauthenticated(replicas: Replicas, workdir: Path) -> None:

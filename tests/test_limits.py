@@ -37,6 +37,7 @@ def chat(s: Stack, **kw: Any):
 
 @pytest.fixture
 def stop_after() -> Iterator[list[Stack]]:
+    """Stacks to stop after the test; Stack.stop() also scans their logs for secrets."""
     stacks: list[Stack] = []
     yield stacks
     for s in stacks:
@@ -151,7 +152,8 @@ def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_af
     time.sleep(1.2)
     kg = s.keygate
     kg.proc.stop()
-    kg.proc = Proc([keygate_bin(), "serve", "--config", kg.config_path], kg.config_path.parent, name="keygate")
+    kg.proc = Proc([keygate_bin(), "serve", "--config", kg.config_path], kg.config_path.parent, name="keygate",
+                   env=kg.proc.env)  # the same debug log level: the leak scan reads this log too
     kg.proc.wait_http(f"http://127.0.0.1:{kg.admin_port}/readyz", timeout=20, expect_status=200)
     with pytest.raises(openai.RateLimitError):
         chat(s, max_tokens=10)
