@@ -4,14 +4,16 @@ anthropic SDKs: keys are recognised, scoped, swapped, and never leak."""
 from __future__ import annotations
 
 import http.client
+import json
 from typing import Iterator
 
 import anthropic
 import openai
 import pytest
 
+from harness import leaks
 from harness.mock import header_values, mock_clear, mock_requests
-from harness.keygate import counter
+from harness.keygate import counter, mint_key
 from harness.stack import ANTHROPIC_SECRET, OPENAI_SECRET, Stack, start_stack
 
 MODES = ["ext_proc", "ext_authz"]
@@ -19,13 +21,10 @@ MODES = ["ext_proc", "ext_authz"]
 
 @pytest.fixture(scope="module", params=MODES)
 def stack(request: pytest.FixtureRequest, cargo_build, tmp_path_factory) -> Iterator[Stack]:
+    """One stack per mode for the module; stop() scans its logs for every secret (harness.leaks)."""
     s = start_stack(tmp_path_factory.mktemp(request.param), request.param)
     yield s
-    logs = s.logs()
     s.stop()
-    for name, text in logs.items():
-        for secret in s.secrets():
-            assert secret not in text, f"a secret appeared in {name}'s log"
 
 
 @pytest.fixture
@@ -42,18 +41,37 @@ def ant(stack: Stack, key: str) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=stack.base_url, api_key=key, max_retries=0, timeout=10)
 
 
-def raw_request(stack: Stack, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
-    """Send `path` byte for byte (no client-side normalization)."""
+def raw_request(
+    stack: Stack, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, bytes, dict[str, str]]:
+    """Send `path` byte for byte (no client-side normalization), with `body` if given."""
     conn = http.client.HTTPConnection("127.0.0.1", stack.envoy_port, timeout=10)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
-        for k, v in headers.items():
+        for k, v in {**headers, **({"content-length": str(len(body))} if body else {})}.items():
             conn.putheader(k, v)
-        conn.endheaders()
+        conn.endheaders(body or None)
         resp = conn.getresponse()
         return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
     finally:
         conn.close()
+
+
+CHAT = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
+MESSAGE = json.dumps({"model": "claude-test-model", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}).encode()
+JSON = {"content-type": "application/json"}
+ANTHROPIC_VERSION = {"anthropic-version": "2023-06-01"}
+
+
+def _presented(key: str) -> str:
+    """A made-up credential a client presents; registered so the leak scan looks for it too."""
+    leaks.register(key)
+    return key
+
+
+def _typo(key: str) -> str:
+    """A one-character typo of a real key: nearly the whole key, so it must not be logged either."""
+    return _presented(key[:-1] + ("A" if key[-1] != "A" else "B"))
 
 
 def test_openai_sdk_call_is_swapped_to_the_provider_key(fresh: Stack) -> None:
@@ -100,6 +118,52 @@ def test_anthropic_sdk_call_gets_x_api_key(fresh: Stack) -> None:
     assert all(key not in value for _, value in seen["headers"])
 
 
+@pytest.mark.parametrize("header", ["api-key", "x-api-key"])
+def test_openai_consumer_key_in_api_key_headers_is_swapped(fresh: Stack, header: str) -> None:
+    """The consumer key in `api-key` (Azure style) or `x-api-key` works for an openai consumer:
+    the mock gets the provider key in `authorization` and neither header, nor the key anywhere."""
+    key = fresh.keys["openai"].key
+    status, body, _ = raw_request(fresh, "POST", "/v1/chat/completions", {**JSON, header: key}, CHAT)
+    assert status == 200, body
+    assert json.loads(body)["choices"]
+    [seen] = mock_requests(fresh.mock_port)
+    assert header_values(seen, "authorization") == [f"Bearer {OPENAI_SECRET}"]
+    assert header_values(seen, "api-key") == []
+    assert header_values(seen, "x-api-key") == []
+    assert all(key not in value for _, value in seen["headers"])
+
+
+# (consumer, method, path, extra headers, body, expected status): what a client sees back.
+CLIENT_VIEWS = {
+    "openai-allowed": ("openai", "POST", "/v1/chat/completions", JSON, CHAT, 200),
+    "openai-stream-allowed": (
+        "openai", "POST", "/v1/chat/completions", JSON,
+        json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode(), 200,
+    ),
+    "anthropic-allowed": ("anthropic", "POST", "/v1/messages", {**JSON, **ANTHROPIC_VERSION}, MESSAGE, 200),
+    "openai-out-of-scope": ("openai", "GET", "/v1/files", {}, b"", 403),
+    "anthropic-out-of-scope": ("anthropic", "POST", "/v1/chat/completions", {**JSON, **ANTHROPIC_VERSION}, CHAT, 403),
+    "suspended": ("suspended", "POST", "/v1/chat/completions", JSON, CHAT, 403),
+    "typo": ("typo", "POST", "/v1/chat/completions", JSON, CHAT, 401),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLIENT_VIEWS))
+def test_client_never_sees_provider_key_or_consumer_key(fresh: Stack, case: str) -> None:
+    """Neither the response headers nor the body a client gets back, allowed or denied, carry
+    a provider key or the consumer key it presented."""
+    who, method, path, headers, body, expected = CLIENT_VIEWS[case]
+    key = _typo(fresh.keys["openai"].key) if who == "typo" else fresh.keys[who].key
+    auth = {"x-api-key": key} if who == "anthropic" else {"authorization": f"Bearer {key}"}
+    status, got, response_headers = raw_request(fresh, method, path, {**headers, **auth}, body)
+    assert status == expected, got
+    assert got, "an empty body would prove nothing"
+    seen = got.decode("utf-8", errors="replace") + "\n" + json.dumps(response_headers)
+    for secret in (OPENAI_SECRET, ANTHROPIC_SECRET, key):
+        assert secret not in seen, f"{leaks.redacted(secret)} reached the client ({case})"
+    assert len(mock_requests(fresh.mock_port)) == (1 if expected == 200 else 0)
+
+
 def test_anthropic_sdk_streaming(fresh: Stack) -> None:
     client = ant(fresh, fresh.keys["anthropic"].key)
     with client.messages.stream(
@@ -107,10 +171,6 @@ def test_anthropic_sdk_streaming(fresh: Stack) -> None:
     ) as stream:
         final = stream.get_final_message()
     assert final.usage.output_tokens > 0
-
-
-def _typo(key: str) -> str:
-    return key[:-1] + ("A" if key[-1] != "A" else "B")
 
 
 @pytest.mark.parametrize(
@@ -126,46 +186,67 @@ def _typo(key: str) -> str:
 )
 def test_openai_sdk_sees_keygate_denials(fresh: Stack, which: str, error: type, needle: str) -> None:
     keys = {
-        "malformed": "sk-proj-this-is-a-provider-key",
-        "typo": _typo(fresh.keys["openai"].key),
-        "unknown": "kg_live_" + "x" * 30 + "_000000",
-        "expired": fresh.keys["expired"].key,
-        "suspended": fresh.keys["suspended"].key,
-        "revoked": fresh.keys["revoked"].key,
+        "malformed": lambda: _presented("sk-proj-this-is-a-provider-key"),
+        "typo": lambda: _typo(fresh.keys["openai"].key),
+        "unknown": lambda: mint_key("nobody").key,
+        "expired": lambda: fresh.keys["expired"].key,
+        "suspended": lambda: fresh.keys["suspended"].key,
+        "revoked": lambda: fresh.keys["revoked"].key,
     }
-    if which == "unknown":
-        from harness.keygate import mint_key
-
-        keys["unknown"] = mint_key("nobody").key
     with pytest.raises(error) as caught:
-        oai(fresh, keys[which]).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        oai(fresh, keys[which]()).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     assert needle in str(caught.value)
     assert caught.value.body["message"].startswith("keygate:")
     assert mock_requests(fresh.mock_port) == []
 
 
 @pytest.mark.parametrize(
-    "which,error",
+    "which,error,kind,needle",
     [
-        ("unknown", anthropic.AuthenticationError),
-        ("typo", anthropic.AuthenticationError),
-        ("suspended", anthropic.PermissionDeniedError),
+        ("malformed", anthropic.AuthenticationError, "authentication_error", "malformed API key"),
+        ("typo", anthropic.AuthenticationError, "authentication_error", "checksum"),
+        ("unknown", anthropic.AuthenticationError, "authentication_error", "unknown API key"),
+        ("expired", anthropic.AuthenticationError, "authentication_error", "expired"),
+        ("suspended", anthropic.PermissionDeniedError, "permission_error", "suspended"),
+        ("revoked", anthropic.PermissionDeniedError, "permission_error", "revoked"),
     ],
 )
-def test_anthropic_sdk_sees_keygate_denials(fresh: Stack, which: str, error: type) -> None:
-    from harness.keygate import mint_key
-
+def test_anthropic_sdk_sees_keygate_denials(fresh: Stack, which: str, error: type, kind: str, needle: str) -> None:
+    """Every bad key on /v1/messages is an Anthropic-shaped error the anthropic SDK raises as
+    the right class, carrying keygate's message; nothing is forwarded."""
     keys = {
-        "unknown": mint_key("nobody").key,
-        "typo": _typo(fresh.keys["anthropic"].key),
-        "suspended": fresh.keys["suspended"].key,
+        "malformed": lambda: _presented("sk-ant-api03-this-is-a-provider-key"),
+        "typo": lambda: _typo(fresh.keys["anthropic"].key),
+        "unknown": lambda: mint_key("nobody").key,
+        "expired": lambda: fresh.keys["expired"].key,
+        "suspended": lambda: fresh.keys["suspended"].key,
+        "revoked": lambda: fresh.keys["revoked"].key,
     }
     with pytest.raises(error) as caught:
-        ant(fresh, keys[which]).messages.create(
+        ant(fresh, keys[which]()).messages.create(
             model="claude-test-model", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
         )
-    assert caught.value.body["type"] == "error"
-    assert caught.value.body["error"]["message"].startswith("keygate:")
+    body = caught.value.body
+    assert body["type"] == "error"
+    assert body["error"]["type"] == kind
+    assert body["error"]["message"].startswith("keygate:")
+    assert needle in body["error"]["message"]
+    assert needle in str(caught.value)
+    assert mock_requests(fresh.mock_port) == []
+
+
+def test_anthropic_missing_key_is_401_in_anthropic_shape(fresh: Stack) -> None:
+    """An Anthropic-style request (anthropic-version header) with no key at all gets a 401
+    whose JSON body is exactly Anthropic's error shape."""
+    status, body, headers = raw_request(fresh, "POST", "/v1/messages", {**JSON, **ANTHROPIC_VERSION}, MESSAGE)
+    assert status == 401, body
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)
+    assert set(error) == {"type", "error"}
+    assert error["type"] == "error"
+    assert set(error["error"]) == {"type", "message"}
+    assert error["error"]["type"] == "authentication_error"
+    assert error["error"]["message"].startswith("keygate: no API key provided")
     assert mock_requests(fresh.mock_port) == []
 
 
@@ -201,11 +282,27 @@ def test_out_of_scope_routes_are_403(fresh: Stack) -> None:
     ],
 )
 def test_traversal_and_encoded_paths_never_pass(fresh: Stack, path: str) -> None:
-    status, body, _ = raw_request(
+    """Traversal and encoded-slash variants of a chat path are refused (400 or 403, never a
+    404 that an upstream might have produced) with a JSON error, and nothing is forwarded."""
+    asked_before = counter(fresh.keygate.metrics(), "keygate_requests_total")
+    status, body, headers = raw_request(
         fresh, "POST", path, {"authorization": f"Bearer {fresh.keys['openai'].key}", "content-length": "0"}
     )
-    assert status in (400, 403, 404), (status, body)
+    assert status in (400, 403), (status, body)
     assert mock_requests(fresh.mock_port) == []
+    if status == 400 and not body and "content-type" not in headers:
+        # Only Envoy answers like this: prove keygate was never asked, then report the gap.
+        assert "%2f" in path.lower(), (path, status)
+        assert counter(fresh.keygate.metrics(), "keygate_requests_total") == asked_before
+        pytest.xfail(
+            "Envoy itself rejects escaped slashes (path_with_escaped_slashes_action: REJECT_REQUEST) "
+            "before keygate is asked, with an empty 400 and no content-type; envoy/*.yaml has no "
+            "local_reply_config to give Envoy's own rejections a JSON error body"
+        )
+    assert headers["content-type"] == "application/json", (status, body)
+    error = json.loads(body)["error"]
+    assert error["message"].startswith("keygate:")
+    assert error["type"] in ("invalid_request_error", "permission_error")
 
 
 def test_metrics_count_outcomes_with_bounded_labels(fresh: Stack) -> None:
