@@ -1,5 +1,6 @@
 """keygate's lifecycle behind real Envoy: fail closed when it is down, hot reload on SIGHUP and
-on file change, a bad config keeps the old one, readiness follows credentials."""
+on a change of the config or the secrets file, a bad config keeps the old one, readiness
+follows credentials."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from typing import Iterator
 import openai
 import pytest
 
+from harness import leaks
 from harness.keygate import counter, mint_key
-from harness.mock import mock_clear, mock_requests
-from harness.stack import Stack, consumer, start_stack
+from harness.mock import header_values, mock_clear, mock_requests
+from harness.stack import KEYGATE_LOG, SECRETS, Stack, consumer, start_stack
 
 
 @pytest.fixture(params=["ext_proc", "ext_authz"])
 def stack(request: pytest.FixtureRequest, cargo_build, workdir) -> Iterator[Stack]:
+    """A stack per test; stop() scans its logs for every secret, keys minted in the test too."""
     s = start_stack(workdir, request.param)
     yield s
     s.stop()
@@ -106,17 +109,45 @@ def test_readiness_and_missing_credential_on_reload(stack: Stack) -> None:
     assert kg.admin("/readyz")[0] == 200
 
 
+def test_secrets_file_change_swaps_the_provider_key(stack: Stack) -> None:
+    """Rotating a provider key in the secrets file alone (the config is untouched) is picked up
+    by the watcher: the mock then sees the new key, and only the new key, in `authorization`."""
+    kg = stack.keygate
+    key = stack.keys["openai"].key
+    old, new = SECRETS["openai/production"], "sk-proj-ROTATED-openai-0a1b2c3d4e5f"
+    chat(stack, key)
+    assert header_values(mock_requests(stack.mock_port)[-1], "authorization") == [f"Bearer {old}"]
+    config_before = kg.config_path.read_bytes()
+
+    kg.write_secrets({**SECRETS, "openai/production": new})
+
+    def upstream_key() -> str:
+        chat(stack, key)
+        return header_values(mock_requests(stack.mock_port)[-1], "authorization")[0]
+
+    wait_until(lambda: upstream_key() == f"Bearer {new}", interval=0.1)
+    mock_clear(stack.mock_port)
+    for _ in range(5):
+        chat(stack, key)
+    assert [header_values(r, "authorization") for r in mock_requests(stack.mock_port)] == [[f"Bearer {new}"]] * 5
+    assert kg.config_path.read_bytes() == config_before
+    assert kg.admin("/readyz")[0] == 200
+
+
 def test_unix_domain_socket_listener(cargo_build, workdir) -> None:
+    """ext_proc over keygate's Unix socket works, the socket is removed on shutdown, and no
+    secret is in the logs."""
     from harness import render, start_envoy, start_keygate, start_mock
     from harness.paths import REPO_ROOT
     from harness.ports import free_port
-    from harness.stack import SECRETS, providers, standard_consumers
+    from harness.stack import providers, standard_consumers
 
     mock, mock_port = start_mock(workdir)
     keys, consumers = standard_consumers()
     sock = workdir / "keygate.sock"
     kg = start_keygate(
-        workdir, {"listeners": {"grpc_uds": str(sock)}, "providers": providers(), "consumers": consumers}, SECRETS
+        workdir, {"listeners": {"grpc_uds": str(sock)}, "providers": providers(), "consumers": consumers}, SECRETS,
+        env={"KEYGATE_LOG": KEYGATE_LOG},
     )
     envoy_port = free_port()
     config = render(
@@ -132,3 +163,4 @@ def test_unix_domain_socket_listener(cargo_build, workdir) -> None:
     finally:
         for p in (envoy, kg.proc, mock):
             p.stop()
+    leaks.assert_no_leaks(workdir, [*SECRETS.values(), *(k.key for k in keys.values())])
