@@ -301,6 +301,9 @@ def test_routes(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 def test_provider_clusters_use_verified_tls(kind: str) -> None:
+    """Each provider cluster speaks TLS with SNI, verifies the chain against the system CAs and
+    pins the certificate's DNS SAN to the provider host (a valid certificate for another
+    name is refused), and points at that host on 443."""
     config = load(CONFIGS[kind])
     for name, host in PROVIDERS.items():
         c = cluster(config, name)
@@ -308,9 +311,12 @@ def test_provider_clusters_use_verified_tls(kind: str) -> None:
         socket = c["transport_socket"]
         assert socket["name"] == "envoy.transport_sockets.tls"
         tls = socket["typed_config"]
+        assert tls["@type"] == "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
         assert tls["sni"] == host
         validation = tls["common_tls_context"]["validation_context"]
         assert validation["trusted_ca"]["filename"] == "/etc/ssl/certs/ca-certificates.crt"
+        assert validation["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": host}}], name
+        assert validation.get("trust_chain_verification", "VERIFY_TRUST_CHAIN") == "VERIFY_TRUST_CHAIN"
         endpoint = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         assert endpoint["address"]["socket_address"] == {"address": host, "port_value": 443}
 
