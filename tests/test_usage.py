@@ -1,22 +1,33 @@
 """Usage and spend accounting through real Envoy (ext_proc) with the real openai and anthropic
-SDKs: counters equal exactly what the mock provider reported, streams are accounted (adding
-include_usage when the client did not), interrupted streams are estimated, gzip is parsed,
-and month-to-date spend survives a restart."""
+SDKs: counters equal exactly what the mock provider reported (tokens of every kind, spend),
+streams are accounted (adding include_usage when the client did not) and reach the client chunk
+by chunk, interrupted streams are estimated by the documented rule and the client gets exactly
+what the provider sent, gzip bodies are parsed and passed on byte for byte, and month-to-date
+spend survives a restart, even one right after a request."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
+import json
+import math
+import socket
+import threading
 import time
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import anthropic
+import httpx
 import openai
 import pytest
 
+from harness.envoy_config import render, start_envoy
 from harness.keygate import counter
 from harness.mock import header_values, mock_requests
+from harness.paths import REPO_ROOT, keygate_bin
+from harness.ports import HOST, free_port
 from harness.procs import Proc
-from harness.keygate import keygate_bin
 from harness.stack import Stack, start_stack
 
 # Integer micro-dollars per token make every expected cost exact.
@@ -25,6 +36,10 @@ PRICING = [
     {"provider": "anthropic", "model": "claude-test", "input_per_mtok_usd": 3.0, "cached_input_per_mtok_usd": 1.0,
      "cache_write_per_mtok_usd": 4.0, "output_per_mtok_usd": 15.0},
 ]
+OPENAI_PRICE = {"input": 2, "cached": 1, "output": 8}  # micro-USD per token, from PRICING
+
+# The documented estimate rule (src/usage/estimate.rs, README "When usage is missing").
+BYTES_PER_TOKEN = 4
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +53,8 @@ def stack(cargo_build, tmp_path_factory) -> Iterator[Stack]:
             assert secret not in text
 
 
-def oai(s: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{s.base_url}/v1", api_key=s.keys["openai"].key, max_retries=0, timeout=10)
+def oai(s: Stack, base_url: str | None = None, key: str = "openai") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url or s.base_url}/v1", api_key=s.keys[key].key, max_retries=0, timeout=10)
 
 
 def ant(s: Stack) -> anthropic.Anthropic:
@@ -69,21 +84,188 @@ def settle(s: Stack) -> str:
     return s.keygate.metrics()
 
 
-def test_openai_json_usage_and_spend_are_exact(stack: Stack) -> None:
-    m = Meter(stack, "team-openai")
-    r = oai(stack).chat.completions.create(
-        model="gpt-test", messages=[{"role": "user", "content": "three small words"}],
-        extra_headers={"x-mock-cached-tokens": "2"},
+def openai_cost_usd(prompt: int, cached: int, completion: int) -> float:
+    """What PRICING charges for an OpenAI usage block (reasoning is part of completion)."""
+    micro = (prompt - cached) * OPENAI_PRICE["input"] + cached * OPENAI_PRICE["cached"] + completion * OPENAI_PRICE["output"]
+    return micro / 1e6
+
+
+# ---------------------------------------------------------------- what the provider sent
+
+
+class UpstreamRecorder:
+    """A TCP proxy between Envoy and the mock provider that keeps every byte the provider sends
+    back, so a test can compare what the client got with what the provider sent."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._server = socket.create_server((HOST, 0))
+        self.port = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._received: list[bytearray] = []  # per upstream connection, in accept order
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection((HOST, self.target_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            record = bytearray()
+            with self._lock:
+                self._received.append(record)
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, record), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, record: bytearray | None) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if record is not None:
+                    with self._lock:
+                        record += chunk
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def mark(self) -> list[int]:
+        """Where every connection's record ends now."""
+        with self._lock:
+            return [len(r) for r in self._received]
+
+    def since(self, mark: list[int]) -> bytes:
+        """The bytes the provider sent after `mark`; they must all be on one connection (one
+        response: tests send one request at a time)."""
+        with self._lock:
+            new = [bytes(r[mark[i]:] if i < len(mark) else r) for i, r in enumerate(self._received)]
+        new = [b for b in new if b]
+        assert len(new) == 1, f"expected one upstream response, got {len(new)}"
+        return new[0]
+
+    def close(self) -> None:
+        self._server.close()
+        with self._lock:
+            for s in self._sockets:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+@dataclass
+class Upstream:
+    """One HTTP/1.1 response as the provider sent it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes  # de-chunked, still content-encoded
+    complete: bool  # the body's framing ended (content-length reached, or the last chunk seen)
+
+
+def parse_upstream(raw: bytes) -> Upstream:
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    if "content-length" in headers:
+        n = int(headers["content-length"])
+        return Upstream(status, headers, rest[:n], len(rest) >= n)
+    assert headers.get("transfer-encoding") == "chunked", headers
+    body = bytearray()
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            return Upstream(status, headers, bytes(body), False)
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return Upstream(status, headers, bytes(body), True)
+        if len(rest) < size + 2:
+            return Upstream(status, headers, bytes(body + rest[:size]), False)
+        body += rest[:size]
+        rest = rest[size + 2:]
+
+
+def sse_data(body: bytes) -> list[Any]:
+    """The JSON `data:` payloads of a chat-completions SSE body ([DONE] left out)."""
+    out = []
+    for frame in body.split(b"\n\n"):
+        if frame.startswith(b"data: ") and frame != b"data: [DONE]":
+            out.append(json.loads(frame[len(b"data: "):]))
+    return out
+
+
+@dataclass
+class Recorded:
+    """A second Envoy (the shipped ext_proc config) on the same keygate, whose upstream is the
+    mock behind an UpstreamRecorder."""
+
+    recorder: UpstreamRecorder
+    envoy: Proc
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def recorded(stack: Stack) -> Iterator[Recorded]:
+    recorder = UpstreamRecorder(stack.mock_port)
+    workdir = stack.keygate.config_path.parent
+    port = free_port()
+    config = render(
+        REPO_ROOT / "envoy" / "ext_proc.yaml", workdir / "envoy-recorded.yaml", listen_port=port,
+        admin_port=free_port(), keygate_port=stack.keygate.grpc_port, upstream_port=recorder.port,
     )
+    envoy = start_envoy(config, workdir)
+    yield Recorded(recorder, envoy, port)
+    envoy.stop()
+    recorder.close()
+    log = envoy.log_text()
+    for secret in stack.secrets():
+        assert secret not in log
+
+
+# ---------------------------------------------------------------- exact accounting
+
+
+def test_openai_json_usage_and_spend_are_exact(stack: Stack, recorded: Recorded) -> None:
+    m = Meter(stack, "team-openai")
+    mark = recorded.recorder.mark()
+    r = oai(stack, recorded.base_url).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "three small words"}],
+        extra_headers={"x-mock-cached-tokens": "2", "x-mock-reasoning-tokens": "3"},
+    )
+    upstream = parse_upstream(recorded.recorder.since(mark))
+    # The SDK asked for gzip and the mock compressed the JSON: keygate decoded it to count,
+    # and the SDK decoded exactly what the provider sent.
+    assert "gzip" in header_values(mock_requests(stack.mock_port)[-1], "accept-encoding")[0]
+    assert upstream.headers.get("content-encoding") == "gzip" and upstream.complete
+    assert r.to_dict() == json.loads(gzip.decompress(upstream.body))
     u = r.usage
+    assert (u.prompt_tokens_details.cached_tokens, u.completion_tokens_details.reasoning_tokens) == (2, 3)
     assert m.tokens("input") == u.prompt_tokens
     assert m.tokens("output") == u.completion_tokens
     assert m.tokens("cached") == 2
-    cost = (u.prompt_tokens - 2) * 2 + 2 * 1 + u.completion_tokens * 8
-    assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(cost / 1e6, abs=1e-9)
+    assert m.tokens("reasoning") == 3
+    assert m.tokens("cache_creation") == 0
+    assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
+        openai_cost_usd(u.prompt_tokens, 2, u.completion_tokens), abs=1e-9)
     assert m.delta("keygate_responses_total", status_class="2xx") == 1
-    # The SDK asked for gzip and the mock compressed the JSON: keygate decoded it to count.
-    assert "gzip" in header_values(mock_requests(stack.mock_port)[-1], "accept-encoding")[0]
+    assert m.delta("keygate_usage_estimated_total") == 0
 
 
 @pytest.mark.parametrize("client_asked", [False, True])
@@ -92,51 +274,163 @@ def test_openai_streams_are_accounted_exactly(stack: Stack, client_asked: bool) 
     extra = {"stream_options": {"include_usage": True}} if client_asked else {}
     chunks = list(
         oai(stack).chat.completions.create(
-            model="gpt-test", messages=[{"role": "user", "content": "stream me four"}], stream=True, max_tokens=7, **extra
+            model="gpt-test", messages=[{"role": "user", "content": "stream me four"}], stream=True, max_tokens=7,
+            extra_headers={"x-mock-cached-tokens": "1", "x-mock-reasoning-tokens": "2"}, **extra,
         )
     )
     usage = chunks[-1].usage
     assert usage is not None, "the stream ends with a usage chunk (keygate adds include_usage when missing)"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    assert (usage.prompt_tokens_details.cached_tokens, usage.completion_tokens_details.reasoning_tokens) == (1, 2)
     assert m.tokens("input") == usage.prompt_tokens
     assert m.tokens("output") == usage.completion_tokens == 7
+    assert m.tokens("cached") == 1
+    assert m.tokens("reasoning") == 2
+    assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
+        openai_cost_usd(usage.prompt_tokens, 1, usage.completion_tokens), abs=1e-9)
     assert m.delta("keygate_usage_estimated_total") == 0
     sent = mock_requests(stack.mock_port)[-1]["body"]
     assert '"include_usage": true' in sent.replace('"include_usage":true', '"include_usage": true')
 
 
+def test_openai_responses_api_stream_reasoning_and_spend(stack: Stack) -> None:
+    """The Responses API (event stream with a `response.completed` usage block): input, cached,
+    output and reasoning tokens and the spend equal what the mock reported."""
+    m = Meter(stack, "team-wide")
+    client = oai(stack, key="wide")
+    events = list(client.responses.create(
+        model="gpt-test", input="reason about this briefly", stream=True, max_output_tokens=6,
+        extra_headers={"x-mock-cached-tokens": "2", "x-mock-reasoning-tokens": "4"},
+    ))
+    completed = [e for e in events if e.type == "response.completed"]
+    assert len(completed) == 1
+    u = completed[0].response.usage
+    assert (u.input_tokens_details.cached_tokens, u.output_tokens_details.reasoning_tokens) == (2, 4)
+    assert m.tokens("input") == u.input_tokens
+    assert m.tokens("output") == u.output_tokens == 6
+    assert m.tokens("cached") == 2
+    assert m.tokens("reasoning") == 4
+    assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
+        openai_cost_usd(u.input_tokens, 2, u.output_tokens), abs=1e-9)
+    assert m.delta("keygate_usage_estimated_total") == 0
+
+
 def test_anthropic_json_and_stream_with_cache_tokens(stack: Stack) -> None:
-    m = Meter(stack, "team-anthropic")
     headers = {"x-mock-cached-tokens": "5", "x-mock-cache-creation-tokens": "3"}
-    msg = ant(stack).messages.create(
-        model="claude-test", max_tokens=9, messages=[{"role": "user", "content": "hello anthropic"}], extra_headers=headers
-    )
-    with ant(stack).messages.stream(
-        model="claude-test", max_tokens=4, messages=[{"role": "user", "content": "and stream"}], extra_headers=headers
-    ) as s:
-        final = s.get_final_message()
-    billed_in = sum(x.input_tokens + 5 + 3 for x in (msg.usage, final.usage))
-    assert m.tokens("input") == billed_in
-    assert m.tokens("cached") == 10
-    assert m.tokens("cache_creation") == 6
-    assert m.tokens("output") == msg.usage.output_tokens + final.usage.output_tokens
-    cost = sum(x.input_tokens * 3 + 5 * 1 + 3 * 4 + x.output_tokens * 15 for x in (msg.usage, final.usage))
-    assert m.delta("keygate_spend_usd_total", model="claude-test") == pytest.approx(cost / 1e6, abs=1e-9)
+
+    def cost(u: Any) -> float:  # input_tokens excludes the cache reads and writes for Anthropic
+        return (u.input_tokens * 3 + 5 * 1 + 3 * 4 + u.output_tokens * 15) / 1e6
+
+    for stream in (False, True):
+        m = Meter(stack, "team-anthropic")
+        if stream:
+            with ant(stack).messages.stream(
+                model="claude-test", max_tokens=4, messages=[{"role": "user", "content": "and stream"}],
+                extra_headers=headers,
+            ) as s:
+                u = s.get_final_message().usage
+        else:
+            u = ant(stack).messages.create(
+                model="claude-test", max_tokens=9, messages=[{"role": "user", "content": "hello anthropic"}],
+                extra_headers=headers,
+            ).usage
+        assert (u.cache_read_input_tokens, u.cache_creation_input_tokens) == (5, 3)
+        assert m.tokens("input") == u.input_tokens + 5 + 3, f"stream={stream}"
+        assert m.tokens("cached") == 5
+        assert m.tokens("cache_creation") == 3
+        assert m.tokens("output") == u.output_tokens
+        assert m.tokens("reasoning") == 0
+        assert m.delta("keygate_spend_usd_total", model="claude-test") == pytest.approx(cost(u), abs=1e-9), f"stream={stream}"
+        assert m.delta("keygate_usage_estimated_total") == 0
     assert counter(stack.keygate.metrics(), "keygate_time_to_first_token_seconds_count", provider="anthropic") >= 1
 
 
-def test_interrupted_stream_is_estimated_and_the_client_sees_what_was_sent(stack: Stack) -> None:
+# ---------------------------------------------------------------- streaming is not buffered
+
+
+CHUNK_DELAY_S = 0.15
+STREAM_WORDS = 8
+
+
+def test_sse_reaches_the_client_chunk_by_chunk(stack: Stack) -> None:
+    """keygate switches the response body to STREAMED for text/event-stream: with the mock
+    pausing 150 ms between frames, the first content frame reaches the client long before the
+    stream ends (a buffered response would deliver every frame at the end), frames arrive spread
+    out, and the stream is still accounted exactly."""
     m = Meter(stack, "team-openai")
+    body = {"model": "gpt-test", "messages": [{"role": "user", "content": "pace yourself"}], "stream": True,
+            "max_tokens": STREAM_WORDS}
+    headers = {"authorization": f"Bearer {stack.keys['openai'].key}",
+               "x-mock-chunk-delay-ms": str(int(CHUNK_DELAY_S * 1000))}
+    arrivals: list[tuple[float, bytes]] = []
+    pending = b""
+    started = time.monotonic()
+    with httpx.Client(timeout=10) as client:
+        with client.stream("POST", f"{stack.base_url}/v1/chat/completions", json=body, headers=headers) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            for piece in resp.iter_raw():
+                now = time.monotonic() - started
+                pending += piece
+                while b"\n\n" in pending:
+                    frame, pending = pending.split(b"\n\n", 1)
+                    arrivals.append((now, frame))
+    total = time.monotonic() - started
+    assert pending == b""
+    frames = [f for _, f in arrivals]
+    assert frames[-1] == b"data: [DONE]"
+    payloads = [json.loads(f[len(b"data: "):]) for f in frames[:-1]]
+    content_at = [t for (t, _), p in zip(arrivals, payloads) if p["choices"] and p["choices"][0]["delta"].get("content")]
+    assert len(content_at) == STREAM_WORDS
+    # role, 8 words, finish, usage, [DONE]: 11 pauses of 150 ms on the mock's side.
+    assert total >= (len(frames) - 1) * CHUNK_DELAY_S * 0.9
+    assert content_at[0] < total - 2 * CHUNK_DELAY_S, (
+        f"first content frame at {content_at[0]:.3f}s of {total:.3f}s: the stream was buffered")
+    gaps = [b - a for a, b in zip(content_at, content_at[1:])]
+    assert sum(g >= CHUNK_DELAY_S / 2 for g in gaps) >= len(gaps) // 2, f"frames arrived in bursts: {gaps}"
+    text = "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads if p["choices"])
+    assert len(text.split()) == STREAM_WORDS
+    usage = payloads[-1]["usage"]
+    assert m.tokens("output") == usage["completion_tokens"] == STREAM_WORDS
+    assert m.tokens("input") == usage["prompt_tokens"]
+    assert m.delta("keygate_usage_estimated_total") == 0
+
+
+# ---------------------------------------------------------------- missing usage
+
+
+def test_interrupted_stream_is_estimated_and_the_client_sees_what_was_sent(stack: Stack, recorded: Recorded) -> None:
+    """The mock sends 4 SSE frames and drops the connection. The client gets exactly those 4
+    chunks, then an error; keygate charges the documented estimate once: input = ceil(prompt
+    text bytes / 4), output = ceil(content bytes streamed / 4) capped at max_tokens, nothing
+    cached or reasoning."""
+    m = Meter(stack, "team-openai")
+    prompt, max_tokens, frames_sent = "cut me off right here", 20, 4
+    mark = recorded.recorder.mark()
     got = []
-    with pytest.raises((openai.APIError, Exception)):
-        for chunk in oai(stack).chat.completions.create(
-            model="gpt-test", messages=[{"role": "user", "content": "cut me off"}], stream=True, max_tokens=20,
-            extra_headers={"x-mock-interrupt-after": "4"},
+    with pytest.raises((openai.APIError, httpx.HTTPError)):
+        for chunk in oai(stack, recorded.base_url).chat.completions.create(
+            model="gpt-test", messages=[{"role": "user", "content": prompt}], stream=True, max_tokens=max_tokens,
+            extra_headers={"x-mock-interrupt-after": str(frames_sent)},
         ):
             got.append(chunk)
-    assert 0 < len(got) <= 4
+    upstream = parse_upstream(recorded.recorder.since(mark))
+    assert upstream.status == 200 and not upstream.complete
+    sent = sse_data(upstream.body)
+    assert len(sent) == frames_sent
+    assert [c.to_dict() for c in got] == sent, "the client got exactly the chunks the provider sent"
+
+    content_bytes = sum(len((c["choices"][0]["delta"].get("content") or "").encode()) for c in sent)
+    assert content_bytes > 0
+    want_input = max(1, math.ceil(len(prompt.encode()) / BYTES_PER_TOKEN))
+    want_output = min(math.ceil(content_bytes / BYTES_PER_TOKEN), max_tokens)
     assert m.delta("keygate_usage_estimated_total") == 1
-    assert m.tokens("output") >= 1
+    assert m.tokens("input") == want_input
+    assert m.tokens("output") == want_output
+    assert (m.tokens("cached"), m.tokens("reasoning")) == (0, 0)
+    assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
+        openai_cost_usd(want_input, 0, want_output), abs=1e-9)
+    assert m.delta("keygate_responses_total", status_class="2xx") == 1
     assert stack.keygate.proc.alive()
 
 
@@ -151,30 +445,95 @@ def test_errors_are_counted_not_priced(stack: Stack) -> None:
     assert m.delta("keygate_spend_usd_total") == 0
 
 
-def test_gzip_body_reaches_the_client_byte_identical(stack: Stack) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", stack.envoy_port, timeout=10)
-    body = b'{"model":"gpt-test","messages":[{"role":"user","content":"gzip please"}]}'
-    headers = {"authorization": f"Bearer {stack.keys['openai'].key}", "content-type": "application/json", "accept-encoding": "gzip"}
+# ---------------------------------------------------------------- gzip
+
+
+def test_gzip_body_reaches_the_client_byte_identical(stack: Stack, recorded: Recorded) -> None:
+    """A client that asks for gzip and does not decode gets the provider's compressed bytes
+    unchanged; keygate decoded its own copy and counted exactly the usage inside."""
+    m = Meter(stack, "team-openai")
+    mark = recorded.recorder.mark()
+    conn = http.client.HTTPConnection("127.0.0.1", recorded.port, timeout=10)
+    body = b'{"model":"gpt-test","messages":[{"role":"user","content":"gzip please"}],"max_tokens":5}'
+    headers = {"authorization": f"Bearer {stack.keys['openai'].key}", "content-type": "application/json",
+               "accept-encoding": "gzip", "x-mock-cached-tokens": "1"}
     conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
     resp = conn.getresponse()
     raw = resp.read()
-    assert resp.status == 200 and resp.getheader("content-encoding") == "gzip"
-    import gzip
-    import json
-
-    assert json.loads(gzip.decompress(raw))["object"] == "chat.completion"
+    conn.close()
+    upstream = parse_upstream(recorded.recorder.since(mark))
+    assert resp.status == upstream.status == 200
+    assert resp.getheader("content-encoding") == upstream.headers["content-encoding"] == "gzip"
+    assert upstream.complete and raw == upstream.body, "the client got the provider's gzip bytes unchanged"
     assert int(resp.getheader("content-length")) == len(raw)
+    decoded = json.loads(gzip.decompress(raw))
+    assert decoded["object"] == "chat.completion"
+    usage = decoded["usage"]
+    assert usage["completion_tokens"] == 5
+    assert m.tokens("input") == usage["prompt_tokens"]
+    assert m.tokens("output") == usage["completion_tokens"]
+    assert m.tokens("cached") == usage["prompt_tokens_details"]["cached_tokens"] == 1
+    assert m.tokens("reasoning") == 0
+    assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
+        openai_cost_usd(usage["prompt_tokens"], 1, usage["completion_tokens"]), abs=1e-9)
+    assert m.delta("keygate_usage_estimated_total") == 0
 
 
-def test_month_to_date_spend_survives_a_restart(stack: Stack) -> None:
-    oai(stack).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "spend"}])
-    before = counter(settle(stack), "keygate_spend_month_to_date_usd", consumer="team-openai")
+# ---------------------------------------------------------------- the ledger across restarts
+
+
+@pytest.fixture
+def own_stack(cargo_build, tmp_path) -> Iterator[Stack]:
+    """A stack for one test that restarts keygate: the restarted process belongs to the test
+    (conftest stops it when the test ends), so the module's shared stack is left alone."""
+    s = start_stack(tmp_path, "ext_proc", {"usage": {"pricing": PRICING}})
+    yield s
+    logs = s.logs()
+    s.stop()
+    for text in logs.values():
+        for secret in s.secrets():
+            assert secret not in text
+
+
+def restart_keygate(s: Stack) -> int | None:
+    """SIGTERM keygate (Proc.stop), start it again on the same config and ports; return the
+    exit status of the stopped process."""
+    kg = s.keygate
+    status = kg.proc.stop(grace=10)
+    kg.proc = Proc([keygate_bin(), "serve", "--config", kg.config_path], kg.config_path.parent, name="keygate",
+                   env=kg.proc.env)
+    kg.proc.wait_http(f"http://127.0.0.1:{kg.admin_port}/readyz", timeout=20, expect_status=200)
+    return status
+
+
+def month_to_date(s: Stack) -> float:
+    return counter(settle(s), "keygate_spend_month_to_date_usd", consumer="team-openai")
+
+
+def spend(s: Stack, words: str) -> float:
+    """One priced request; returns its cost."""
+    u = oai(s).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": words}]).usage
+    return openai_cost_usd(u.prompt_tokens, 0, u.completion_tokens)
+
+
+def test_month_to_date_spend_survives_a_restart(own_stack: Stack) -> None:
+    spend(own_stack, "spend")
+    before = month_to_date(own_stack)
     assert before > 0
     time.sleep(1.2)  # the ledger flushes at least every second (and on shutdown)
-    kg = stack.keygate
-    kg.proc.stop()
-    kg.proc = Proc([keygate_bin(), "serve", "--config", kg.config_path], kg.config_path.parent, name="keygate")
-    kg.proc.wait_http(f"http://127.0.0.1:{kg.admin_port}/readyz", timeout=20, expect_status=200)
-    oai(stack).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "spend"}])
-    after = counter(settle(stack), "keygate_spend_month_to_date_usd", consumer="team-openai")
-    assert after > before, "the ledger was reloaded: month-to-date continues from where it was"
+    assert restart_keygate(own_stack) == 0
+    cost = spend(own_stack, "spend again")
+    assert month_to_date(own_stack) == pytest.approx(before + cost, abs=1e-9), (
+        "the ledger was reloaded: month-to-date continues from where it was")
+
+
+def test_month_to_date_spend_survives_sigterm_right_after_a_request(own_stack: Stack) -> None:
+    """No pause for the periodic flush: keygate is sent SIGTERM as soon as the client has its
+    response, so only the shutdown flush can have saved that request's spend."""
+    spend(own_stack, "a fresh month-to-date first")  # the gauge is current in this process
+    before = month_to_date(own_stack)
+    cost_at_shutdown = spend(own_stack, "charged just before SIGTERM")
+    assert restart_keygate(own_stack) == 0, "keygate exits cleanly on SIGTERM"
+    cost_after = spend(own_stack, "after the restart")
+    assert month_to_date(own_stack) == pytest.approx(before + cost_at_shutdown + cost_after, abs=1e-9), (
+        "the spend of the request just before SIGTERM was flushed at shutdown")
