@@ -4,7 +4,8 @@
 //!
 //! Only 2xx responses are charged. JSON bodies are parsed whole; `text/event-stream` bodies
 //! are fed chunk by chunk so streaming is untouched. A stream that ends without usage (the
-//! client went away, the provider broke off) is charged the estimate of `usage::estimate`.
+//! client went away, the provider broke off), or a generation or embedding response without a
+//! usage block, is charged the estimate of `usage::estimate`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,14 +23,50 @@ use crate::usage::{self, Dialect, RequestEstimate, StreamAccumulator, StreamDeco
 /// Decoded response bodies larger than this are not parsed (they are still forwarded).
 pub const MAX_PARSED_BODY: usize = 32 * 1024 * 1024;
 
+/// What kind of endpoint a request called, for charging responses that carry no usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// Chat, completions, messages, responses: input and output tokens.
+    Generation,
+    /// Embeddings: input tokens only.
+    Embedding,
+    Other,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Self {
+        const GENERATION: [&str; 6] = [
+            "/chat/completions",
+            "/completions",
+            "/messages",
+            "/responses",
+            "/chat",
+            "/generate",
+        ];
+        if GENERATION.iter().any(|end| path.ends_with(end)) {
+            Endpoint::Generation
+        } else if path.ends_with("/embeddings") || path.ends_with("/embed") {
+            Endpoint::Embedding
+        } else {
+            Endpoint::Other
+        }
+    }
+}
+
+/// JSON bodies up to this `content-length` are buffered by Envoy and reach keygate in one
+/// message (one round trip; the client keeps its `content-length`). Larger or unsized ones
+/// are streamed and assembled here: Envoy answers 500 when a body it buffers outgrows its
+/// buffer limit (`per_connection_buffer_limit_bytes`, 1 MiB by default).
+pub const MAX_ENVOY_BUFFERED: u64 = 256 * 1024;
+
 /// How the response body should reach keygate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyPlan {
     /// Not needed: let it pass without sending it to keygate.
     Skip,
-    /// Whole, once (JSON).
+    /// Whole, in one message (small JSON of known size).
     Buffered,
-    /// Chunk by chunk as it arrives (server-sent events).
+    /// Chunk by chunk as it passes (event streams, large or unsized JSON).
     Streamed,
 }
 
@@ -67,6 +104,7 @@ pub struct Exchange {
     allowed_at: Instant,
     request: Option<RequestEstimate>,
     rewritable_path: bool,
+    endpoint: Endpoint,
     response: Response,
 }
 
@@ -89,6 +127,7 @@ impl Exchange {
             allowed_at: Instant::now(),
             request: None,
             rewritable_path: false,
+            endpoint: Endpoint::Other,
             response: Response::None,
         }
     }
@@ -116,6 +155,7 @@ impl Exchange {
         let path = path.split('?').next().unwrap_or_default();
         self.rewritable_path =
             path.ends_with("/chat/completions") || path.ends_with("/v1/completions");
+        self.endpoint = Endpoint::of(path);
         let wants_body = method == "POST" && self.dialect.is_some();
         self.consumer = Some(consumer);
         wants_body
@@ -146,7 +186,7 @@ impl Exchange {
         encoding: Option<&str>,
         content_length: Option<u64>,
     ) -> BodyPlan {
-        let Some(consumer) = &self.consumer else {
+        let Some(consumer) = self.consumer.clone() else {
             self.response = Response::Done;
             return BodyPlan::Skip;
         };
@@ -155,9 +195,23 @@ impl Exchange {
             .record(self.allowed_at.elapsed().as_secs_f64());
         counter!(telemetry::RESPONSES_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.clone(), "status_class" => status_class(status))
             .increment(1);
-        if let Some(n) = content_length {
-            counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider).increment(n);
+        let plan = self.plan_body(status, content_type, encoding, content_length);
+        if plan == BodyPlan::Skip {
+            // A measured body is counted chunk by chunk as it passes.
+            if let Some(n) = content_length {
+                counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider).increment(n);
+            }
         }
+        plan
+    }
+
+    fn plan_body(
+        &mut self,
+        status: u16,
+        content_type: Option<&str>,
+        encoding: Option<&str>,
+        content_length: Option<u64>,
+    ) -> BodyPlan {
         let (Some(dialect), true) = (self.dialect, (200..300).contains(&status)) else {
             self.response = Response::Skipped;
             return BodyPlan::Skip;
@@ -195,7 +249,10 @@ impl Exchange {
                 encoding: encoding.map(str::to_string),
                 body: Vec::new(),
             };
-            return BodyPlan::Buffered;
+            return match content_length {
+                Some(n) if n <= MAX_ENVOY_BUFFERED => BodyPlan::Buffered,
+                _ => BodyPlan::Streamed,
+            };
         }
         self.response = Response::Skipped;
         BodyPlan::Skip
@@ -263,7 +320,7 @@ impl Exchange {
                         used.model = used.model.or(estimate.model.clone());
                         Some((used, false))
                     }
-                    Ok(None) => None,
+                    Ok(None) => self.estimate_without_usage(&consumer, &estimate, body.len()),
                     Err(e) => {
                         tracing::warn!(consumer = %consumer.name, error = %e, "response usage unreadable; charging an estimate");
                         let mut used = usage::estimate::estimate_missing(&estimate, 0, None);
@@ -303,6 +360,26 @@ impl Exchange {
             self.limiter
                 .settle(&consumer, &reservation, tokens, charged);
         }
+    }
+
+    /// A 2xx JSON body without a usage block: generation and embedding endpoints are
+    /// billed anyway, so they are charged an estimate (output from the body size for
+    /// generations); other endpoints are not charged.
+    fn estimate_without_usage(
+        &self,
+        consumer: &Consumer,
+        estimate: &RequestEstimate,
+        body_bytes: usize,
+    ) -> Option<(usage::Usage, bool)> {
+        let output_bytes = match self.endpoint {
+            Endpoint::Generation => body_bytes as u64,
+            Endpoint::Embedding => 0,
+            Endpoint::Other => return None,
+        };
+        tracing::warn!(consumer = %consumer.name, "response has no usage block; charging an estimate");
+        let mut used = usage::estimate::estimate_missing(estimate, output_bytes, None);
+        used.model = estimate.model.clone();
+        Some((used, true))
     }
 
     /// Records what the limiter reserved for this request, released by `finish`.

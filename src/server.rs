@@ -259,7 +259,8 @@ fn open_accounting(config: &crate::config::Config) -> Result<Accounting, ServeEr
     Ok(Accounting::new(PriceTable::defaults(), ledger))
 }
 
-/// Periodic, off-request-path work: flush the ledger every second, publish source counts.
+/// Periodic, off-request-path work: flush the ledger every second, publish source counts and
+/// month-to-date spend.
 async fn upkeep(
     accounting: Arc<Accounting>,
     limiter: Arc<Limiter>,
@@ -276,6 +277,9 @@ async fn upkeep(
         }
         if n.is_multiple_of(5) {
             accounting.publish_sources(source_window);
+        }
+        if n.is_multiple_of(30) {
+            accounting.publish_month_to_date(std::time::SystemTime::now());
         }
         if n.is_multiple_of(60) {
             limiter.evict_idle();

@@ -271,7 +271,11 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
         .mode_override
         .expect("a POST to an LLM endpoint asks for its body");
     assert_eq!(mode.request_body_mode, BodySendMode::Buffered as i32);
-    assert_eq!(mode.response_body_mode, BodySendMode::Buffered as i32);
+    assert_eq!(
+        mode.response_body_mode,
+        BodySendMode::Streamed as i32,
+        "Envoy never buffers a response body (it fails bodies over its buffer limit)"
+    );
 
     let body = br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let out = respond(
@@ -311,14 +315,110 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
         })),
         ..Default::default()
     };
-    let mode = respond(&mut session, sse)
-        .mode_override
-        .expect("streams switch to STREAMED");
-    assert_eq!(mode.response_body_mode, BodySendMode::Streamed as i32);
+    let out = respond(&mut session, sse);
+    assert_eq!(
+        out.mode_override, None,
+        "a body keygate reads stays STREAMED, as the request headers set it"
+    );
+
+    let error = ProcessingRequest {
+        request: Some(In::ResponseHeaders(HttpHeaders {
+            headers: Some(raw(&[
+                (":status", "500"),
+                ("content-type", "application/json"),
+            ])),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut session = proc_session(&f);
+    let mut req = proc_request(&[
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("authorization", &bearer),
+    ]);
+    if let Some(In::RequestHeaders(h)) = &mut req.request {
+        h.end_of_stream = false;
+    }
+    respond(&mut session, req);
+    let out = respond(&mut session, error);
+    let Some(Out::ResponseHeaders(kept)) = &out.response else {
+        panic!("headers response expected")
+    };
+    let length = kept
+        .response
+        .as_ref()
+        .and_then(|c| c.header_mutation.as_ref())
+        .map(|m| m.set_headers.clone())
+        .unwrap_or_default();
+    assert!(
+        length.is_empty(),
+        "no content-length to keep without one: {length:?}"
+    );
+    let mode = out.mode_override.expect("an error body is not read");
+    assert_eq!(mode.response_body_mode, BodySendMode::None as i32);
     assert_eq!(
         mode.request_body_mode,
         BodySendMode::Buffered as i32,
         "must match an allowed override exactly"
+    );
+}
+
+#[test]
+fn ext_proc_buffers_small_json_and_keeps_its_content_length() {
+    use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
+    let f = common::fixture();
+    let mut session = proc_session(&f);
+    let bearer = format!("Bearer {}", f.keys.openai);
+    let mut req = proc_request(&[
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("authorization", &bearer),
+    ]);
+    if let Some(In::RequestHeaders(h)) = &mut req.request {
+        h.end_of_stream = false;
+    }
+    respond(&mut session, req);
+    let json = |length: &str| ProcessingRequest {
+        request: Some(In::ResponseHeaders(HttpHeaders {
+            headers: Some(raw(&[
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-length", length),
+            ])),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let out = respond(&mut session, json("120"));
+    let mode = out
+        .mode_override
+        .expect("small JSON is switched to BUFFERED");
+    assert_eq!(mode.response_body_mode, BodySendMode::Buffered as i32);
+    let Some(Out::ResponseHeaders(h)) = out.response else {
+        panic!("headers response expected")
+    };
+    let set = h.response.unwrap().header_mutation.unwrap().set_headers;
+    let header = set[0].header.as_ref().unwrap();
+    assert_eq!(
+        (header.key.as_str(), header.raw_value.as_slice()),
+        ("content-length", b"120".as_slice())
+    );
+
+    let mut session = proc_session(&f);
+    let mut req = proc_request(&[
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("authorization", &bearer),
+    ]);
+    if let Some(In::RequestHeaders(h)) = &mut req.request {
+        h.end_of_stream = false;
+    }
+    respond(&mut session, req);
+    let out = respond(&mut session, json("2000000"));
+    assert_eq!(
+        out.mode_override, None,
+        "a large JSON body stays STREAMED, never meeting Envoy's buffer limit"
     );
 }
 

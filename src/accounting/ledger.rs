@@ -2,7 +2,7 @@
 //! and persisted to an embedded redb file so a restart loses nothing. Writes are flushed in
 //! the background (at least every second) and on shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -23,7 +23,7 @@ pub struct LedgerError {
 #[derive(Default)]
 struct State {
     totals: HashMap<String, u64>,
-    dirty: Vec<String>,
+    dirty: HashSet<String>,
 }
 
 pub struct Ledger {
@@ -79,7 +79,7 @@ impl Ledger {
         Ok(Ledger {
             state: Mutex::new(State {
                 totals,
-                dirty: Vec::new(),
+                dirty: HashSet::new(),
             }),
             db: Some((db, shown)),
         })
@@ -96,9 +96,7 @@ impl Ledger {
         let total = state.totals.entry(key.clone()).or_insert(0);
         *total = total.saturating_add(micro_usd);
         let total = *total;
-        if !state.dirty.contains(&key) {
-            state.dirty.push(key);
-        }
+        state.dirty.insert(key);
         total
     }
 
@@ -140,14 +138,22 @@ impl Ledger {
         if batch.is_empty() {
             return Ok(0);
         }
-        let txn = db.begin_write().map_err(|e| fail(&e))?;
-        {
-            let mut table = txn.open_table(SPEND).map_err(|e| fail(&e))?;
-            for (k, v) in &batch {
-                table.insert(k.as_str(), *v).map_err(|e| fail(&e))?;
+        let written = (|| {
+            let txn = db.begin_write().map_err(|e| fail(&e))?;
+            {
+                let mut table = txn.open_table(SPEND).map_err(|e| fail(&e))?;
+                for (k, v) in &batch {
+                    table.insert(k.as_str(), *v).map_err(|e| fail(&e))?;
+                }
             }
+            txn.commit().map_err(|e| fail(&e))
+        })();
+        if let Err(e) = written {
+            // Keep the keys dirty so the next flush writes them; totals stay in memory.
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.dirty.extend(batch.into_iter().map(|(k, _)| k));
+            return Err(e);
         }
-        txn.commit().map_err(|e| fail(&e))?;
         Ok(batch.len())
     }
 }

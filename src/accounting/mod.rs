@@ -36,6 +36,15 @@ pub struct Accounting {
     spend: Mutex<HashMap<SpendKey, u64>>,
     models: Mutex<HashSet<Arc<str>>>,
     include_usage: AtomicBool,
+    /// Consumers whose per-consumer gauges were last published non-zero, so a consumer that
+    /// drops out (no recent address, no spend this month) is set back to 0, not left stale.
+    published: Mutex<Published>,
+}
+
+#[derive(Debug, Default)]
+struct Published {
+    sources: HashSet<Arc<str>>,
+    month_to_date: HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for Accounting {
@@ -63,6 +72,7 @@ impl Accounting {
             spend: Mutex::new(HashMap::new()),
             models: Mutex::new(HashSet::new()),
             include_usage: AtomicBool::new(true),
+            published: Mutex::new(Published::default()),
         }
     }
 
@@ -202,10 +212,48 @@ impl Accounting {
 
     /// Publishes `keygate_source_addresses` (call periodically, off the request path).
     pub fn publish_sources(&self, window: std::time::Duration) {
-        for (consumer, n) in self.sources.distinct(window, std::time::Instant::now()) {
-            gauge!(telemetry::SOURCE_ADDRESSES, "consumer" => consumer.to_string()).set(n as f64);
-        }
+        let now = self.sources.distinct(window, std::time::Instant::now());
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        republish(
+            &mut published.sources,
+            telemetry::SOURCE_ADDRESSES,
+            now.into_iter().map(|(c, n)| (c, n as f64)),
+        );
     }
+
+    /// Publishes `keygate_spend_month_to_date_usd` for the month of `now` from the ledger, so
+    /// the gauge exists after a restart and starts over when a month begins (call at startup
+    /// and periodically; charges also set it as they happen).
+    pub fn publish_month_to_date(&self, now: SystemTime) {
+        let month = self.ledger.month(now);
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        republish(
+            &mut published.month_to_date,
+            telemetry::SPEND_MONTH_TO_DATE,
+            month
+                .into_iter()
+                .filter(|(key, _)| !key.contains(':'))
+                .map(|(consumer, micro)| (Arc::from(consumer), micro_to_usd(micro))),
+        );
+    }
+}
+
+/// Sets `gauge{consumer}` for every consumer in `values`, and to 0 for consumers published
+/// last time but absent now.
+fn republish(
+    last: &mut HashSet<Arc<str>>,
+    name: &'static str,
+    values: impl Iterator<Item = (Arc<str>, f64)>,
+) {
+    let mut now = HashSet::new();
+    for (consumer, value) in values {
+        gauge!(name, "consumer" => consumer.to_string()).set(value);
+        now.insert(consumer);
+    }
+    for gone in last.difference(&now) {
+        gauge!(name, "consumer" => gone.to_string()).set(0.0);
+    }
+    *last = now;
 }
 
 fn micro_to_usd(micro: u64) -> f64 {

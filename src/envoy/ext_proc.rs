@@ -215,7 +215,7 @@ impl Session {
                 .allowed(allow.consumer.clone(), method, path, source, content_length);
         let mode = (wants_body && !h.end_of_stream).then(|| {
             self.request_body = BodySendMode::Buffered;
-            mode(self.request_body, BodySendMode::Buffered)
+            mode(self.request_body, BodySendMode::Streamed)
         });
         let response = Out::RequestHeaders(HeadersResponse {
             response: Some(CommonResponse {
@@ -277,13 +277,30 @@ impl Session {
         if h.end_of_stream {
             self.exchange.response_body(&[], true);
         }
+        // The default is STREAMED, so a body Envoy already holds during this call never
+        // meets its buffer limit; only bodies known to be small are switched to BUFFERED.
         let override_to = match plan {
-            BodyPlan::Buffered => None,
-            BodyPlan::Streamed => Some(BodySendMode::Streamed),
+            BodyPlan::Buffered => Some(BodySendMode::Buffered),
+            BodyPlan::Streamed => None,
             BodyPlan::Skip => Some(BodySendMode::None),
         };
+        // Envoy drops `content-length` while the mode is STREAMED; a body that passes
+        // unchanged in one piece or not at all keeps the provider's.
+        let keep_length = match (plan, length) {
+            (BodyPlan::Buffered | BodyPlan::Skip, Some(n)) => Some(HeaderMutation {
+                set_headers: vec![raw_header("content-length", n.to_string().as_bytes())],
+                remove_headers: Vec::new(),
+            }),
+            _ => None,
+        };
+        let response = HeadersResponse {
+            response: keep_length.map(|mutation| CommonResponse {
+                header_mutation: Some(mutation),
+                ..Default::default()
+            }),
+        };
         (
-            Out::ResponseHeaders(HeadersResponse::default()),
+            Out::ResponseHeaders(response),
             override_to.map(|body| mode(self.request_body, body)),
         )
     }

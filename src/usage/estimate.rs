@@ -3,7 +3,8 @@
 //! A stream's usage is exact only when the stream completed (its terminator was seen),
 //! reported usage, and was read in full (no event dropped or unreadable, which could have
 //! hidden part of the usage). Otherwise (interrupted stream, provider error mid-stream, an
-//! OpenAI stream without `include_usage`) the charge is estimated, and flagged as such:
+//! OpenAI stream without `include_usage`, or a 2xx JSON answer from a generation or embedding
+//! endpoint without a usage block) the charge is estimated, and flagged as such:
 //!
 //! * **Input** (`input_tokens`, `cached_input_tokens`, `cache_creation_input_tokens`): what the
 //!   provider reported if it reported anything (Anthropic's `message_start` gives exact input
@@ -13,7 +14,8 @@
 //! * **Output**: `ceil(content bytes streamed to the client / 4)` — content, refusal and
 //!   tool-call argument deltas, see [`StreamOutcome::content_bytes`] — capped at the request's
 //!   `max_output_tokens` if it set one, and never below an output count the provider did
-//!   report.
+//!   report. A JSON answer without usage counts its decoded size as content; an embedding,
+//!   none.
 //! * **Reasoning**: as reported, else 0. Hidden reasoning of an interrupted o-series stream is
 //!   billed by OpenAI but invisible here, so the estimate runs low for those.
 //!

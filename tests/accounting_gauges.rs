@@ -1,0 +1,71 @@
+//! Per-consumer gauges follow the state they describe: a consumer whose addresses age out
+//! drops back to 0, and month-to-date spend is published from the ledger (after a restart,
+//! and starting over in a new month) rather than only when a charge happens.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use keygate::accounting::{Accounting, Ledger};
+use keygate::usage::PriceTable;
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+fn at(text: &str) -> SystemTime {
+    humantime::parse_rfc3339(text).unwrap()
+}
+
+fn gauge(text: &str, name: &str, consumer: &str) -> Option<f64> {
+    let prefix = format!("{name}{{consumer=\"{consumer}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn source_addresses_fall_to_zero_when_the_window_empties() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let accounting = Accounting::new(PriceTable::defaults(), Ledger::in_memory());
+    let consumer = "team-a".into();
+    let window = Duration::from_millis(200);
+    metrics::with_local_recorder(&recorder, || {
+        accounting
+            .sources
+            .record(&consumer, "10.0.0.1".parse().unwrap(), Instant::now());
+        accounting
+            .sources
+            .record(&consumer, "10.0.0.2".parse().unwrap(), Instant::now());
+        accounting.publish_sources(window);
+    });
+    let name = "keygate_source_addresses";
+    assert_eq!(gauge(&handle.render(), name, "team-a"), Some(2.0));
+    std::thread::sleep(window * 2);
+    metrics::with_local_recorder(&recorder, || accounting.publish_sources(window));
+    assert_eq!(gauge(&handle.render(), name, "team-a"), Some(0.0));
+}
+
+#[test]
+fn month_to_date_is_published_from_the_ledger_and_starts_over_each_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let nov = at("2026-11-20T08:00:00Z");
+    {
+        let ledger = Ledger::open(&path).unwrap();
+        ledger.add("team-a", 2_500_000, nov);
+        ledger.add("team:ml", 2_500_000, nov);
+        ledger.flush().unwrap();
+    }
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let accounting = Accounting::new(PriceTable::defaults(), Ledger::open(&path).unwrap());
+    let name = "keygate_spend_month_to_date_usd";
+    metrics::with_local_recorder(&recorder, || accounting.publish_month_to_date(nov));
+    let text = handle.render();
+    assert_eq!(gauge(&text, name, "team-a"), Some(2.5), "{text}");
+    assert!(
+        !text.contains("team:ml"),
+        "team budgets are not consumers: {text}"
+    );
+    metrics::with_local_recorder(&recorder, || {
+        accounting.publish_month_to_date(at("2026-12-01T00:00:05Z"))
+    });
+    assert_eq!(gauge(&handle.render(), name, "team-a"), Some(0.0));
+}

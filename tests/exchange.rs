@@ -1,0 +1,185 @@
+//! The exchange after an allow, driven directly: how response bodies reach keygate, what is
+//! charged when a response has no usage, and that response bytes are counted once.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use keygate::accounting::{Accounting, Ledger};
+use keygate::exchange::{BodyPlan, Exchange, ExchangeSettings, MAX_ENVOY_BUFFERED};
+use keygate::limits::Limiter;
+use keygate::usage::PriceTable;
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+const CONFIG: &str = r#"
+credentials: {source: file, path: secrets.yaml}
+providers:
+  openai: {kind: openai, credentials: {production: openai/production}}
+consumers:
+  - name: team-a
+    environment: production
+    provider: openai
+    keys: [{hash: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}]
+    scope: {routes: ["POST /v1/**"]}
+"#;
+
+const PRICE: &str =
+    "{provider: openai, model: gpt-test, input_per_mtok_usd: 1.0, output_per_mtok_usd: 2.0}";
+
+struct Setup {
+    consumer: Arc<keygate::auth::Consumer>,
+    accounting: Arc<Accounting>,
+    limiter: Arc<Limiter>,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("secrets.yaml"),
+        "openai/production: {api_key: sk-x}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("keygate.yaml"), CONFIG).unwrap();
+    let config = keygate::config::load(&dir.path().join("keygate.yaml")).unwrap();
+    let consumer = keygate::auth::Registry::from_config(&config).consumers()[0].clone();
+    let prices = PriceTable::defaults()
+        .with_overrides(&[serde_yaml::from_str(PRICE).unwrap()])
+        .unwrap();
+    let accounting = Arc::new(Accounting::new(prices, Ledger::in_memory()));
+    let limiter = Arc::new(Limiter::new(accounting.clone()));
+    Setup {
+        consumer,
+        accounting,
+        limiter,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn exchange(&self, path: &str, request: &str) -> Exchange {
+        let mut exchange = Exchange::new(
+            self.accounting.clone(),
+            self.limiter.clone(),
+            None,
+            ExchangeSettings {
+                include_usage: true,
+            },
+        );
+        let wants_body = exchange.allowed(self.consumer.clone(), "POST", path, None, None);
+        assert!(wants_body, "an LLM POST's body is read");
+        exchange.request_body(request.as_bytes());
+        exchange
+    }
+
+    fn spent(&self) -> u64 {
+        self.accounting
+            .ledger
+            .month_to_date("team-a", SystemTime::now())
+    }
+}
+
+const CHAT: &str = r#"{"model":"gpt-test","max_tokens":50,"messages":[{"role":"user","content":"0123456789abcdef0123456789abcdef"}]}"#;
+
+fn chat_response(usage: bool) -> String {
+    let usage = if usage {
+        r#","usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-test","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}]{usage}}}"#,
+        "x".repeat(4000)
+    )
+}
+
+#[test]
+fn small_sized_json_is_buffered_and_large_or_unsized_json_is_streamed() {
+    let s = setup();
+    let plan = |status: u16, media: &str, length: Option<u64>| {
+        s.exchange("/v1/chat/completions", CHAT)
+            .response_headers(status, Some(media), None, length)
+    };
+    let json = "application/json";
+    assert_eq!(plan(200, json, Some(1_000)), BodyPlan::Buffered);
+    assert_eq!(
+        plan(200, json, Some(MAX_ENVOY_BUFFERED)),
+        BodyPlan::Buffered
+    );
+    assert_eq!(
+        plan(200, json, Some(MAX_ENVOY_BUFFERED + 1)),
+        BodyPlan::Streamed
+    );
+    assert_eq!(plan(200, json, Some(5 << 20)), BodyPlan::Streamed);
+    assert_eq!(plan(200, json, None), BodyPlan::Streamed);
+    assert_eq!(plan(200, "text/event-stream", None), BodyPlan::Streamed);
+    assert_eq!(plan(200, "text/html", Some(10)), BodyPlan::Skip);
+    assert_eq!(plan(429, json, Some(80)), BodyPlan::Skip);
+}
+
+#[test]
+fn a_streamed_json_body_is_assembled_and_charged_its_exact_usage() {
+    let s = setup();
+    let body = chat_response(true);
+    let mut exchange = s.exchange("/v1/chat/completions", CHAT);
+    let plan = exchange.response_headers(200, Some("application/json"), None, None);
+    assert_eq!(plan, BodyPlan::Streamed);
+    let (a, rest) = body.as_bytes().split_at(1500);
+    let (b, c) = rest.split_at(1500);
+    exchange.response_body(a, false);
+    exchange.response_body(b, false);
+    exchange.response_body(c, false);
+    assert_eq!(
+        s.spent(),
+        0,
+        "nothing is charged before the end of the body"
+    );
+    exchange.response_body(&[], true);
+    // 1,000 input × $1/M + 500 output × $2/M = 2,000 micro-dollars.
+    assert_eq!(s.spent(), 2_000);
+}
+
+#[test]
+fn a_generation_without_usage_is_charged_an_estimate_other_endpoints_nothing() {
+    let s = setup();
+    let body = chat_response(false);
+    let mut exchange = s.exchange("/v1/chat/completions", CHAT);
+    exchange.response_headers(200, Some("application/json"), None, Some(body.len() as u64));
+    exchange.response_body(body.as_bytes(), true);
+    // Input: the request's prompt estimate (32 bytes of text → 8 tokens) at $1/M; output:
+    // body bytes / 4, capped at max_tokens (50) at $2/M.
+    assert_eq!(s.spent(), 8 + 50 * 2);
+
+    let before = s.spent();
+    let mut exchange = s.exchange("/v1/moderations", r#"{"model":"gpt-test","input":"hi"}"#);
+    exchange.response_headers(200, Some("application/json"), None, Some(20));
+    exchange.response_body(br#"{"id":"modr-1"}"#, true);
+    assert_eq!(
+        s.spent(),
+        before,
+        "an endpoint that bills no tokens is not charged"
+    );
+}
+
+#[test]
+fn response_bytes_are_counted_once_whether_measured_or_skipped() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let s = setup();
+    let body = chat_response(true);
+    metrics::with_local_recorder(&recorder, || {
+        let mut buffered = s.exchange("/v1/chat/completions", CHAT);
+        buffered.response_headers(200, Some("application/json"), None, Some(body.len() as u64));
+        buffered.response_body(body.as_bytes(), true);
+        let mut skipped = s.exchange("/v1/chat/completions", CHAT);
+        let plan = skipped.response_headers(500, Some("application/json"), None, Some(123));
+        assert_eq!(plan, BodyPlan::Skip);
+        drop(skipped);
+    });
+    let text = handle.render();
+    let counted: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("keygate_response_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, body.len() as u64 + 123, "{text}");
+}
