@@ -68,16 +68,9 @@ impl CredentialSource for FileSource {
         let entries = match self.read() {
             Ok(entries) => entries,
             Err(e) => {
-                let reason = e.to_string();
                 return references
                     .iter()
-                    .map(|r| {
-                        let err = SecretError::Format {
-                            path: self.path.display().to_string(),
-                            reason: reason.clone(),
-                        };
-                        (r.clone(), Err(err))
-                    })
+                    .map(|r| (r.clone(), Err(e.clone())))
                     .collect();
             }
         };

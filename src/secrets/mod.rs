@@ -31,7 +31,7 @@ impl fmt::Debug for Credential {
 }
 
 /// Why a credential could not be loaded. Carries the reference, never the secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
     #[error("{path}: cannot read secrets file: {reason}")]
     Io { path: String, reason: String },
