@@ -55,6 +55,7 @@ def one(client: openai.OpenAI, extra: dict) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--streams", type=int, default=300)
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="keygate-ttft-"))
     stack = start_stack(work, "ext_proc")
@@ -69,15 +70,25 @@ def main() -> None:
         for _ in range(args.streams):
             results["baseline"].append(one(plain, {"x-keygate-provider": "openai"}))
             results["keygate"].append(one(keygate, {}))
-        print(f"{args.streams} streams each, 32 chunks 2 ms apart, openai SDK, alternating\n")
-        print("| configuration | TTFT p50 ms | TTFT p90 ms | stream total p50 ms |")
-        print("| --- | --- | --- | --- |")
+        lines = [
+            "## Streaming time to first token (openai SDK, through Envoy)",
+            "",
+            f"{args.streams} streams each, 32 chunks 2 ms apart, the two configurations alternating.",
+            "",
+            "| configuration | TTFT p50 ms | TTFT p90 ms | stream total p50 ms |",
+            "| --- | --- | --- | --- |",
+        ]
         for name, rows in results.items():
             ttft = sorted(r[0] for r in rows)
             total = [r[1] for r in rows]
-            print(f"| {name} | {statistics.median(ttft):.3f} | {ttft[int(len(ttft) * 0.9)]:.3f} | {statistics.median(total):.3f} |")
+            lines.append(
+                f"| {name} | {statistics.median(ttft):.3f} | {ttft[int(len(ttft) * 0.9)]:.3f} | {statistics.median(total):.3f} |"
+            )
         added = statistics.median(r[0] for r in results["keygate"]) - statistics.median(r[0] for r in results["baseline"])
-        print(f"\nadded TTFT at p50: {added:+.3f} ms")
+        lines += ["", f"Added TTFT at p50: {added:+.3f} ms"]
+        print("\n".join(lines))
+        if args.out:
+            args.out.write_text("\n".join(lines) + "\n")
     finally:
         envoy.stop()
         stack.stop()
