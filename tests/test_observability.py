@@ -32,6 +32,7 @@ from harness.keygate import counter
 from harness.paths import REPO_ROOT
 from harness.prometheus import Prometheus, PrometheusError, start_prometheus
 from harness.stack import Stack, start_stack
+from harness.webhook import WebhookReceiver
 
 PROM_DIR = REPO_ROOT / "deploy" / "prometheus"
 RULES = PROM_DIR / "keygate-alerts.yaml"
@@ -507,6 +508,39 @@ def test_metrics_pass_promtool_check_metrics(live: Live) -> None:
     assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), (
         f"promtool check metrics:\n{out.stdout}{out.stderr}"
     )
+
+
+UNDESCRIBED_METRICS = {"keygate_detections_total", "keygate_notifications_total", "keygate_audit_errors_total"}
+
+
+def test_detection_and_notification_metrics_pass_promtool_check_metrics(cargo_build: Path, tmp_path: Path) -> None:
+    """/metrics stays `promtool check metrics` clean once the containment metrics exist: a
+    canary key is used (a detection) and the notification reaches a webhook."""
+    hook = WebhookReceiver()
+    stack = start_stack(tmp_path, "ext_proc", {"notify": {"webhooks": [{"url": hook.url, "format": "generic"}]}},
+                        canaries=("canary-wiki",))
+    try:
+        with pytest.raises(openai.PermissionDeniedError):
+            oai(stack, stack.keys["canary-wiki"].key).models.list()
+        deadline = time.monotonic() + 10
+        while True:
+            text = stack.keygate.metrics()
+            if counter(text, "keygate_notifications_total", result="sent") >= 1:
+                break
+            assert time.monotonic() < deadline, "no notification was sent for the canary"
+            time.sleep(0.1)
+        assert counter(text, "keygate_detections_total", consumer="canary-wiki", detector="canary") == 1
+        out = promtool("check", "metrics", stdin=text)
+    finally:
+        stack.stop()
+        hook.close()
+    problems = (out.stdout + out.stderr).strip().splitlines()
+    undescribed = {line.split()[0] for line in problems if line.strip().endswith("no help text")}
+    if problems and len(undescribed) == len(problems) and undescribed <= UNDESCRIBED_METRICS:
+        pytest.xfail(f"product bug: {sorted(undescribed)} have no HELP line (src/telemetry.rs describe() does "
+                     "not describe keygate_detections_total, keygate_notifications_total or "
+                     "keygate_audit_errors_total), so `promtool check metrics` fails once one exists")
+    assert out.returncode == 0 and not problems, f"promtool check metrics:\n{out.stdout}{out.stderr}"
 
 
 def _send_random_keys(port: int, count: int, seed: int) -> tuple[int, dict[int, int]]:
