@@ -177,6 +177,18 @@ fn describe() {
         "Time from an admin command to its effect on this replica."
     );
     describe_counter!(ADMIN_CALLS_TOTAL, "Admin API calls by method and result.");
+    describe_counter!(
+        crate::detect::DETECTIONS_TOTAL,
+        "Detections by consumer, detector and the action taken."
+    );
+    describe_counter!(
+        crate::notify::NOTIFICATIONS_TOTAL,
+        "Notification deliveries by sink and result (sent, retried, failed)."
+    );
+    describe_counter!(
+        crate::audit::AUDIT_ERRORS_TOTAL,
+        "Audit lines that could not be written to the audit file."
+    );
 }
 
 /// Counts one decision and observes its latency.
