@@ -105,6 +105,85 @@ def rewrite(
     return config
 
 
+PROVIDER_HEADER = "x-keygate-provider"
+TEMPLATE_PROVIDER = "openai"
+
+
+def add_provider_route(config: Config, name: str, upstream_port: int, *, host: str | None = None) -> Config:
+    """Add a provider to a rendered config the way README "Adding a provider" documents; return
+    a new dict.
+
+    In every virtual host that routes the shipped `openai` provider, a copy of the openai route
+    is inserted just before the catch-all (the first route whose match has no headers): it
+    matches `x-keygate-provider: <name>` (keygate sets that header to the provider's *name* in
+    its config) and sends to the cluster `<name>`, with every other route option (prefix,
+    timeout, idle_timeout, ...) as shipped for openai and `host_rewrite_literal` set to `host`
+    (default `<name>.invalid`). The cluster `<name>` is a copy of the openai cluster made a
+    plain-HTTP STATIC cluster at 127.0.0.1:`upstream_port`, exactly as render() does with the
+    shipped providers. A provider that already has a route or cluster is an error.
+    """
+    config = copy.deepcopy(config)
+    clusters = config.get("static_resources", {}).get("clusters", [])
+    if any(c.get("name") == name for c in clusters):
+        raise ValueError(f"config already has a cluster named {name!r}")
+    template_cluster = next((c for c in clusters if c.get("name") == TEMPLATE_PROVIDER), None)
+    if template_cluster is None:
+        raise ValueError(f"config has no '{TEMPLATE_PROVIDER}' cluster to copy")
+    added = 0
+    for vhost in _virtual_hosts(config):
+        routes = vhost.get("routes", [])
+        if any(_provider_of(r) == name for r in routes):
+            raise ValueError(f"virtual host {vhost.get('name')!r} already routes provider {name!r}")
+        templates = [r for r in routes if _provider_of(r) == TEMPLATE_PROVIDER]
+        if not templates:
+            continue
+        catch_all = next((i for i, r in enumerate(routes) if not r.get("match", {}).get("headers")), None)
+        if catch_all is None:
+            raise ValueError(f"virtual host {vhost.get('name')!r} has no catch-all route")
+        route = copy.deepcopy(templates[0])
+        [header] = [h for h in route["match"]["headers"] if h.get("name") == PROVIDER_HEADER]
+        header["string_match"] = {"exact": name}
+        route["route"]["cluster"] = name
+        route["route"]["host_rewrite_literal"] = host if host is not None else f"{name}.invalid"
+        routes.insert(catch_all, route)
+        added += 1
+    if not added:
+        raise ValueError(f"no virtual host routes '{TEMPLATE_PROVIDER}'; nothing to copy")
+    cluster = copy.deepcopy(template_cluster)
+    cluster["name"] = name
+    _make_plain_static(cluster, upstream_port)
+    clusters.append(cluster)
+    return config
+
+
+def write(config: Config, out: Path, note: str = "") -> Path:
+    """Write a (rendered, possibly extended) config to `out` for start_envoy(); return `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Written by tests/harness/envoy_config.py" + (f" ({note})" if note else "") + "; do not edit.\n"
+    out.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def _virtual_hosts(config: Config) -> list[Config]:
+    """Every virtual host of every HTTP connection manager in the config's listeners."""
+    found = []
+    for listener in config.get("static_resources", {}).get("listeners", []):
+        for chain in listener.get("filter_chains", []):
+            for f in chain.get("filters", []):
+                route_config = f.get("typed_config", {}).get("route_config", {})
+                found.extend(route_config.get("virtual_hosts", []))
+    return found
+
+
+def _provider_of(route: Config) -> str | None:
+    """The x-keygate-provider value a route matches exactly, if any."""
+    for h in route.get("match", {}).get("headers", []) or []:
+        if h.get("name") == PROVIDER_HEADER:
+            return h.get("string_match", {}).get("exact")
+    return None
+
+
 def listener_port(config: Config) -> int:
     """Port of the first listener in a (rendered) config."""
     return int(config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"])

@@ -96,7 +96,7 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
 
 fn route(method: &Method, path: &str, body: &[u8], inject: &Inject) -> Response<Body> {
     type Handler = fn(&serde_json::Map<String, serde_json::Value>, &Inject) -> Response<Body>;
-    let post: Option<Handler> = match path {
+    let post: Option<Handler> = match azure_alias(path).unwrap_or(path) {
         "/v1/chat/completions" => Some(openai::chat_completions),
         "/v1/completions" => Some(openai::completions),
         "/v1/embeddings" => Some(openai::embeddings),
@@ -131,6 +131,22 @@ fn route(method: &Method, path: &str, body: &[u8], inject: &Inject) -> Response<
         &format!("Invalid URL ({method} {path})"),
         inject.gzip,
     )
+}
+
+/// The OpenAI path an Azure OpenAI deployment path stands for:
+/// `/openai/deployments/{deployment}/chat/completions` → `/v1/chat/completions`, and the same
+/// for `completions` and `embeddings`. The `api-version` query is never part of `path`.
+fn azure_alias(path: &str) -> Option<&'static str> {
+    let (deployment, operation) = path.strip_prefix("/openai/deployments/")?.split_once('/')?;
+    if deployment.is_empty() {
+        return None;
+    }
+    match operation {
+        "chat/completions" => Some("/v1/chat/completions"),
+        "completions" => Some("/v1/completions"),
+        "embeddings" => Some("/v1/embeddings"),
+        _ => None,
+    }
 }
 
 fn method_not_allowed(
