@@ -19,6 +19,9 @@ pub enum Flavor {
     RedisLimits,
     /// The provider key from an OpenBao dev server instead of the secrets file.
     VaultCredentials,
+    /// Not keygate: `null-processor`, which allows everything without reading it (the
+    /// floor of an external-processing hop).
+    Null,
 }
 
 /// One row of the comparison.
@@ -33,7 +36,7 @@ pub struct Configuration {
 }
 
 /// Every configuration, baseline first; `--configs` picks a subset by name.
-pub const CONFIGURATIONS: [Configuration; 9] = [
+pub const CONFIGURATIONS: [Configuration; 11] = [
     Configuration {
         name: "baseline",
         label: "a. baseline (Envoy → mock, no keygate)",
@@ -96,6 +99,20 @@ pub const CONFIGURATIONS: [Configuration; 9] = [
         envoy: EnvoyKind::ExtProcHeaders,
         flavor: Flavor::Plain,
         uds: true,
+    },
+    Configuration {
+        name: "null_authz",
+        label: "j. b's Envoy config, a do-nothing ext_authz server instead of keygate (floor)",
+        envoy: EnvoyKind::ExtAuthz,
+        flavor: Flavor::Null,
+        uds: false,
+    },
+    Configuration {
+        name: "null_proc",
+        label: "k. c's Envoy config, a do-nothing ext_proc server instead of keygate (floor)",
+        envoy: EnvoyKind::ExtProcHeaders,
+        flavor: Flavor::Null,
+        uds: false,
     },
 ];
 
@@ -163,7 +180,9 @@ pub fn report(
          timeout). g is c with `credentials.source: vault` (OpenBao dev server); each \
          configuration with its own keygate process. h and i are b and c with Envoy reaching \
          the same keygate as b and c over its Unix socket (`listeners.grpc_uds`) instead of \
-         TCP.\n\n",
+         TCP. j and k are b and c with `null-processor` in keygate's place: a tonic server \
+         that allows every request without reading it, so they measure the floor of the hop \
+         itself (the client sends the `x-keygate-provider` header, as for a).\n\n",
         shape.rounds, shape.duration, shape.warmup, shape.consumers, shape.max_conns
     );
     let mut headers = vec!["rate", "configuration", "achieved req/s"];

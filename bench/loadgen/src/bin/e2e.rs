@@ -12,7 +12,7 @@ use keygate_bench::consumers::{Credentials, LimitsBackend};
 use keygate_bench::e2e::{report, Cell, Configuration, Flavor, RunShape, Setup, CONFIGURATIONS};
 use keygate_bench::envoy_cfg::Endpoint;
 use keygate_bench::http_load::{closed_loop, open_loop, Pool};
-use keygate_bench::procs::{cpu_time, http_get, Child};
+use keygate_bench::procs::{built_bin, cpu_time, http_get, Child};
 use keygate_bench::services::{start_bao, start_redis, BAO_ROOT_TOKEN};
 use keygate_bench::stack::{start_envoy, start_keygate_with, start_mock, EnvoyKind, Keygate};
 use keygate_bench::stats::{provenance, Recorder};
@@ -51,7 +51,8 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     max_conns: usize,
     /// Only these configurations besides the baseline (ext_authz, ext_proc, ext_proc+usage,
-    /// usage+limits, usage+redis, ext_proc+vault, ext_authz+uds, ext_proc+uds); default: all.
+    /// usage+limits, usage+redis, ext_proc+vault, ext_authz+uds, ext_proc+uds, null_authz,
+    /// null_proc); default: all.
     /// For focused runs.
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
@@ -107,8 +108,8 @@ async fn run(args: &Args) -> Result<String> {
             (_, false) => (Endpoint::Port(kg.grpc.port()), ""),
         };
         let (envoy, addr) = start_envoy(dir, config.envoy, tag, endpoint, mock_port)?;
-        let extra: &[(&str, &str)] = match config.envoy {
-            EnvoyKind::Baseline => &[("x-keygate-provider", "openai")],
+        let extra: &[(&str, &str)] = match (config.envoy, config.flavor) {
+            (EnvoyKind::Baseline, _) | (_, Flavor::Null) => &[("x-keygate-provider", "openai")],
             _ => &[],
         };
         let pool = Pool::new(addr, args.max_conns, &kg.keys, extra)?;
@@ -226,6 +227,7 @@ fn start_flavor(
     std::fs::create_dir_all(&sub)?;
     let timeout = Duration::from_secs(120);
     let setting = match flavor {
+        Flavor::Null => return start_null(&sub),
         Flavor::Plain => Setting::Uds(sub.join("grpc.sock")),
         Flavor::LocalLimits => Setting::Limits(LimitsBackend::Local),
         Flavor::RedisLimits => {
@@ -249,6 +251,25 @@ fn start_flavor(
     })
 }
 
+/// `null-processor` in keygate's place; its "keys" are never checked.
+fn start_null(dir: &Path) -> Result<Keygate> {
+    let cmd = std::process::Command::new(built_bin("null-processor"));
+    let (child, line) =
+        Child::spawn_reading_line("null-processor", cmd, dir, Duration::from_secs(20))?;
+    let grpc: std::net::SocketAddr = line
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .with_context(|| format!("null-processor printed {line:?}"))?;
+    Ok(Keygate {
+        child,
+        grpc,
+        uds: None,
+        admin: grpc,
+        keys: vec!["not-checked".into()],
+    })
+}
+
 enum Setting {
     Uds(PathBuf),
     Limits(LimitsBackend),
@@ -258,7 +279,7 @@ enum Setting {
 /// Facts from keygate's own metrics after the run: Redis fallbacks, Vault calls, denials.
 fn notes(keygates: &[(Flavor, Keygate)]) -> Vec<String> {
     let mut notes = Vec::new();
-    for (flavor, kg) in keygates {
+    for (flavor, kg) in keygates.iter().filter(|(f, _)| *f != Flavor::Null) {
         let Ok((200, metrics)) = http_get(kg.admin, "/metrics") else {
             notes.push(format!("{flavor:?}: /metrics unreadable after the run"));
             continue;
