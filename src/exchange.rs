@@ -18,40 +18,10 @@ use crate::auth::Consumer;
 use crate::containment::Containment;
 use crate::limits::{Limiter, Reservation};
 use crate::telemetry;
-use crate::usage::{self, Dialect, RequestEstimate, StreamAccumulator, StreamDecoder};
+use crate::usage::{self, Dialect, Endpoint, RequestEstimate, StreamAccumulator, StreamDecoder};
 
 /// Decoded response bodies larger than this are not parsed (they are still forwarded).
 pub const MAX_PARSED_BODY: usize = 32 * 1024 * 1024;
-
-/// What kind of endpoint a request called, for charging responses that carry no usage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    /// Chat, completions, messages, responses: input and output tokens.
-    Generation,
-    /// Embeddings: input tokens only.
-    Embedding,
-    Other,
-}
-
-impl Endpoint {
-    fn of(path: &str) -> Self {
-        const GENERATION: [&str; 6] = [
-            "/chat/completions",
-            "/completions",
-            "/messages",
-            "/responses",
-            "/chat",
-            "/generate",
-        ];
-        if GENERATION.iter().any(|end| path.ends_with(end)) {
-            Endpoint::Generation
-        } else if path.ends_with("/embeddings") || path.ends_with("/embed") {
-            Endpoint::Embedding
-        } else {
-            Endpoint::Other
-        }
-    }
-}
 
 /// JSON bodies up to this `content-length` are buffered by Envoy and reach keygate in one
 /// message (one round trip; the client keeps its `content-length`). Larger or unsized ones

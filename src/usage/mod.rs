@@ -20,6 +20,7 @@ use crate::providers::ProviderKind;
 mod anthropic;
 mod cohere;
 pub mod decode;
+mod endpoint;
 pub mod estimate;
 mod json;
 mod lenient;
@@ -35,6 +36,7 @@ pub mod stream;
 mod tests;
 
 pub use decode::{decompress, StreamDecoder};
+pub use endpoint::Endpoint;
 pub use estimate::{settle, Settlement};
 pub use json::parse_body;
 pub use pricing::{Price, PriceEntry, PriceTable, PricingError};
