@@ -53,6 +53,8 @@ enum Response {
     Buffered {
         encoding: Option<String>,
         body: Vec<u8>,
+        /// The body outgrew `MAX_PARSED_BODY`; what was kept is dropped.
+        truncated: bool,
     },
     Streamed {
         decoder: Option<Box<StreamDecoder>>,
@@ -218,6 +220,7 @@ impl Exchange {
             self.response = Response::Buffered {
                 encoding: encoding.map(str::to_string),
                 body: Vec::new(),
+                truncated: false,
             };
             return match content_length {
                 Some(n) if n <= MAX_ENVOY_BUFFERED => BodyPlan::Buffered,
@@ -241,8 +244,15 @@ impl Exchange {
             }
         }
         match &mut self.response {
-            Response::Buffered { body, .. } if body.len() + chunk.len() <= MAX_PARSED_BODY => {
-                body.extend_from_slice(chunk);
+            Response::Buffered {
+                body, truncated, ..
+            } if !*truncated => {
+                if body.len() + chunk.len() <= MAX_PARSED_BODY {
+                    body.extend_from_slice(chunk);
+                } else {
+                    *truncated = true;
+                    *body = Vec::new();
+                }
             }
             Response::Streamed {
                 decoder,
@@ -280,7 +290,15 @@ impl Exchange {
         };
         let estimate = self.request.clone().unwrap_or_default();
         let settled = match response {
-            Response::Buffered { encoding, body } => {
+            Response::Buffered {
+                truncated: true, ..
+            } => {
+                tracing::warn!(consumer = %consumer.name, "response body too large to read; charging an estimate");
+                let mut used = usage::estimate::estimate_missing(&estimate, 0, None);
+                used.model = estimate.model.clone();
+                Some((used, true))
+            }
+            Response::Buffered { encoding, body, .. } => {
                 let parsed = usage::decompress(encoding.as_deref(), &body, MAX_PARSED_BODY)
                     .and_then(|plain| {
                         usage::parse_body(self.dialect.unwrap_or(Dialect::OpenAi), &plain)

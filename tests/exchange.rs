@@ -183,3 +183,19 @@ fn response_bytes_are_counted_once_whether_measured_or_skipped() {
         .sum();
     assert_eq!(counted, body.len() as u64 + 123, "{text}");
 }
+
+#[test]
+fn a_body_too_large_to_read_is_charged_an_estimate() {
+    let s = setup();
+    let mut exchange = s.exchange("/v1/chat/completions", CHAT);
+    let plan = exchange.response_headers(200, Some("application/json"), None, None);
+    assert_eq!(plan, BodyPlan::Streamed);
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..=(keygate::exchange::MAX_PARSED_BODY >> 20) {
+        exchange.response_body(&chunk, false);
+    }
+    exchange.response_body(&chat_response(true).into_bytes(), true);
+    // Not the 2,000 of the usage at the end: the body was not read, so the estimate is the
+    // prompt's 8 input tokens at $1/M and no output.
+    assert_eq!(s.spent(), 8);
+}
