@@ -302,13 +302,16 @@ impl Exchange {
                 let parsed = usage::decompress(encoding.as_deref(), &body, MAX_PARSED_BODY)
                     .and_then(|plain| {
                         usage::parse_body(self.dialect.unwrap_or(Dialect::OpenAi), &plain)
+                            .map(|used| (used, plain.len()))
                     });
                 match parsed {
-                    Ok(Some(mut used)) => {
+                    Ok((Some(mut used), _)) => {
                         used.model = used.model.or(estimate.model.clone());
                         Some((used, false))
                     }
-                    Ok(None) => self.estimate_without_usage(&consumer, &estimate, body.len()),
+                    Ok((None, decoded)) => {
+                        self.estimate_without_usage(&consumer, &estimate, decoded)
+                    }
                     Err(e) => {
                         tracing::warn!(consumer = %consumer.name, error = %e, "response usage unreadable; charging an estimate");
                         let mut used = usage::estimate::estimate_missing(&estimate, 0, None);

@@ -199,3 +199,30 @@ fn a_body_too_large_to_read_is_charged_an_estimate() {
     // prompt's 8 input tokens at $1/M and no output.
     assert_eq!(s.spent(), 8);
 }
+
+#[test]
+fn a_compressed_answer_without_usage_is_estimated_from_its_decoded_size() {
+    use std::io::Write;
+    let s = setup();
+    let request = r#"{"model":"gpt-test","messages":[{"role":"user","content":"0123456789abcdef0123456789abcdef"}]}"#;
+    let plain = chat_response(false);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(plain.as_bytes()).unwrap();
+    let compressed = gz.finish().unwrap();
+    assert!(
+        compressed.len() * 10 < plain.len(),
+        "the body compresses well"
+    );
+    let mut exchange = s.exchange("/v1/chat/completions", request);
+    exchange.response_headers(
+        200,
+        Some("application/json"),
+        Some("gzip"),
+        Some(compressed.len() as u64),
+    );
+    exchange.response_body(&compressed, true);
+    // 8 input tokens at $1/M, and ceil(decoded bytes / 4) output tokens at $2/M (no
+    // max_tokens to cap them).
+    let output = (plain.len() as u64).div_ceil(4);
+    assert_eq!(s.spent(), 8 + 2 * output);
+}
