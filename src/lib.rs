@@ -5,6 +5,7 @@
 //! messages at the edge.
 
 pub mod accounting;
+mod address_map;
 pub mod admin;
 pub mod audit;
 pub mod auth;

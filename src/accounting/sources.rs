@@ -7,11 +7,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::address_map::AddressMap;
+
 pub const MAX_PER_CONSUMER: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct SourceTracker {
-    seen: Mutex<HashMap<Arc<str>, HashMap<IpAddr, Instant>>>,
+    seen: Mutex<HashMap<Arc<str>, AddressMap<Instant>>>,
 }
 
 impl SourceTracker {
@@ -19,7 +21,11 @@ impl SourceTracker {
     pub fn record(&self, consumer: &Arc<str>, address: IpAddr, now: Instant) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let addresses = seen.entry(consumer.clone()).or_default();
-        if addresses.len() >= MAX_PER_CONSUMER && !addresses.contains_key(&address) {
+        if let Some(seen) = addresses.get_mut(&address) {
+            *seen = now;
+            return;
+        }
+        if addresses.len() >= MAX_PER_CONSUMER {
             if let Some(oldest) = addresses.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
                 addresses.remove(&oldest);
             }
@@ -40,7 +46,7 @@ impl SourceTracker {
     /// How long ago the consumer was last seen, if it was.
     pub fn last_seen(&self, consumer: &str) -> Option<Duration> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let newest = seen.get(consumer)?.values().max()?;
+        let newest = seen.get(consumer)?.iter().map(|(_, t)| *t).max()?;
         Some(newest.elapsed())
     }
 

@@ -4,12 +4,12 @@
 //! `observe` touches a slot, the open interval and one map entry; everything else happens in
 //! `evaluate` off the request path.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::config::DetectConfig;
 use super::{DetectorKind, Observation};
+use crate::address_map::AddressMap;
 
 /// Slots in the short-window ring; each covers `short_window / SLOTS`.
 pub(super) const SLOTS: usize = 10;
@@ -71,10 +71,22 @@ impl Ewma {
     }
 }
 
+/// One slot of the short-window ring: 24 bytes (a slot's request count and index fit in
+/// 32 bits; both saturate).
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
-    index: u64,
-    counts: Counts,
+    index: u32,
+    requests: u32,
+    tokens: u64,
+    micro_usd: u64,
+}
+
+impl Slot {
+    fn add(&mut self, o: &Observation) {
+        self.requests = self.requests.saturating_add(o.requests);
+        self.tokens = self.tokens.saturating_add(o.tokens);
+        self.micro_usd = self.micro_usd.saturating_add(o.micro_usd);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,21 +98,22 @@ struct Candidate {
 /// Slot and interval lengths the ring and baseline were built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
-    slot_nanos: u128,
-    interval_nanos: u128,
+    slot_nanos: u64,
+    interval_nanos: u64,
 }
 
 impl Shape {
     fn of(config: &DetectConfig) -> Self {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
         Shape {
-            slot_nanos: (config.short_window.as_nanos() / SLOTS as u128).max(1),
-            interval_nanos: config.baseline_interval.as_nanos().max(1),
+            slot_nanos: (nanos(config.short_window) / SLOTS as u64).max(1),
+            interval_nanos: nanos(config.baseline_interval),
         }
     }
 }
 
-fn index(since: Duration, width: u128) -> u64 {
-    u64::try_from(since.as_nanos() / width).unwrap_or(u64::MAX)
+fn index(since: Duration, width: u64) -> u64 {
+    u64::try_from(since.as_nanos() / u128::from(width)).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug)]
@@ -121,8 +134,8 @@ pub(super) struct ConsumerState {
     micro_usd: Ewma,
     /// Spend per second over every interval, idle ones as zero (for the month-end projection).
     spend_all: Ewma,
-    learned: HashMap<IpAddr, Instant>,
-    candidates: HashMap<IpAddr, Candidate>,
+    learned: AddressMap<Instant>,
+    candidates: AddressMap<Candidate>,
     fired: [Option<Instant>; DetectorKind::COUNT],
     /// Observed since the last evaluation: only such consumers can have crossed a threshold.
     pub dirty: bool,
@@ -141,8 +154,8 @@ impl ConsumerState {
             tokens: Ewma::default(),
             micro_usd: Ewma::default(),
             spend_all: Ewma::default(),
-            learned: HashMap::new(),
-            candidates: HashMap::new(),
+            learned: AddressMap::default(),
+            candidates: AddressMap::default(),
             fired: [None; DetectorKind::COUNT],
             dirty: false,
         }
@@ -167,16 +180,16 @@ impl ConsumerState {
             self.last_seen = o.at;
         }
         let since = o.at.saturating_duration_since(self.origin);
-        let slot_index = index(since, self.shape.slot_nanos);
-        let slot = &mut self.ring[(slot_index % SLOTS as u64) as usize];
+        let slot_index = u32::try_from(index(since, self.shape.slot_nanos)).unwrap_or(u32::MAX);
+        let slot = &mut self.ring[(slot_index % SLOTS as u32) as usize];
         if slot.index < slot_index {
             *slot = Slot {
                 index: slot_index,
-                counts: Counts::default(),
+                ..Slot::default()
             };
         }
         if slot.index == slot_index {
-            slot.counts.add(o);
+            slot.add(o);
         }
         let interval = index(since, self.shape.interval_nanos);
         if interval > self.open.0 {
@@ -288,10 +301,11 @@ impl ConsumerState {
         let oldest = current.saturating_sub(SLOTS as u64 - 1);
         let mut sum = Counts::default();
         for slot in self.ring.iter() {
-            if slot.index >= oldest && slot.index <= current {
-                sum.requests += slot.counts.requests;
-                sum.tokens += slot.counts.tokens;
-                sum.micro_usd += slot.counts.micro_usd;
+            let at = u64::from(slot.index);
+            if at >= oldest && at <= current {
+                sum.requests += u64::from(slot.requests);
+                sum.tokens += slot.tokens;
+                sum.micro_usd += slot.micro_usd;
             }
         }
         let secs = config.short_window.as_secs_f64().max(1e-9);
