@@ -84,6 +84,19 @@ fn proc_request(headers: &[(&str, &str)]) -> ProcessingRequest {
     }
 }
 
+/// The request headers of an OpenAI chat POST whose body follows.
+fn chat_post(bearer: &str) -> ProcessingRequest {
+    let mut req = proc_request(&[
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        ("authorization", bearer),
+    ]);
+    if let Some(In::RequestHeaders(h)) = &mut req.request {
+        h.end_of_stream = false;
+    }
+    req
+}
+
 #[test]
 fn ext_proc_allow_overwrites_the_credential_in_raw_value_and_clears_the_route() {
     let f = common::fixture();
@@ -258,15 +271,7 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
     let f = common::fixture();
     let mut session = proc_session(&f);
     let bearer = format!("Bearer {}", f.keys.openai);
-    let mut req = proc_request(&[
-        (":method", "POST"),
-        (":path", "/v1/chat/completions"),
-        ("authorization", &bearer),
-    ]);
-    if let Some(In::RequestHeaders(h)) = &mut req.request {
-        h.end_of_stream = false;
-    }
-    let out = respond(&mut session, req);
+    let out = respond(&mut session, chat_post(&bearer));
     let mode = out
         .mode_override
         .expect("a POST to an LLM endpoint asks for its body");
@@ -332,15 +337,7 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
         ..Default::default()
     };
     let mut session = proc_session(&f);
-    let mut req = proc_request(&[
-        (":method", "POST"),
-        (":path", "/v1/chat/completions"),
-        ("authorization", &bearer),
-    ]);
-    if let Some(In::RequestHeaders(h)) = &mut req.request {
-        h.end_of_stream = false;
-    }
-    respond(&mut session, req);
+    respond(&mut session, chat_post(&bearer));
     let out = respond(&mut session, error);
     let Some(Out::ResponseHeaders(kept)) = &out.response else {
         panic!("headers response expected")
@@ -370,15 +367,7 @@ fn ext_proc_buffers_small_json_and_keeps_its_content_length() {
     let f = common::fixture();
     let mut session = proc_session(&f);
     let bearer = format!("Bearer {}", f.keys.openai);
-    let mut req = proc_request(&[
-        (":method", "POST"),
-        (":path", "/v1/chat/completions"),
-        ("authorization", &bearer),
-    ]);
-    if let Some(In::RequestHeaders(h)) = &mut req.request {
-        h.end_of_stream = false;
-    }
-    respond(&mut session, req);
+    respond(&mut session, chat_post(&bearer));
     let json = |length: &str| ProcessingRequest {
         request: Some(In::ResponseHeaders(HttpHeaders {
             headers: Some(raw(&[
@@ -406,15 +395,7 @@ fn ext_proc_buffers_small_json_and_keeps_its_content_length() {
     );
 
     let mut session = proc_session(&f);
-    let mut req = proc_request(&[
-        (":method", "POST"),
-        (":path", "/v1/chat/completions"),
-        ("authorization", &bearer),
-    ]);
-    if let Some(In::RequestHeaders(h)) = &mut req.request {
-        h.end_of_stream = false;
-    }
-    respond(&mut session, req);
+    respond(&mut session, chat_post(&bearer));
     let out = respond(&mut session, json("2000000"));
     assert_eq!(
         out.mode_override, None,

@@ -20,11 +20,7 @@ PRICING = [{"provider": "openai", "model": "emb-test", "input_per_mtok_usd": 1.0
 def stack(cargo_build, tmp_path_factory) -> Iterator[Stack]:
     s = start_stack(tmp_path_factory.mktemp("usage-large"), "ext_proc", {"usage": {"pricing": PRICING}})
     yield s
-    logs = s.logs()
-    s.stop()
-    for text in logs.values():
-        for secret in s.secrets():
-            assert secret not in text
+    s.stop()  # also scans keygate's and Envoy's logs for every key (harness.leaks)
 
 
 def metrics_after(s: Stack) -> str:
