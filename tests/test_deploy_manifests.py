@@ -37,6 +37,19 @@ def test_istio_ext_proc_matches_the_shipped_envoy_filter() -> None:
         assert got[field] == want[field], field
 
 
+def test_istio_gateway_hcm_matches_the_shipped_path_hygiene() -> None:
+    """The Istio patch gives the gateway's connection manager the shipped configs' path
+    normalization and the JSON body for Envoy's own rejection of an escaped slash."""
+    shipped = yaml.safe_load((REPO_ROOT / "envoy" / "ext_proc.yaml").read_text())
+    want = shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    [patch] = [p for p in docs(DEPLOY / "istio" / "keygate-ext-proc.yaml")[0]["spec"]["configPatches"]
+               if p["applyTo"] == "NETWORK_FILTER"]
+    assert patch["patch"]["operation"] == "MERGE"
+    got = patch["patch"]["value"]["typed_config"]
+    for field in ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "local_reply_config"):
+        assert got[field] == want[field], field
+
+
 def test_istio_ext_authz_fails_closed() -> None:
     text = (DEPLOY / "istio" / "keygate-ext-authz.yaml").read_text()
     assert "failOpen: false" in text
