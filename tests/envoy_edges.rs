@@ -84,6 +84,17 @@ fn proc_request(headers: &[(&str, &str)]) -> ProcessingRequest {
     }
 }
 
+/// The upstream response headers Envoy sends in the response-headers phase.
+fn upstream_headers(headers: &[(&str, &str)]) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(In::ResponseHeaders(HttpHeaders {
+            headers: Some(raw(headers)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// The request headers of an OpenAI chat POST whose body follows.
 fn chat_post(bearer: &str) -> ProcessingRequest {
     let mut req = proc_request(&[
@@ -310,32 +321,17 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
         new_body.len().to_string().into_bytes()
     );
 
-    let sse = ProcessingRequest {
-        request: Some(In::ResponseHeaders(HttpHeaders {
-            headers: Some(raw(&[
-                (":status", "200"),
-                ("content-type", "text/event-stream; charset=utf-8"),
-            ])),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let sse = upstream_headers(&[
+        (":status", "200"),
+        ("content-type", "text/event-stream; charset=utf-8"),
+    ]);
     let out = respond(&mut session, sse);
     assert_eq!(
         out.mode_override, None,
         "a body keygate reads stays STREAMED, as the request headers set it"
     );
 
-    let error = ProcessingRequest {
-        request: Some(In::ResponseHeaders(HttpHeaders {
-            headers: Some(raw(&[
-                (":status", "500"),
-                ("content-type", "application/json"),
-            ])),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let error = upstream_headers(&[(":status", "500"), ("content-type", "application/json")]);
     let mut session = proc_session(&f);
     respond(&mut session, chat_post(&bearer));
     let out = respond(&mut session, error);
@@ -368,16 +364,12 @@ fn ext_proc_buffers_small_json_and_keeps_its_content_length() {
     let mut session = proc_session(&f);
     let bearer = format!("Bearer {}", f.keys.openai);
     respond(&mut session, chat_post(&bearer));
-    let json = |length: &str| ProcessingRequest {
-        request: Some(In::ResponseHeaders(HttpHeaders {
-            headers: Some(raw(&[
-                (":status", "200"),
-                ("content-type", "application/json"),
-                ("content-length", length),
-            ])),
-            ..Default::default()
-        })),
-        ..Default::default()
+    let json = |length: &str| {
+        upstream_headers(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", length),
+        ])
     };
     let out = respond(&mut session, json("120"));
     let mode = out
@@ -418,16 +410,7 @@ fn ext_proc_skips_bodies_of_errors_and_get_requests() {
         ]),
     );
     assert!(out.mode_override.is_none(), "a GET has no body to ask for");
-    let error = ProcessingRequest {
-        request: Some(In::ResponseHeaders(HttpHeaders {
-            headers: Some(raw(&[
-                (":status", "503"),
-                ("content-type", "application/json"),
-            ])),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let error = upstream_headers(&[(":status", "503"), ("content-type", "application/json")]);
     let mode = respond(&mut session, error)
         .mode_override
         .expect("error bodies are skipped");

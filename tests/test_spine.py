@@ -74,6 +74,19 @@ def _typo(key: str) -> str:
     return _presented(key[:-1] + ("A" if key[-1] != "A" else "B"))
 
 
+def _bad_key(s: Stack, which: str, provider: str) -> str:
+    """A key that keygate must refuse, for `provider`'s consumer: a provider-style secret, a
+    typo of the real key, a key nobody holds, or the key of an expired, suspended or revoked
+    consumer."""
+    if which == "malformed":
+        return _presented("sk-ant-api03-this-is-a-provider-key" if provider == "anthropic" else "sk-proj-this-is-a-provider-key")
+    if which == "typo":
+        return _typo(s.keys[provider].key)
+    if which == "unknown":
+        return mint_key("nobody").key
+    return s.keys[which].key
+
+
 def test_openai_sdk_call_is_swapped_to_the_provider_key(fresh: Stack) -> None:
     key = fresh.keys["openai"].key
     reply = oai(fresh, key).chat.completions.create(
@@ -185,16 +198,8 @@ def test_anthropic_sdk_streaming(fresh: Stack) -> None:
     ],
 )
 def test_openai_sdk_sees_keygate_denials(fresh: Stack, which: str, error: type, needle: str) -> None:
-    keys = {
-        "malformed": lambda: _presented("sk-proj-this-is-a-provider-key"),
-        "typo": lambda: _typo(fresh.keys["openai"].key),
-        "unknown": lambda: mint_key("nobody").key,
-        "expired": lambda: fresh.keys["expired"].key,
-        "suspended": lambda: fresh.keys["suspended"].key,
-        "revoked": lambda: fresh.keys["revoked"].key,
-    }
     with pytest.raises(error) as caught:
-        oai(fresh, keys[which]()).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        oai(fresh, _bad_key(fresh, which, "openai")).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     assert needle in str(caught.value)
     assert caught.value.body["message"].startswith("keygate:")
     assert mock_requests(fresh.mock_port) == []
@@ -214,16 +219,8 @@ def test_openai_sdk_sees_keygate_denials(fresh: Stack, which: str, error: type, 
 def test_anthropic_sdk_sees_keygate_denials(fresh: Stack, which: str, error: type, kind: str, needle: str) -> None:
     """Every bad key on /v1/messages is an Anthropic-shaped error the anthropic SDK raises as
     the right class, carrying keygate's message; nothing is forwarded."""
-    keys = {
-        "malformed": lambda: _presented("sk-ant-api03-this-is-a-provider-key"),
-        "typo": lambda: _typo(fresh.keys["anthropic"].key),
-        "unknown": lambda: mint_key("nobody").key,
-        "expired": lambda: fresh.keys["expired"].key,
-        "suspended": lambda: fresh.keys["suspended"].key,
-        "revoked": lambda: fresh.keys["revoked"].key,
-    }
     with pytest.raises(error) as caught:
-        ant(fresh, keys[which]()).messages.create(
+        ant(fresh, _bad_key(fresh, which, "anthropic")).messages.create(
             model="claude-test-model", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
         )
     body = caught.value.body

@@ -11,8 +11,6 @@ import gzip
 import http.client
 import json
 import math
-import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -29,6 +27,7 @@ from harness.paths import REPO_ROOT, keygate_bin
 from harness.ports import HOST, free_port
 from harness.procs import Proc
 from harness.stack import Stack, start_stack
+from harness.upstream_recorder import UpstreamRecorder
 
 # Integer micro-dollars per token make every expected cost exact.
 PRICING = [
@@ -76,6 +75,10 @@ class Meter:
     def tokens(self, kind: str) -> float:
         return self.delta("keygate_tokens_total", kind=kind)
 
+    def token_counts(self) -> tuple[float, float, float, float]:
+        """(input, output, cached, reasoning) tokens counted since this meter started."""
+        return tuple(self.tokens(kind) for kind in ("input", "output", "cached", "reasoning"))  # type: ignore[return-value]
+
 
 def settle(s: Stack) -> str:
     """Metrics once the last exchange has been charged (the ext_proc stream closes just after
@@ -91,78 +94,6 @@ def openai_cost_usd(prompt: int, cached: int, completion: int) -> float:
 
 
 # ---------------------------------------------------------------- what the provider sent
-
-
-class UpstreamRecorder:
-    """A TCP proxy between Envoy and the mock provider that keeps every byte the provider sends
-    back, so a test can compare what the client got with what the provider sent."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self._server = socket.create_server((HOST, 0))
-        self.port = self._server.getsockname()[1]
-        self._lock = threading.Lock()
-        self._received: list[bytearray] = []  # per upstream connection, in accept order
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection((HOST, self.target_port), timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            record = bytearray()
-            with self._lock:
-                self._received.append(record)
-                self._sockets += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, record), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, record: bytearray | None) -> None:
-        try:
-            while chunk := src.recv(65536):
-                if record is not None:
-                    with self._lock:
-                        record += chunk
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def mark(self) -> list[int]:
-        """Where every connection's record ends now."""
-        with self._lock:
-            return [len(r) for r in self._received]
-
-    def since(self, mark: list[int]) -> bytes:
-        """The bytes the provider sent after `mark`; they must all be on one connection (one
-        response: tests send one request at a time)."""
-        with self._lock:
-            new = [bytes(r[mark[i]:] if i < len(mark) else r) for i, r in enumerate(self._received)]
-        new = [b for b in new if b]
-        assert len(new) == 1, f"expected one upstream response, got {len(new)}"
-        return new[0]
-
-    def close(self) -> None:
-        self._server.close()
-        with self._lock:
-            for s in self._sockets:
-                try:
-                    s.close()
-                except OSError:
-                    pass
 
 
 @dataclass
@@ -282,10 +213,8 @@ def test_openai_streams_are_accounted_exactly(stack: Stack, client_asked: bool) 
     assert usage is not None, "the stream ends with a usage chunk (keygate adds include_usage when missing)"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
     assert (usage.prompt_tokens_details.cached_tokens, usage.completion_tokens_details.reasoning_tokens) == (1, 2)
-    assert m.tokens("input") == usage.prompt_tokens
-    assert m.tokens("output") == usage.completion_tokens == 7
-    assert m.tokens("cached") == 1
-    assert m.tokens("reasoning") == 2
+    assert usage.completion_tokens == 7
+    assert m.token_counts() == (usage.prompt_tokens, 7, 1, 2)
     assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
         openai_cost_usd(usage.prompt_tokens, 1, usage.completion_tokens), abs=1e-9)
     assert m.delta("keygate_usage_estimated_total") == 0
@@ -306,10 +235,8 @@ def test_openai_responses_api_stream_reasoning_and_spend(stack: Stack) -> None:
     assert len(completed) == 1
     u = completed[0].response.usage
     assert (u.input_tokens_details.cached_tokens, u.output_tokens_details.reasoning_tokens) == (2, 4)
-    assert m.tokens("input") == u.input_tokens
-    assert m.tokens("output") == u.output_tokens == 6
-    assert m.tokens("cached") == 2
-    assert m.tokens("reasoning") == 4
+    assert u.output_tokens == 6
+    assert m.token_counts() == (u.input_tokens, 6, 2, 4)
     assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
         openai_cost_usd(u.input_tokens, 2, u.output_tokens), abs=1e-9)
     assert m.delta("keygate_usage_estimated_total") == 0

@@ -5,10 +5,29 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Callable
 
 from .ports import HOST, free_port
 
 GARBAGE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\nconnection: close\r\n\r\n{not json"
+
+
+def pipe(src: socket.socket, dst: socket.socket, on_chunk: Callable[[bytes], None] | None = None) -> None:
+    """Copy `src` to `dst` until either side closes (calling `on_chunk` with each chunk), then
+    shut both down. Run it on a thread per direction."""
+    try:
+        while chunk := src.recv(65536):
+            if on_chunk is not None:
+                on_chunk(chunk)
+            dst.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class FaultProxy:
@@ -58,21 +77,7 @@ class FaultProxy:
             return
         self._live += [client, upstream]
         for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
     def set_mode(self, mode: str) -> None:
         """Switch mode and cut every forwarded connection, so the next request reconnects."""
