@@ -12,12 +12,13 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use keygate::accounting::{Accounting, Ledger};
 use keygate::auth::{Consumer, KeyHash, Registry};
 use keygate::config::{ConsumersConfig, LimitsConfig};
-use keygate::limits::Limiter;
+use keygate::limits::{Cost, Limiter};
 use keygate::usage::{PriceTable, RequestEstimate};
 
 #[path = "sizes.rs"]
@@ -52,6 +53,7 @@ fn now<F: Future>(future: F) -> F::Output {
 struct Fixture {
     consumers: usize,
     limiter: Arc<Limiter>,
+    accounting: Arc<Accounting>,
     sample: Vec<Arc<Consumer>>,
 }
 
@@ -71,8 +73,9 @@ fn fixture(n: usize) -> Fixture {
         .collect();
     config.consumers = ConsumersConfig::Inline(consumers);
     let registry = Registry::from_config(&config);
-    let accounting = Arc::new(Accounting::new(PriceTable::defaults(), Ledger::in_memory()));
-    let limiter = Arc::new(Limiter::new(accounting));
+    let ledger = Arc::new(Ledger::in_memory());
+    let accounting = Arc::new(Accounting::new(PriceTable::defaults(), ledger.clone()));
+    let limiter = Arc::new(Limiter::new(ledger));
     limiter.configure(&LimitsConfig::default(), None);
     for c in registry.consumers() {
         now(limiter.admit_request(c, Some(98))).expect("never denied");
@@ -94,6 +97,7 @@ fn fixture(n: usize) -> Fixture {
     Fixture {
         consumers: n,
         limiter,
+        accounting,
         sample,
     }
 }
@@ -125,8 +129,16 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 i = i.wrapping_add(1);
                 let consumer = &f.sample[i & mask];
-                let reservation =
-                    now(f.limiter.admit_body(consumer, 98, &estimate)).expect("never denied");
+                let worst = consumer.limits.worst_case(&estimate);
+                let cost = Cost {
+                    tokens: worst.total_tokens(),
+                    micro_usd: f
+                        .accounting
+                        .price(consumer.provider.kind, &worst)
+                        .unwrap_or(0),
+                };
+                let reservation = now(f.limiter.reserve(consumer, 98, cost, SystemTime::now()))
+                    .expect("never denied");
                 f.limiter.settle(consumer, &reservation, 12, 3);
                 black_box(reservation.tokens)
             })

@@ -1,38 +1,37 @@
-//! Containment: the glue between what keygate observes and what it does about it. Allowed
-//! requests and charged responses feed the detectors (a counter update on the request path);
-//! a background loop evaluates them every second and acts: suspend (through the same
-//! overrides as the admin API, persisted and broadcast), throttle (tighter limits for a
-//! while), or alert; every detection is notified, audited and kept for `ListDetections`.
+//! Containment: what keygate does about what the detectors see. Allowed requests and charged
+//! responses feed the detectors (a counter update on the request path); a background loop
+//! evaluates them every second and acts: suspend (through the override service, so it is
+//! persisted, broadcast and audited like an operator's), throttle (tighter limits for a
+//! while), or alert. Every detection is notified, audited and kept for `ListDetections`.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::accounting::Accounting;
-use crate::admin::broadcast::{now_ms, Broadcaster};
-use crate::admin::pb;
-use crate::admin::state::{Action as AdminAction, OverrideStore};
+use tokio::sync::watch;
+
+use crate::accounting::ledger::Ledger;
 use crate::audit::{AuditEntry, AuditEvent, AuditLog};
-use crate::auth::Consumer;
+use crate::auth::registry::Consumer;
 use crate::detect::{Action, BudgetStatus, Detection, Detectors, Observation};
 use crate::gate::Gate;
 use crate::limits::Limiter;
-use crate::notify::{Notification, Notifier};
+use crate::notify::{Notification, Notifications};
+use crate::overrides::{Action as OverrideAction, Actor, OverrideService};
 
 /// Detections kept for `ListDetections`.
 const RECENT: usize = 256;
 
 pub struct Containment {
-    pub detectors: Detectors,
-    pub notifier: Option<Notifier>,
-    pub audit: Arc<AuditLog>,
-    pub store: Arc<OverrideStore>,
-    pub broadcaster: Option<Broadcaster>,
-    pub limiter: Arc<Limiter>,
-    pub accounting: Arc<Accounting>,
-    pub gate: Arc<Gate>,
-    recent: Mutex<VecDeque<pb::Detection>>,
+    detectors: Arc<Detectors>,
+    overrides: Arc<OverrideService>,
+    limiter: Arc<Limiter>,
+    ledger: Arc<Ledger>,
+    gate: Arc<Gate>,
+    audit: Arc<AuditLog>,
+    notifications: Arc<Notifications>,
+    recent: Mutex<VecDeque<Detection>>,
 }
 
 impl std::fmt::Debug for Containment {
@@ -44,29 +43,35 @@ impl std::fmt::Debug for Containment {
 impl Containment {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        detectors: Detectors,
-        notifier: Option<Notifier>,
-        audit: Arc<AuditLog>,
-        store: Arc<OverrideStore>,
-        broadcaster: Option<Broadcaster>,
+        detectors: Arc<Detectors>,
+        overrides: Arc<OverrideService>,
         limiter: Arc<Limiter>,
-        accounting: Arc<Accounting>,
+        ledger: Arc<Ledger>,
         gate: Arc<Gate>,
+        audit: Arc<AuditLog>,
+        notifications: Arc<Notifications>,
     ) -> Self {
         Containment {
             detectors,
-            notifier,
-            audit,
-            store,
-            broadcaster,
+            overrides,
             limiter,
-            accounting,
+            ledger,
             gate,
+            audit,
+            notifications,
             recent: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// After an allow (request path): one observation; a canary key is contained at once
+    pub fn detectors(&self) -> &Arc<Detectors> {
+        &self.detectors
+    }
+
+    pub fn overrides(&self) -> &Arc<OverrideService> {
+        &self.overrides
+    }
+
+    /// After an admission (request path): one observation; a canary key is contained at once
     /// and the request refused (`false`).
     pub async fn on_allowed(&self, consumer: &Consumer, source: Option<IpAddr>) -> bool {
         if consumer.canary {
@@ -94,18 +99,20 @@ impl Containment {
         );
     }
 
-    /// Evaluates every second, forever.
-    pub async fn run(self: Arc<Self>) {
+    /// Evaluates every second until `stop`.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
             let registry = self.gate.registry();
-            let ledger = &self.accounting.ledger;
             let budgets = |name: &str| {
                 let c = registry.consumer(name)?;
                 Some(BudgetStatus {
-                    month_to_date_micro_usd: ledger.month_to_date(name, SystemTime::now()),
+                    month_to_date_micro_usd: self.ledger.month_to_date(name, SystemTime::now()),
                     budget_micro_usd: c.limits.budget_micro_usd?,
                 })
             };
@@ -127,22 +134,12 @@ impl Containment {
         match d.action {
             Action::Alert => {}
             Action::Suspend => {
-                let action = AdminAction::Suspend {
+                let action = OverrideAction::Suspend {
                     consumer: d.consumer.to_string(),
                 };
-                match self.store.apply(&action, true) {
-                    Ok(_) => {
-                        if let Some(b) = &self.broadcaster {
-                            b.publish(&action, now_ms()).await;
-                        }
-                        self.audit.record(
-                            AuditEntry::new(AuditEvent::ConsumerSuspended, "detector")
-                                .consumer(&d.consumer)
-                                .detector(d.detector)
-                                .reason(d.detector.as_str()),
-                        );
-                    }
-                    Err(e) => tracing::error!(error = %e, "could not suspend after a detection"),
+                let actor = Actor::Detector(d.detector);
+                if let Err(e) = self.overrides.apply(action, &actor, "").await {
+                    tracing::error!(error = %e, "could not suspend after a detection");
                 }
             }
             Action::Throttle { factor, period } => {
@@ -156,30 +153,16 @@ impl Containment {
             }
         }
         self.audit.record(AuditEntry::from_detection(&d));
-        if let Some(n) = &self.notifier {
-            n.send(Notification::from_detection(&d));
-        }
-        let record = pb::Detection {
-            at_unix: d
-                .at
-                .duration_since(UNIX_EPOCH)
-                .map(|t| t.as_secs() as i64)
-                .unwrap_or(0),
-            consumer: d.consumer.to_string(),
-            detector: d.detector.as_str().into(),
-            severity: d.severity.as_str().into(),
-            action: d.action.as_str().into(),
-            evidence_json: serde_json::to_string(&d.evidence).unwrap_or_default(),
-        };
+        self.notifications.send(Notification::from_detection(&d));
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == RECENT {
             recent.pop_front();
         }
-        recent.push_back(record);
+        recent.push_back(d);
     }
 
     /// The newest detections first.
-    pub fn recent(&self, limit: usize) -> Vec<pb::Detection> {
+    pub fn recent(&self, limit: usize) -> Vec<Detection> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().rev().take(limit).cloned().collect()
     }

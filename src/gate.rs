@@ -1,53 +1,52 @@
-//! The gate: the protocol-independent decision core. ext_proc, ext_authz and unit tests all
-//! call [`Gate::decide`] with a [`RequestView`] and act on the [`Decision`].
+//! The gate: who is calling and whether they may call this route, and the rewrite that sends
+//! the request upstream with the provider's credential. Pure decisions over the current
+//! registry, overrides and credential cache; no metrics, no limits (the pipeline applies
+//! those between [`Gate::authenticate`] and [`Gate::credential`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
 use crate::auth::extract::{presented_key, Presented, CREDENTIAL_HEADERS};
-use crate::auth::{key, Consumer, Lookup, Overrides, Registry};
+use crate::auth::key;
+use crate::auth::overrides::Overrides;
+use crate::auth::registry::{Consumer, Lookup, Registry};
 use crate::config::ConsumerStatus;
 use crate::decision::{Allow, Decision, HeaderMutation, HeaderValue};
 use crate::denial::{Denial, DenyReason};
 use crate::providers::ErrorShape;
 use crate::request::RequestView;
-use crate::secrets::CredentialCache;
-use crate::{path, scope, telemetry};
+use crate::secrets::cache::CredentialCache;
+use crate::{path, scope};
 
 /// Headers keygate sets for the upstream; any inbound `x-keygate-*` is removed first.
 pub const CONSUMER_HEADER: &str = "x-keygate-consumer";
 pub const PROVIDER_HEADER: &str = "x-keygate-provider";
 const KEYGATE_PREFIX: &str = "x-keygate-";
 
-/// Holds the current registry snapshot and the credential cache.
+/// A refusal by the gate, with the consumer when the key identified one.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub reason: DenyReason,
+    pub consumer: Option<Arc<Consumer>>,
+}
+
+/// Holds the current registry snapshot, the operator overrides and the credential cache.
 #[derive(Debug)]
 pub struct Gate {
     registry: ArcSwap<Registry>,
-    overrides: ArcSwap<Overrides>,
+    overrides: Arc<ArcSwap<Overrides>>,
     credentials: Arc<CredentialCache>,
-    trust_forwarded_for: AtomicBool,
 }
 
 impl Gate {
     pub fn new(registry: Registry, credentials: Arc<CredentialCache>) -> Self {
         Gate {
             registry: ArcSwap::from_pointee(registry),
-            overrides: ArcSwap::from_pointee(Overrides::default()),
+            overrides: Arc::new(ArcSwap::from_pointee(Overrides::default())),
             credentials,
-            trust_forwarded_for: AtomicBool::new(false),
         }
-    }
-
-    /// Whether the edges take the client address from `x-forwarded-for`.
-    pub fn trust_forwarded_for(&self) -> bool {
-        self.trust_forwarded_for.load(Ordering::Relaxed)
-    }
-
-    pub fn set_trust_forwarded_for(&self, trust: bool) {
-        self.trust_forwarded_for.store(trust, Ordering::Relaxed);
     }
 
     /// Replaces the registry atomically; in-flight decisions finish on the old snapshot.
@@ -58,6 +57,11 @@ impl Gate {
     /// Replaces the operator overrides (suspensions, revocations) atomically.
     pub fn set_overrides(&self, overrides: Overrides) {
         self.overrides.store(Arc::new(overrides));
+    }
+
+    /// The cell the override store publishes into (shared, so the store needs no gate).
+    pub fn overrides_cell(&self) -> Arc<ArcSwap<Overrides>> {
+        self.overrides.clone()
     }
 
     /// The current overrides (for listings).
@@ -73,77 +77,91 @@ impl Gate {
         &self.credentials
     }
 
-    /// Decides one request and records its metrics.
-    pub fn decide(&self, req: &RequestView<'_>) -> Decision {
-        let started = Instant::now();
-        let registry = self.registry.load();
-        let (decision, consumer) = self.evaluate(&registry, req, SystemTime::now());
-        telemetry::record_decision(consumer.as_deref(), decision.outcome(), started.elapsed());
-        decision
+    /// Authenticates the key the request presents and checks the route against the
+    /// consumer's scope and status.
+    pub fn authenticate(&self, req: &RequestView<'_>) -> Result<Arc<Consumer>, Refused> {
+        self.authenticate_at(req, SystemTime::now())
     }
 
-    fn evaluate(
+    fn authenticate_at(
         &self,
-        registry: &Registry,
         req: &RequestView<'_>,
         now: SystemTime,
-    ) -> (Decision, Option<Arc<Consumer>>) {
-        let shape = request_shape(req);
-        let deny = |reason, shape| Decision::Deny(Denial::new(reason, shape));
-        let overrides = self.overrides.load();
-
-        let normalized = match path::normalize(req.path) {
-            Ok(p) => p,
-            Err(e) => return (deny(DenyReason::BadPath(e), shape), None),
+    ) -> Result<Arc<Consumer>, Refused> {
+        let refuse = |reason, consumer: Option<&Arc<Consumer>>| Refused {
+            reason,
+            consumer: consumer.cloned(),
         };
+        let normalized =
+            path::normalize(req.path).map_err(|e| refuse(DenyReason::BadPath(e), None))?;
         let text = match presented_key(req) {
             Presented::One(text) => text,
-            Presented::None => return (deny(DenyReason::MissingKey, shape), None),
-            Presented::Ambiguous => return (deny(DenyReason::ConflictingKeys, shape), None),
-            Presented::Unreadable => return (deny(DenyReason::UnreadableCredential, shape), None),
+            Presented::None => return Err(refuse(DenyReason::MissingKey, None)),
+            Presented::Ambiguous => return Err(refuse(DenyReason::ConflictingKeys, None)),
+            Presented::Unreadable => return Err(refuse(DenyReason::UnreadableCredential, None)),
         };
-        let parsed = match key::parse(text) {
-            Ok(k) => k,
-            Err(e) => return (deny(DenyReason::MalformedKey(e), shape), None),
-        };
+        let parsed = key::parse(text).map_err(|e| refuse(DenyReason::MalformedKey(e), None))?;
+        let registry = self.registry.load();
+        let overrides = self.overrides.load();
         let consumer = match registry.lookup(&parsed, now) {
             Lookup::Found(c, hash) => {
-                if overrides.key_revoked(&hash.id_bytes()) {
-                    return (deny(DenyReason::KeyRevoked, shape), Some(c.clone()));
+                if overrides.key_revoked(&hash.key_id()) {
+                    return Err(refuse(DenyReason::KeyRevoked, Some(c)));
                 }
                 c.clone()
             }
-            Lookup::Unknown => return (deny(DenyReason::UnknownKey, shape), None),
-            Lookup::Expired(c) => return (deny(DenyReason::ExpiredKey, shape), Some(c.clone())),
+            Lookup::Unknown => return Err(refuse(DenyReason::UnknownKey, None)),
+            Lookup::Expired(c) => return Err(refuse(DenyReason::ExpiredKey, Some(c))),
         };
-        let refuse = |reason| (deny(reason, shape), Some(consumer.clone()));
         let status = match consumer.status {
             ConsumerStatus::Revoked => ConsumerStatus::Revoked,
             configured => overrides.status(&consumer.name).unwrap_or(configured),
         };
         match status {
             ConsumerStatus::Active => {}
-            ConsumerStatus::Suspended => return refuse(DenyReason::Suspended),
-            ConsumerStatus::Revoked => return refuse(DenyReason::Revoked),
+            ConsumerStatus::Suspended => {
+                return Err(refuse(DenyReason::Suspended, Some(&consumer)))
+            }
+            ConsumerStatus::Revoked => return Err(refuse(DenyReason::Revoked, Some(&consumer))),
         }
         if let Err(denial) = scope::check(&consumer.routes, req.method, &normalized) {
-            return refuse(DenyReason::OutOfScope {
+            let reason = DenyReason::OutOfScope {
                 method: req.method.chars().take(16).collect(),
                 path: normalized.chars().take(200).collect(),
                 sensitive: denial == scope::ScopeDenial::SensitiveNotNamed,
-            });
+            };
+            return Err(refuse(reason, Some(&consumer)));
         }
-        let Some(credential) = self.credentials.get(&consumer.credential) else {
-            return refuse(DenyReason::CredentialUnavailable);
+        Ok(consumer)
+    }
+
+    /// The rewrite for the upstream: every credential header and inbound `x-keygate-*`
+    /// stripped, the provider's credential and keygate's identity headers set.
+    pub fn credential(
+        &self,
+        consumer: &Consumer,
+        req: &RequestView<'_>,
+    ) -> Result<HeaderMutation, DenyReason> {
+        let credential = self
+            .credentials
+            .get(&consumer.credential)
+            .ok_or(DenyReason::CredentialUnavailable)?;
+        Ok(rewrite(req, consumer, credential.api_key.clone()))
+    }
+
+    /// Authenticate, scope and credential in one call, without limits or metrics (tests and
+    /// the decision benchmark).
+    pub fn decide(&self, req: &RequestView<'_>) -> Decision {
+        let shape = request_shape(req);
+        let deny = |reason| Decision::Deny(Denial::new(reason, shape));
+        let consumer = match self.authenticate(req) {
+            Ok(c) => c,
+            Err(refused) => return deny(refused.reason),
         };
-        let mutation = rewrite(req, &consumer, credential.api_key.clone());
-        (
-            Decision::Allow(Allow {
-                consumer: consumer.clone(),
-                mutation,
-            }),
-            Some(consumer),
-        )
+        match self.credential(&consumer, req) {
+            Ok(mutation) => Decision::Allow(Allow { consumer, mutation }),
+            Err(reason) => deny(reason),
+        }
     }
 }
 

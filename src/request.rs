@@ -1,6 +1,6 @@
 //! The protocol-independent view of a request that the gate decides on.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// One request header as received. Names are lowercase (HTTP/2 and Envoy guarantee it).
 #[derive(Debug, Clone, Copy)]
@@ -16,16 +16,50 @@ pub struct RequestView<'a> {
     /// `:path` as sent, query included; the gate normalizes it.
     pub path: &'a str,
     pub headers: Vec<Header<'a>>,
-    /// The peer address Envoy reports (or `x-forwarded-for` when trusted).
-    pub source: Option<IpAddr>,
+    /// The downstream peer address Envoy reports. The client address the pipeline uses is
+    /// this, or `x-forwarded-for` when configured to trust it.
+    pub peer: Option<IpAddr>,
 }
 
 impl<'a> RequestView<'a> {
+    /// The declared body size (`content-length`), when readable.
+    pub fn content_length(&self) -> Option<u64> {
+        std::str::from_utf8(self.header("content-length")?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The first value of a header, if present.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.headers
             .iter()
             .find(|h| h.name == name)
             .map(|h| h.value)
+    }
+}
+
+/// Parses an address as Envoy and proxies write it (`ip:port` or a bare IP).
+pub fn parse_address(text: &str) -> Option<IpAddr> {
+    text.parse::<SocketAddr>()
+        .map(|s| s.ip())
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_peer_addresses() {
+        assert_eq!(
+            parse_address("127.0.0.2:5000"),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        assert_eq!(parse_address("[::1]:80"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_address("10.0.0.1"), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(parse_address("garbage"), None);
     }
 }

@@ -8,8 +8,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::auth::Consumer;
-
 pub const REQUESTS_TOTAL: &str = "keygate_requests_total";
 pub const DECISION_SECONDS: &str = "keygate_decision_seconds";
 pub const CONFIG_RELOAD_TOTAL: &str = "keygate_config_reload_total";
@@ -37,6 +35,14 @@ pub const BUDGET_THRESHOLD_TOTAL: &str = "keygate_budget_threshold_total";
 pub const LIMITS_FALLBACK_TOTAL: &str = "keygate_limits_fallback_total";
 pub const REVOCATION_PROPAGATION_SECONDS: &str = "keygate_revocation_propagation_seconds";
 pub const ADMIN_CALLS_TOTAL: &str = "keygate_admin_calls_total";
+/// Detections returned by the detectors (after their cooldown), by consumer, detector and
+/// the action taken.
+pub const DETECTIONS_TOTAL: &str = "keygate_detections_total";
+/// Notification deliveries by sink and result: `sent`, `retried` (an attempt failed and will
+/// be retried), `failed` (gave up) or `dropped` (queue full, or left at shutdown).
+pub const NOTIFICATIONS_TOTAL: &str = "keygate_notifications_total";
+/// Audit lines that could not be written to the audit file.
+pub const AUDIT_ERRORS_TOTAL: &str = "keygate_audit_errors_total";
 
 /// The label value used for requests whose key matched no consumer.
 pub const UNKNOWN: &str = "unknown";
@@ -178,38 +184,29 @@ fn describe() {
     );
     describe_counter!(ADMIN_CALLS_TOTAL, "Admin API calls by method and result.");
     describe_counter!(
-        crate::detect::DETECTIONS_TOTAL,
+        DETECTIONS_TOTAL,
         "Detections by consumer, detector and the action taken."
     );
     describe_counter!(
-        crate::notify::NOTIFICATIONS_TOTAL,
+        NOTIFICATIONS_TOTAL,
         "Notification deliveries by sink and result (sent, retried, failed)."
     );
     describe_counter!(
-        crate::audit::AUDIT_ERRORS_TOTAL,
+        AUDIT_ERRORS_TOTAL,
         "Audit lines that could not be written to the audit file."
     );
 }
 
-/// Counts one decision and observes its latency.
-/// Observes the gate's decision time and counts its denials; an allow is counted by the edge
-/// with [`record_outcome`] once the limits have admitted the request too.
-pub fn record_decision(consumer: Option<&Consumer>, outcome: &'static str, elapsed: Duration) {
-    histogram!(DECISION_SECONDS).record(elapsed.as_secs_f64());
-    if outcome != "allowed" {
-        record_outcome(consumer, outcome);
-    }
+/// Counts a request's final outcome (`allowed`, or the denial's label) once, with names from
+/// the registry (`unknown` when no consumer matched).
+pub fn record_outcome(consumer: &str, provider: &str, outcome: &'static str) {
+    counter!(REQUESTS_TOTAL, "consumer" => consumer.to_string(), "provider" => provider.to_string(), "outcome" => outcome)
+        .increment(1);
 }
 
-/// Counts a request's final outcome: `allowed`, or refused by the limits (size, rate, tokens,
-/// budget) or the failed-authentication guard.
-pub fn record_outcome(consumer: Option<&Consumer>, outcome: &'static str) {
-    let (name, provider) = match consumer {
-        Some(c) => (c.name.to_string(), c.provider.name.to_string()),
-        None => (UNKNOWN.to_string(), UNKNOWN.to_string()),
-    };
-    counter!(REQUESTS_TOTAL, "consumer" => name, "provider" => provider, "outcome" => outcome)
-        .increment(1);
+/// Observes the time one admission took.
+pub fn record_decision_time(elapsed: Duration) {
+    histogram!(DECISION_SECONDS).record(elapsed.as_secs_f64());
 }
 
 pub fn record_reload(ok: bool) {
@@ -218,15 +215,6 @@ pub fn record_reload(ok: bool) {
 
 pub fn record_registry_size(consumers: usize) {
     gauge!(REGISTRY_CONSUMERS).set(consumers as f64);
-}
-
-/// Publishes `keygate_budget_usd` for every consumer with a monthly budget.
-pub fn record_budgets(registry: &crate::auth::Registry) {
-    for c in registry.consumers() {
-        if let Some(budget) = c.limits.budget_micro_usd {
-            gauge!(BUDGET_USD, "consumer" => c.name.to_string()).set(budget as f64 / 1e6);
-        }
-    }
 }
 
 pub fn record_secret_refresh(credential: &str, ok: bool) {

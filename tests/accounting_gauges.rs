@@ -23,7 +23,10 @@ fn gauge(text: &str, name: &str, consumer: &str) -> Option<f64> {
 fn source_addresses_fall_to_zero_when_the_window_empties() {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let accounting = Accounting::new(PriceTable::defaults(), Ledger::in_memory());
+    let accounting = Accounting::new(
+        PriceTable::defaults(),
+        std::sync::Arc::new(Ledger::in_memory()),
+    );
     let consumer = "team-a".into();
     let window = Duration::from_millis(200);
     metrics::with_local_recorder(&recorder, || {
@@ -55,7 +58,10 @@ fn month_to_date_is_published_from_the_ledger_and_starts_over_each_month() {
     }
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let accounting = Accounting::new(PriceTable::defaults(), Ledger::open(&path).unwrap());
+    let accounting = Accounting::new(
+        PriceTable::defaults(),
+        std::sync::Arc::new(Ledger::open(&path).unwrap()),
+    );
     let name = "keygate_spend_month_to_date_usd";
     metrics::with_local_recorder(&recorder, || accounting.publish_month_to_date(nov));
     let text = handle.render();

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use keygate::accounting::{Accounting, Ledger};
+use keygate::auth::Consumer;
 use keygate::denial::DenyReason;
-use keygate::limits::Limiter;
+use keygate::limits::{Cost, Limiter};
 use keygate::usage::{PriceTable, RequestEstimate, Usage};
 
 fn at(text: &str) -> SystemTime {
@@ -53,8 +54,28 @@ fn limiter(ledger: Ledger) -> (Arc<Accounting>, Arc<Limiter>) {
     let prices = PriceTable::defaults()
         .with_overrides(&[serde_yaml::from_str("{provider: openai, model: gpt-test, input_per_mtok_usd: 1.0, output_per_mtok_usd: 1.0}").unwrap()])
         .unwrap();
-    let accounting = Arc::new(Accounting::new(prices, ledger));
-    (accounting.clone(), Arc::new(Limiter::new(accounting)))
+    let ledger = Arc::new(ledger);
+    let accounting = Arc::new(Accounting::new(prices, ledger.clone()));
+    (accounting, Arc::new(Limiter::new(ledger)))
+}
+
+/// The body phase's reservation, priced as the pipeline prices it.
+async fn admit_body_at(
+    limiter: &Limiter,
+    c: &Consumer,
+    body_len: u64,
+    estimate: &RequestEstimate,
+    at: SystemTime,
+) -> Result<keygate::limits::Reservation, DenyReason> {
+    let prices = PriceTable::defaults()
+        .with_overrides(&[serde_yaml::from_str("{provider: openai, model: gpt-test, input_per_mtok_usd: 1.0, output_per_mtok_usd: 1.0}").unwrap()])
+        .unwrap();
+    let worst = c.limits.worst_case(estimate);
+    let cost = Cost {
+        tokens: worst.total_tokens(),
+        micro_usd: prices.cost_for(c.provider.kind, &worst).unwrap_or(0),
+    };
+    limiter.reserve(c, body_len, cost, at).await
 }
 
 fn estimate() -> RequestEstimate {
@@ -74,8 +95,7 @@ async fn budget_blocks_its_month_survives_a_restart_and_resets_next_month() {
     let nov = at("2026-11-29T10:00:00Z");
     {
         let (accounting, limiter) = limiter(Ledger::open(&path).unwrap());
-        let reservation = limiter
-            .admit_body_at(&c, 100, &estimate(), nov)
+        let reservation = admit_body_at(&limiter, &c, 100, &estimate(), nov)
             .await
             .expect("fits the budget");
         assert_eq!(reservation.micro_usd, 20);
@@ -88,8 +108,7 @@ async fn budget_blocks_its_month_survives_a_restart_and_resets_next_month() {
         let charge = accounting.charge(&c, &used, false, nov);
         limiter.settle(&c, &reservation, used.total_tokens(), charge.micro_usd);
         assert_eq!(charge.month_to_date_micro_usd, 90);
-        let denied = limiter
-            .admit_body_at(&c, 100, &estimate(), nov)
+        let denied = admit_body_at(&limiter, &c, 100, &estimate(), nov)
             .await
             .unwrap_err();
         assert_eq!(
@@ -101,16 +120,14 @@ async fn budget_blocks_its_month_survives_a_restart_and_resets_next_month() {
     }
     let (_, limiter) = limiter(Ledger::open(&path).unwrap());
     assert!(
-        limiter
-            .admit_body_at(&c, 100, &estimate(), nov)
+        admit_body_at(&limiter, &c, 100, &estimate(), nov)
             .await
             .is_err(),
         "still denied after a restart"
     );
     let dec = at("2026-12-01T00:00:01Z");
     assert!(
-        limiter
-            .admit_body_at(&c, 100, &estimate(), dec)
+        admit_body_at(&limiter, &c, 100, &estimate(), dec)
             .await
             .is_ok(),
         "a new month has a new budget"
@@ -124,7 +141,7 @@ async fn concurrent_reservations_cannot_overshoot() {
     let (_, limiter) = limiter(Ledger::in_memory());
     let now = at("2026-11-29T10:00:00Z");
     let mut held = Vec::new();
-    while let Ok(r) = limiter.admit_body_at(&c, 100, &estimate(), now).await {
+    while let Ok(r) = admit_body_at(&limiter, &c, 100, &estimate(), now).await {
         held.push(r);
     }
     assert_eq!(
@@ -134,8 +151,7 @@ async fn concurrent_reservations_cannot_overshoot() {
     );
     limiter.settle(&c, &held.pop().unwrap(), 0, 0);
     assert!(
-        limiter
-            .admit_body_at(&c, 100, &estimate(), now)
+        admit_body_at(&limiter, &c, 100, &estimate(), now)
             .await
             .is_ok(),
         "a released reservation frees room"

@@ -18,20 +18,20 @@ use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response
 use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use keygate::envoy::{ext_authz, ext_proc};
+use keygate::pipeline::Pipeline;
 
-fn accounting() -> std::sync::Arc<keygate::accounting::Accounting> {
-    std::sync::Arc::new(keygate::accounting::Accounting::new(
+fn pipeline(f: &common::Fixture) -> Pipeline {
+    let ledger = std::sync::Arc::new(keygate::accounting::Ledger::in_memory());
+    let accounting = std::sync::Arc::new(keygate::accounting::Accounting::new(
         keygate::usage::PriceTable::defaults(),
-        keygate::accounting::Ledger::in_memory(),
-    ))
-}
-
-fn limiter() -> std::sync::Arc<keygate::limits::Limiter> {
-    std::sync::Arc::new(keygate::limits::Limiter::new(accounting()))
+        ledger.clone(),
+    ));
+    let limiter = std::sync::Arc::new(keygate::limits::Limiter::new(ledger));
+    Pipeline::new(f.gate.clone(), limiter, accounting, None)
 }
 
 fn proc_session(f: &common::Fixture) -> ext_proc::Session {
-    ext_proc::ProcService::new(f.gate.clone(), accounting(), limiter(), None).session()
+    ext_proc::ProcService::new(pipeline(f)).session()
 }
 
 fn respond(
@@ -223,7 +223,7 @@ fn ext_authz_allow_sets_text_values_and_removes_client_credentials() {
             ("x-keygate-team", "x"),
         ],
     );
-    let resp = block(ext_authz::check(&f.gate, &limiter(), None, &req));
+    let resp = block(ext_authz::check(&pipeline(&f), &req));
     assert_eq!(resp.status.unwrap().code, 0);
     let Some(HttpResponse::OkResponse(ok)) = resp.http_response else {
         panic!("not ok")
@@ -247,9 +247,7 @@ fn ext_authz_deny_carries_status_and_body() {
     let f = common::fixture();
     let bearer = format!("Bearer {}", f.keys.suspended);
     let resp = block(ext_authz::check(
-        &f.gate,
-        &limiter(),
-        None,
+        &pipeline(&f),
         &check_request("GET", "/v1/models", &[("authorization", &bearer)]),
     ));
     assert_eq!(resp.status.unwrap().code, 7);
@@ -264,12 +262,7 @@ fn ext_authz_deny_carries_status_and_body() {
 #[test]
 fn ext_authz_without_http_attributes_is_denied() {
     let f = common::fixture();
-    let resp = block(ext_authz::check(
-        &f.gate,
-        &limiter(),
-        None,
-        &CheckRequest::default(),
-    ));
+    let resp = block(ext_authz::check(&pipeline(&f), &CheckRequest::default()));
     assert_ne!(resp.status.unwrap().code, 0);
 }
 

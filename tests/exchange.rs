@@ -5,8 +5,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use keygate::accounting::{Accounting, Ledger};
-use keygate::exchange::{BodyPlan, Exchange, ExchangeSettings, MAX_ENVOY_BUFFERED};
+use keygate::auth::{key, KeyEnv, KeyHash};
+use keygate::gate::Gate;
 use keygate::limits::Limiter;
+use keygate::pipeline::{
+    Admission, BodyPlan, Exchange, Phases, Pipeline, MAX_ENVOY_BUFFERED, MAX_PARSED_BODY,
+};
+use keygate::request::{Header, RequestView};
+use keygate::secrets::CredentialCache;
 use keygate::usage::PriceTable;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -18,7 +24,7 @@ consumers:
   - name: team-a
     environment: production
     provider: openai
-    keys: [{hash: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}]
+    keys: [{hash: "HASH"}]
     scope: {routes: ["POST /v1/**"]}
 "#;
 
@@ -26,48 +32,77 @@ const PRICE: &str =
     "{provider: openai, model: gpt-test, input_per_mtok_usd: 1.0, output_per_mtok_usd: 2.0}";
 
 struct Setup {
-    consumer: Arc<keygate::auth::Consumer>,
+    key: String,
     accounting: Arc<Accounting>,
-    limiter: Arc<Limiter>,
+    pipeline: Pipeline,
     _dir: tempfile::TempDir,
 }
 
 fn setup() -> Setup {
+    let key = key::reveal(&key::generate(KeyEnv::Live).unwrap()).to_string();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("secrets.yaml"),
         "openai/production: {api_key: sk-x}\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("keygate.yaml"), CONFIG).unwrap();
-    let config = keygate::config::load(&dir.path().join("keygate.yaml")).unwrap();
-    let consumer = keygate::auth::Registry::from_config(&config).consumers()[0].clone();
+    let config = CONFIG.replace("HASH", &KeyHash::of(&key).to_string());
+    std::fs::write(dir.path().join("keygate.yaml"), config).unwrap();
+    let cache = CredentialCache::new();
+    let registry = block(keygate::reload::prepare(
+        &dir.path().join("keygate.yaml"),
+        &cache,
+        false,
+    ))
+    .unwrap()
+    .registry;
+    let gate = Arc::new(Gate::new(registry, Arc::new(cache)));
     let prices = PriceTable::defaults()
         .with_overrides(&[serde_yaml::from_str(PRICE).unwrap()])
         .unwrap();
-    let accounting = Arc::new(Accounting::new(prices, Ledger::in_memory()));
-    let limiter = Arc::new(Limiter::new(accounting.clone()));
+    let ledger = Arc::new(Ledger::in_memory());
+    let accounting = Arc::new(Accounting::new(prices, ledger.clone()));
+    let limiter = Arc::new(Limiter::new(ledger));
+    let pipeline = Pipeline::new(gate, limiter, accounting.clone(), None);
     Setup {
-        consumer,
+        key,
         accounting,
-        limiter,
+        pipeline,
         _dir: dir,
     }
 }
 
+fn block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 impl Setup {
+    /// An exchange admitted by the pipeline, its request body read.
     fn exchange(&self, path: &str, request: &str) -> Exchange {
-        let mut exchange = Exchange::new(
-            self.accounting.clone(),
-            self.limiter.clone(),
-            None,
-            ExchangeSettings {
-                include_usage: true,
-            },
-        );
-        let wants_body = exchange.allowed(self.consumer.clone(), "POST", path, None, None);
-        assert!(wants_body, "an LLM POST's body is read");
-        exchange.request_body(request.as_bytes());
+        let bearer = format!("Bearer {}", self.key);
+        let view = RequestView {
+            method: "POST",
+            path,
+            headers: vec![Header {
+                name: "authorization",
+                value: bearer.as_bytes(),
+            }],
+            peer: None,
+        };
+        let admitted = match block(
+            self.pipeline
+                .admit(&view, Phases::Full { body_follows: true }),
+        ) {
+            Admission::Allowed(a) => a,
+            Admission::Denied(d) => panic!("denied: {d:?}"),
+        };
+        assert!(admitted.read_body, "an LLM POST's body is read");
+        let mut exchange = admitted.exchange.expect("ext_proc has an exchange");
+        block(exchange.request_body(request.as_bytes())).expect("reserved");
         exchange
     }
 
@@ -191,7 +226,7 @@ fn a_body_too_large_to_read_is_charged_an_estimate() {
     let plan = exchange.response_headers(200, Some("application/json"), None, None);
     assert_eq!(plan, BodyPlan::Streamed);
     let chunk = vec![b' '; 1 << 20];
-    for _ in 0..=(keygate::exchange::MAX_PARSED_BODY >> 20) {
+    for _ in 0..=(MAX_PARSED_BODY >> 20) {
         exchange.response_body(&chunk, false);
     }
     exchange.response_body(&chat_response(true).into_bytes(), true);

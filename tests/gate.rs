@@ -22,7 +22,7 @@ fn decide(
                 value: v.as_bytes(),
             })
             .collect(),
-        source: None,
+        peer: None,
     };
     gate.decide(&view)
 }

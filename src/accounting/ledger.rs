@@ -39,6 +39,11 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// The ledger key of a team's shared budget (consumer names cannot contain `:`).
+pub fn team_key(team: &str) -> String {
+    format!("team:{team}")
+}
+
 /// The calendar month (UTC) of a time, as `YYYY-MM`.
 pub fn month_of(time: SystemTime) -> String {
     let text = humantime::format_rfc3339_seconds(time).to_string();
@@ -102,7 +107,12 @@ impl Ledger {
 
     /// A consumer's spend in the month of `at`.
     pub fn month_to_date(&self, consumer: &str, at: SystemTime) -> u64 {
-        let key = Ledger::key(&month_of(at), consumer);
+        self.month_total(consumer, &month_of(at))
+    }
+
+    /// A consumer's (or a team key's) spend in `month` (`YYYY-MM`).
+    pub fn month_total(&self, consumer: &str, month: &str) -> u64 {
+        let key = Ledger::key(month, consumer);
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.totals.get(&key).copied().unwrap_or(0)
     }

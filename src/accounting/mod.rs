@@ -7,19 +7,18 @@ pub mod sources;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use metrics::{counter, gauge};
 
-use crate::auth::Consumer;
+use crate::auth::registry::Consumer;
 use crate::providers::ProviderKind;
 use crate::telemetry;
 use crate::usage::{PriceTable, Usage};
 
-pub use ledger::Ledger;
+pub use ledger::{team_key, Ledger};
 pub use sources::SourceTracker;
 
 /// At most this many distinct `model` label values; the rest are reported as `other`.
@@ -30,12 +29,11 @@ type SpendKey = (Arc<str>, Arc<str>, Arc<str>);
 
 pub struct Accounting {
     prices: ArcSwap<PriceTable>,
-    pub ledger: Ledger,
+    pub ledger: Arc<Ledger>,
     pub sources: SourceTracker,
     /// (consumer, provider, model) → micro-dollars since start, rendered as a float counter.
     spend: Mutex<HashMap<SpendKey, u64>>,
     models: Mutex<HashSet<Arc<str>>>,
-    include_usage: AtomicBool,
     /// Consumers whose per-consumer gauges were last published non-zero, so a consumer that
     /// drops out (no recent address, no spend this month) is set back to 0, not left stale.
     published: Mutex<Published>,
@@ -64,33 +62,14 @@ pub struct Charge {
 }
 
 impl Accounting {
-    pub fn new(prices: PriceTable, ledger: Ledger) -> Self {
+    pub fn new(prices: PriceTable, ledger: Arc<Ledger>) -> Self {
         Accounting {
             prices: ArcSwap::from_pointee(prices),
             ledger,
             sources: SourceTracker::default(),
             spend: Mutex::new(HashMap::new()),
             models: Mutex::new(HashSet::new()),
-            include_usage: AtomicBool::new(true),
             published: Mutex::new(Published::default()),
-        }
-    }
-
-    /// Applies a (re)loaded config's usage settings.
-    pub fn configure(
-        &self,
-        config: &crate::config::UsageConfig,
-    ) -> Result<(), crate::usage::PricingError> {
-        self.set_prices(PriceTable::defaults().with_overrides(&config.pricing)?);
-        self.include_usage
-            .store(config.include_usage, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Settings for a new exchange.
-    pub fn exchange_settings(&self) -> crate::exchange::ExchangeSettings {
-        crate::exchange::ExchangeSettings {
-            include_usage: self.include_usage.load(Ordering::Relaxed),
         }
     }
 
@@ -101,12 +80,7 @@ impl Accounting {
     /// The cost of `usage` in micro-dollars, if the model has a price. Azure OpenAI falls back
     /// to OpenAI's list prices.
     pub fn price(&self, kind: ProviderKind, usage: &Usage) -> Option<u64> {
-        let prices = self.prices.load();
-        prices.cost_micro_usd(kind.as_str(), usage).or_else(|| {
-            (kind == ProviderKind::AzureOpenai)
-                .then(|| prices.cost_micro_usd("openai", usage))
-                .flatten()
-        })
+        self.prices.load().cost_for(kind, usage)
     }
 
     /// Records a finished, successful response: tokens, spend, ledger, gauges.
@@ -154,8 +128,7 @@ impl Accounting {
         }
         let month_to_date = self.ledger.add(&consumer.name, micro_usd, now);
         if let Some((team, _)) = &consumer.limits.team_budget {
-            self.ledger
-                .add(&crate::limits::limiter::team_key(team), micro_usd, now);
+            self.ledger.add(&team_key(team), micro_usd, now);
         }
         gauge!(telemetry::SPEND_MONTH_TO_DATE, "consumer" => consumer.name.to_string())
             .set(micro_to_usd(month_to_date));

@@ -1,35 +1,19 @@
-//! Starting the containment machinery and the admin gRPC API for `keygate serve`.
+//! Starting the admin gRPC API for `keygate serve`: its token, its TLS, its listener.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
-use super::broadcast::Broadcaster;
 use super::grpc::AdminService;
 use super::pb::admin_server::AdminServer;
-use super::state::OverrideStore;
-use crate::accounting::Accounting;
-use crate::audit::AuditLog;
+use crate::app::App;
 use crate::config::Config;
-use crate::containment::Containment;
-use crate::detect::Detectors;
-use crate::gate::Gate;
-use crate::limits::Limiter;
-use crate::notify::Notifier;
 
-/// Why containment could not start.
+/// Why the admin API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    #[error("admin.audit_log: {0}")]
-    Audit(String),
-    #[error(transparent)]
-    State(#[from] super::state::StateError),
-    #[error("notify: {0}")]
-    Notify(String),
-    #[error("limits.redis.url (admin broadcast): {0}")]
-    Broadcast(String),
     #[error("admin.tls.{field}: {reason}")]
     Tls { field: &'static str, reason: String },
     #[error("cannot listen on {addr} (admin API): {source}")]
@@ -37,56 +21,6 @@ pub enum BootstrapError {
         addr: String,
         source: std::io::Error,
     },
-}
-
-/// Builds detectors, notifier, audit log, overrides and the broadcast channel, and spawns
-/// their background tasks.
-pub fn start_containment(
-    config: &Config,
-    gate: &Arc<Gate>,
-    accounting: &Arc<Accounting>,
-    limiter: &Arc<Limiter>,
-) -> Result<Arc<Containment>, BootstrapError> {
-    let audit_path = (!config.admin.audit_log.as_os_str().is_empty())
-        .then_some(config.admin.audit_log.as_path());
-    let audit = AuditLog::open(audit_path)
-        .map_err(|e| BootstrapError::Audit(e.to_string()))?
-        .shared();
-    let store = Arc::new(OverrideStore::open(
-        config.admin.state_file.clone(),
-        gate.clone(),
-    )?);
-    let notifier = if config.notify.webhooks.is_empty() {
-        None
-    } else {
-        let n = Notifier::new(config.notify.clone())
-            .map_err(|e| BootstrapError::Notify(e.to_string()))?;
-        let runner = n.clone();
-        tokio::spawn(async move { runner.run().await });
-        Some(n)
-    };
-    let broadcaster = match &config.limits.redis {
-        Some(redis) => {
-            let origin = format!("{}-{}", std::process::id(), config.listeners.grpc);
-            let b = Broadcaster::new(&redis.url, &redis.key_prefix, origin)
-                .map_err(|e| BootstrapError::Broadcast(e.to_string()))?;
-            tokio::spawn(b.clone().run(store.clone()));
-            Some(b)
-        }
-        None => None,
-    };
-    let containment = Arc::new(Containment::new(
-        Detectors::new(config.detect.clone()),
-        notifier,
-        audit,
-        store,
-        broadcaster,
-        limiter.clone(),
-        accounting.clone(),
-        gate.clone(),
-    ));
-    tokio::spawn(containment.clone().run());
-    Ok(containment)
 }
 
 /// The admin token, from its file or environment variable; None disables the admin API.
@@ -158,24 +92,10 @@ pub async fn serve_admin(
     Ok(())
 }
 
-/// The service, with what it needs from the running server.
-pub fn admin_service(
-    gate: &Arc<Gate>,
-    accounting: &Arc<Accounting>,
-    containment: &Arc<Containment>,
-    refresh: &Arc<Notify>,
-    token: SecretString,
-) -> AdminService {
+/// The service, with what it needs from the running keygate.
+pub fn admin_service(app: &Arc<App>, token: SecretString) -> AdminService {
     AdminService {
-        gate: gate.clone(),
-        accounting: accounting.clone(),
-        containment: containment.clone(),
-        refresh: refresh.clone(),
+        app: app.clone(),
         token,
     }
-}
-
-/// True when a path names a file (an empty path means "not configured").
-pub fn configured(path: &Path) -> bool {
-    !path.as_os_str().is_empty()
 }

@@ -1,34 +1,26 @@
 //! The admin gRPC service. Every call needs `authorization: Bearer <admin token>` (compared in
 //! constant time), is counted, and is written to the audit log; a bad or missing token is
-//! UNAUTHENTICATED and audited too.
+//! UNAUTHENTICATED and audited too. Actions go through the override service.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use metrics::{counter, histogram};
+use metrics::counter;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use super::broadcast::now_ms;
 use super::pb;
 use super::pb::admin_server::Admin;
-use super::state::Action;
-use crate::accounting::Accounting;
+use crate::app::App;
 use crate::audit::{AuditEntry, AuditEvent, AuditResult};
-use crate::config::ConsumerStatus;
-use crate::containment::Containment;
-use crate::gate::Gate;
-use crate::notify::{KeyId, Notification};
+use crate::auth::KeyId;
+use crate::detect::Detection;
+use crate::overrides::{Action, Actor, OverrideError};
 use crate::telemetry;
 
 pub struct AdminService {
-    pub gate: Arc<Gate>,
-    pub accounting: Arc<Accounting>,
-    pub containment: Arc<Containment>,
-    /// Wakes the reloader (credential refresh).
-    pub refresh: Arc<Notify>,
+    pub app: Arc<App>,
     pub token: SecretString,
 }
 
@@ -60,7 +52,7 @@ impl AdminService {
         }
         counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => method, "result" => "unauthenticated")
             .increment(1);
-        self.containment.audit.record(
+        self.app.audit.record(
             AuditEntry::new(AuditEvent::AdminCall, &actor)
                 .request(method, "grpc")
                 .result(AuditResult::Denied)
@@ -71,112 +63,44 @@ impl AdminService {
         ))
     }
 
-    async fn act(
+    async fn act<T>(
         &self,
         method: &'static str,
-        actor: String,
-        action: Action,
-        reason: String,
+        request: Request<T>,
+        action: impl FnOnce(&T) -> Result<Action, Status>,
+        reason: impl FnOnce(T) -> String,
     ) -> Result<Response<pb::ActionReply>, Status> {
-        let started = Instant::now();
-        let at_ms = now_ms();
-        let changed = self
-            .containment
-            .store
-            .apply(&action, true)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        histogram!(telemetry::REVOCATION_PROPAGATION_SECONDS, "path" => "local")
-            .record(started.elapsed().as_secs_f64());
-        if let Some(b) = &self.containment.broadcaster {
-            b.publish(&action, at_ms).await;
-        }
-        if let Action::Resume { consumer } = &action {
-            self.containment.detectors.forget(consumer);
-        }
-        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => method, "result" => "ok").increment(1);
-        let (event, consumer, key_id) = match &action {
-            Action::Suspend { consumer } => {
-                (AuditEvent::ConsumerSuspended, Some(consumer.as_str()), None)
-            }
-            Action::Resume { consumer } => {
-                (AuditEvent::ConsumerResumed, Some(consumer.as_str()), None)
-            }
-            Action::RevokeConsumer { consumer } => {
-                (AuditEvent::ConsumerRevoked, Some(consumer.as_str()), None)
-            }
-            Action::RevokeKey { key_id } => {
-                (AuditEvent::KeyRevoked, None, key_id.parse::<KeyId>().ok())
-            }
+        let actor = self.authorize(method, &request)?;
+        let body = request.into_inner();
+        let action = action(&body)?;
+        let actor = Actor::Operator {
+            name: actor,
+            method,
         };
-        let mut entry = AuditEntry::new(event, &actor)
-            .reason(&reason)
-            .request(method, "grpc")
-            .result(AuditResult::Ok);
-        if let Some(c) = consumer {
-            entry = entry.consumer(c);
-        }
-        if let Some(k) = key_id.clone() {
-            entry = entry.key_id(k);
-        }
-        self.containment.audit.record(entry);
-        if let Some(n) = &self.containment.notifier {
-            n.send(Notification::admin(
-                event,
-                consumer.map(Arc::from),
-                key_id,
-                &actor,
-                Some(&reason),
-            ));
-        }
-        tracing::info!(
-            action = action.name(),
-            target = action.target(),
-            actor,
-            changed,
-            "admin action applied"
-        );
+        let applied = self
+            .app
+            .overrides
+            .apply(action, &actor, &reason(body))
+            .await
+            .map_err(|e| match e {
+                OverrideError::UnknownConsumer(_) => Status::not_found(e.to_string()),
+                OverrideError::Final(_) => Status::failed_precondition(e.to_string()),
+                OverrideError::State(_) => Status::invalid_argument(e.to_string()),
+            })?;
+        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => method, "result" => "ok").increment(1);
         Ok(Response::new(pb::ActionReply {
-            changed,
-            message: format!(
-                "{} {}: {}",
-                action.name(),
-                action.target(),
-                if changed { "applied" } else { "already so" }
-            ),
+            changed: applied.changed,
+            message: applied.message,
         }))
     }
 
     fn audit_call(&self, method: &'static str, actor: &str) {
-        self.containment.audit.record(
+        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => method, "result" => "ok").increment(1);
+        self.app.audit.record(
             AuditEntry::new(AuditEvent::AdminCall, actor)
                 .request(method, "grpc")
                 .result(AuditResult::Ok),
         );
-    }
-
-    fn known_consumer(&self, name: &str) -> Result<(), Status> {
-        if self.gate.registry().consumer(name).is_some() {
-            Ok(())
-        } else {
-            Err(Status::not_found(format!("no consumer named {name:?}")))
-        }
-    }
-
-    /// Revocation is final: a revoked consumer (in the store or by an override) is never
-    /// resumed; the team gets a new consumer instead.
-    fn not_revoked(&self, name: &str) -> Result<(), Status> {
-        let configured = self
-            .gate
-            .registry()
-            .consumer(name)
-            .is_some_and(|c| c.status == ConsumerStatus::Revoked);
-        let overridden = self.gate.overrides().status(name) == Some(ConsumerStatus::Revoked);
-        if configured || overridden {
-            return Err(Status::failed_precondition(format!(
-                "consumer {name:?} is revoked; revocation is final (create a new consumer)"
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -186,16 +110,15 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ConsumerRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
-        let actor = self.authorize("SuspendConsumer", &request)?;
-        let r = request.into_inner();
-        self.known_consumer(&r.consumer)?;
         self.act(
             "SuspendConsumer",
-            actor,
-            Action::Suspend {
-                consumer: r.consumer,
+            request,
+            |r| {
+                Ok(Action::Suspend {
+                    consumer: r.consumer.clone(),
+                })
             },
-            r.reason,
+            |r| r.reason,
         )
         .await
     }
@@ -204,17 +127,15 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ConsumerRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
-        let actor = self.authorize("ResumeConsumer", &request)?;
-        let r = request.into_inner();
-        self.known_consumer(&r.consumer)?;
-        self.not_revoked(&r.consumer)?;
         self.act(
             "ResumeConsumer",
-            actor,
-            Action::Resume {
-                consumer: r.consumer,
+            request,
+            |r| {
+                Ok(Action::Resume {
+                    consumer: r.consumer.clone(),
+                })
             },
-            r.reason,
+            |r| r.reason,
         )
         .await
     }
@@ -223,16 +144,15 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ConsumerRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
-        let actor = self.authorize("RevokeConsumer", &request)?;
-        let r = request.into_inner();
-        self.known_consumer(&r.consumer)?;
         self.act(
             "RevokeConsumer",
-            actor,
-            Action::RevokeConsumer {
-                consumer: r.consumer,
+            request,
+            |r| {
+                Ok(Action::RevokeConsumer {
+                    consumer: r.consumer.clone(),
+                })
             },
-            r.reason,
+            |r| r.reason,
         )
         .await
     }
@@ -241,13 +161,17 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::KeyRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
-        let actor = self.authorize("RevokeKey", &request)?;
-        let r = request.into_inner();
         self.act(
             "RevokeKey",
-            actor,
-            Action::RevokeKey { key_id: r.key_id },
-            r.reason,
+            request,
+            |r| {
+                let key_id: KeyId = r
+                    .key_id
+                    .parse()
+                    .map_err(|e| Status::invalid_argument(format!("{:?}: {e}", r.key_id)))?;
+                Ok(Action::RevokeKey { key_id })
+            },
+            |r| r.reason,
         )
         .await
     }
@@ -257,8 +181,9 @@ impl Admin for AdminService {
         request: Request<pb::ListConsumersRequest>,
     ) -> Result<Response<pb::ListConsumersReply>, Status> {
         let actor = self.authorize("ListConsumers", &request)?;
-        let registry = self.gate.registry();
-        let overrides = self.gate.overrides();
+        let registry = self.app.gate.registry();
+        let overrides = self.app.gate.overrides();
+        let accounting = &self.app.accounting;
         let now = SystemTime::now();
         let consumers = registry
             .consumers()
@@ -273,18 +198,15 @@ impl Admin for AdminService {
                     .unwrap_or(c.status)
                     .as_str()
                     .to_string(),
-                last_seen_unix: self
-                    .accounting
+                last_seen_unix: accounting
                     .sources
                     .last_seen(&c.name)
                     .map(|ago| unix(now) - ago.as_secs() as i64)
                     .unwrap_or(0),
-                month_to_date_usd: self.accounting.ledger.month_to_date(&c.name, now) as f64 / 1e6,
-                key_ids: c.key_ids(),
+                month_to_date_usd: accounting.ledger.month_to_date(&c.name, now) as f64 / 1e6,
+                key_ids: c.key_ids().iter().map(ToString::to_string).collect(),
             })
             .collect();
-        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => "ListConsumers", "result" => "ok")
-            .increment(1);
         self.audit_call("ListConsumers", &actor);
         Ok(Response::new(pb::ListConsumersReply { consumers }))
     }
@@ -294,9 +216,7 @@ impl Admin for AdminService {
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
         let actor = self.authorize("RefreshCredentials", &request)?;
-        self.refresh.notify_one();
-        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => "RefreshCredentials", "result" => "ok")
-            .increment(1);
+        self.app.refresh.notify_one();
         self.audit_call("RefreshCredentials", &actor);
         Ok(Response::new(pb::ActionReply {
             changed: true,
@@ -310,11 +230,26 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListDetectionsReply>, Status> {
         let actor = self.authorize("ListDetections", &request)?;
         let limit = request.get_ref().limit.clamp(1, 1000) as usize;
-        let detections = self.containment.recent(limit);
-        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => "ListDetections", "result" => "ok")
-            .increment(1);
+        let detections = self
+            .app
+            .containment
+            .recent(limit)
+            .iter()
+            .map(to_pb)
+            .collect();
         self.audit_call("ListDetections", &actor);
         Ok(Response::new(pb::ListDetectionsReply { detections }))
+    }
+}
+
+fn to_pb(d: &Detection) -> pb::Detection {
+    pb::Detection {
+        at_unix: unix(d.at),
+        consumer: d.consumer.to_string(),
+        detector: d.detector.as_str().into(),
+        severity: d.severity.as_str().into(),
+        action: d.action.as_str().into(),
+        evidence_json: serde_json::to_string(&d.evidence).unwrap_or_default(),
     }
 }
 

@@ -1,11 +1,9 @@
-//! Operating keygate: the admin HTTP listener (health, readiness, metrics), and the admin gRPC
-//! API with its durable overrides and their fan-out to every replica.
+//! Operating keygate: the admin HTTP listener (health, readiness, metrics) and the admin gRPC
+//! API (suspend, resume, revoke, list, refresh), which acts through the override service.
 
 pub mod bootstrap;
-pub mod broadcast;
 pub mod grpc;
 mod http;
-pub mod state;
 
 /// Generated from `proto/keygate/admin/v1/admin.proto`.
 #[allow(clippy::all, missing_docs)]

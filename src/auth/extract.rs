@@ -68,7 +68,7 @@ mod tests {
                     value: v.as_bytes(),
                 })
                 .collect(),
-            source: None,
+            peer: None,
         }
     }
 

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::KeyId;
+
 const HASH_PREFIX: &str = "sha256:";
 
 /// The SHA-256 digest of a consumer key, as stored in config and the registry.
@@ -19,15 +21,10 @@ impl KeyHash {
     }
 
     /// A short, non-secret identifier for logs, audit lines and `revoke key`.
-    pub fn key_id(&self) -> String {
-        format!("kid_{}", hex::encode(self.id_bytes()))
-    }
-
-    /// The bytes behind [`KeyHash::key_id`].
-    pub fn id_bytes(&self) -> [u8; 6] {
+    pub fn key_id(&self) -> KeyId {
         let mut id = [0u8; 6];
         id.copy_from_slice(&self.0[..6]);
-        id
+        KeyId::from_digest_prefix(id)
     }
 }
 
@@ -123,7 +120,7 @@ mod tests {
     #[test]
     fn debug_and_key_id_do_not_reveal_the_full_digest() {
         let h = KeyHash::of("kg_live_x");
-        assert_eq!(h.key_id().len(), 4 + 12);
+        assert_eq!(h.key_id().to_string().len(), 4 + 12);
         assert!(!format!("{h:?}").contains(&hex::encode(h.0)));
     }
 }

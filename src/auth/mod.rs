@@ -3,10 +3,12 @@
 pub mod extract;
 pub mod hash;
 pub mod key;
+pub mod key_id;
 pub mod overrides;
 pub mod registry;
 
 pub use hash::KeyHash;
 pub use key::{KeyEnv, KeyFormatError, ParsedKey};
+pub use key_id::{KeyId, KeyIdError};
 pub use overrides::{OverrideState, Overrides};
 pub use registry::{Consumer, Lookup, Provider, Registry};

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{KeyEnv, KeyHash, ParsedKey};
+use super::{KeyEnv, KeyHash, KeyId, ParsedKey};
 use crate::config::{Config, ConsumerConfig, ConsumerStatus, ProviderConfig, TeamConfig};
 use crate::limits::Policy;
 use crate::providers::ProviderKind;
@@ -34,18 +34,15 @@ pub struct Consumer {
     pub status: ConsumerStatus,
     pub routes: Arc<[RoutePattern]>,
     pub limits: Arc<Policy>,
-    /// The consumer's key ids (`kid_…`), as the first 6 bytes of each key hash.
-    key_ids: Box<[[u8; 6]]>,
+    /// The consumer's key ids (`kid_…`).
+    key_ids: Box<[KeyId]>,
     pub canary: bool,
 }
 
 impl Consumer {
     /// Ids of the consumer's keys (never the hashes' full text), for listings.
-    pub fn key_ids(&self) -> Vec<String> {
-        self.key_ids
-            .iter()
-            .map(|id| format!("kid_{}", hex::encode(id)))
-            .collect()
+    pub fn key_ids(&self) -> &[KeyId] {
+        &self.key_ids
     }
 }
 
@@ -184,7 +181,7 @@ impl Registry {
                 status: c.status,
                 routes: shared.routes(&c.scope.routes),
                 limits: shared.policy(limits),
-                key_ids: c.keys.iter().map(|k| k.hash.id_bytes()).collect(),
+                key_ids: c.keys.iter().map(|k| k.hash.key_id()).collect(),
                 canary: c.canary,
             }));
             for key in &c.keys {

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod check;
+pub mod key_record;
 pub mod keys;
 mod vault_store;

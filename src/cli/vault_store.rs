@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use super::keys::{CreateArgs, KeyRecord};
+use super::key_record::{CreateArgs, KeyRecord};
 use crate::auth::KeyHash;
 use crate::config::{self, Config, ConsumerStatus, ConsumersConfig};
 use crate::consumer_store::parse_entry;
@@ -245,7 +245,7 @@ fn remove_key(entry: &mut Value, key_id: &str) -> bool {
 
 fn key_id_of(key: &Value) -> Option<String> {
     let hash: KeyHash = key.get("hash")?.as_str()?.parse().ok()?;
-    Some(hash.key_id())
+    Some(hash.key_id().to_string())
 }
 
 /// The consumer entry holding the key with this id (a scan of the store: admin-time only).
@@ -287,9 +287,9 @@ mod tests {
     fn revoking_a_key_removes_only_that_key() {
         let (a, b) = (KeyHash::of("kg_live_a"), KeyHash::of("kg_live_b"));
         let mut entry = json!({"keys": [{"hash": a.to_string()}, {"hash": b.to_string()}]});
-        assert!(remove_key(&mut entry, &a.key_id()));
+        assert!(remove_key(&mut entry, &a.key_id().to_string()));
         assert_eq!(entry["keys"].as_array().unwrap().len(), 1);
         assert_eq!(entry["keys"][0]["hash"], b.to_string());
-        assert!(!remove_key(&mut entry, &a.key_id()));
+        assert!(!remove_key(&mut entry, &a.key_id().to_string()));
     }
 }

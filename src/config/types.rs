@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::auth::{KeyEnv, KeyHash};
 use crate::providers::ProviderKind;
 use crate::scope::RoutePattern;
+use crate::serde_util::{duration, rfc3339_opt};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -653,36 +654,4 @@ impl Default for ReloadConfig {
 
 fn default_watch_interval() -> std::time::Duration {
     std::time::Duration::from_secs(2)
-}
-
-mod rfc3339_opt {
-    use serde::Deserialize;
-    use std::time::SystemTime;
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<SystemTime>, D::Error> {
-        let Some(text) = Option::<String>::deserialize(d)? else {
-            return Ok(None);
-        };
-        humantime::parse_rfc3339_weak(&text).map(Some).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid timestamp {text:?} ({e}); use RFC 3339 like 2027-01-31T00:00:00Z"
-            ))
-        })
-    }
-}
-
-pub(crate) mod duration {
-    use serde::Deserialize;
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?} ({e}); use e.g. 2s, 500ms, 1m"
-            ))
-        })
-    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::serde_helpers::duration;
+use crate::serde_util::duration;
 
 /// What keygate does when a detector fires. The lead's enforcement applies it; detectors only
 /// say which one the config asks for. Written `alert`, `suspend`, or

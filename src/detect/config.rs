@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use super::action::Action;
-use super::serde_helpers::duration;
+use crate::serde_util::duration;
 
 /// Settings shared by every detector, then one section per detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::action::Action;
 use super::config::DetectConfig;
+use super::detection::{BudgetStatus, Detection, DetectorKind, Evidence};
 use super::projection::projected_month_end;
 use super::state::ConsumerState;
-use super::{Action, BudgetStatus, Detection, DetectorKind, Evidence};
 
 /// Everything a judgement needs besides the state.
 pub(super) struct Judge<'a> {

@@ -8,11 +8,11 @@
 //! consumer (see `state`), and [`Detectors::evict_idle`] drops consumers unseen for
 //! `idle_evict`.
 
-mod action;
+pub mod action;
 pub mod config;
+pub mod detection;
 mod judge;
 pub mod projection;
-pub(crate) mod serde_helpers;
 mod state;
 
 #[cfg(test)]
@@ -25,162 +25,18 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use metrics::counter;
-use serde::Serialize;
 
 pub use config::{Action, DetectConfig, DetectConfigError};
+pub use detection::{BudgetStatus, Detection, DetectorKind, Evidence, Observation, Severity};
 pub use projection::projected_month_end;
 
-use state::ConsumerState;
+use crate::telemetry::DETECTIONS_TOTAL;
 
-/// `keygate_detections_total{consumer,detector,action}`: detections returned by `evaluate` and
-/// `canary_used` (after the cooldown).
-pub const DETECTIONS_TOTAL: &str = "keygate_detections_total";
+use state::ConsumerState;
 
 fn count(d: &Detection) {
     counter!(DETECTIONS_TOTAL, "consumer" => d.consumer.to_string(), "detector" => d.detector.as_str(), "action" => d.action.as_str())
         .increment(1);
-}
-
-/// Something a consumer did: one allowed request and/or the usage charged for a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Observation {
-    pub at: Instant,
-    /// The client address, when known (feeds the new-sources detector).
-    pub source: Option<IpAddr>,
-    /// Requests this observation counts: 1 for an allowed request, 0 for a charge whose
-    /// request was already observed. Observe charges with `requests: 1` if requests are not
-    /// observed separately.
-    pub requests: u32,
-    pub tokens: u64,
-    pub micro_usd: u64,
-}
-
-impl Observation {
-    /// An allowed request (tokens and spend come later, with its charge).
-    pub fn request(at: Instant, source: Option<IpAddr>) -> Self {
-        Observation {
-            at,
-            source,
-            requests: 1,
-            tokens: 0,
-            micro_usd: 0,
-        }
-    }
-
-    /// The usage of a response whose request was observed with [`Observation::request`].
-    pub fn charge(at: Instant, source: Option<IpAddr>, tokens: u64, micro_usd: u64) -> Self {
-        Observation {
-            at,
-            source,
-            requests: 0,
-            tokens,
-            micro_usd,
-        }
-    }
-}
-
-/// Which detector fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DetectorKind {
-    RateSpike = 0,
-    SpendVelocity = 1,
-    BudgetOverrun = 2,
-    NewSources = 3,
-    Canary = 4,
-}
-
-impl DetectorKind {
-    pub(crate) const COUNT: usize = 5;
-
-    /// Stable snake_case name (metric labels, audit lines, payloads).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DetectorKind::RateSpike => "rate_spike",
-            DetectorKind::SpendVelocity => "spend_velocity",
-            DetectorKind::BudgetOverrun => "budget_overrun",
-            DetectorKind::NewSources => "new_sources",
-            DetectorKind::Canary => "canary",
-        }
-    }
-
-    /// Fixed per detector: a rate spike and a canary hit look like a leak in progress.
-    pub fn severity(self) -> Severity {
-        match self {
-            DetectorKind::RateSpike | DetectorKind::Canary => Severity::Critical,
-            _ => Severity::Warning,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-/// Why a detector fired. Rates are per second over `window_secs`; baselines are the
-/// consumer's EWMA. Never holds a key or anything derived from one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Evidence {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub window_secs: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_rate: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline_request_rate: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_rate: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline_token_rate: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spend_rate_micro_usd: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline_spend_rate_micro_usd: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub month_to_date_micro_usd: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget_micro_usd: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub projected_micro_usd: Option<u64>,
-    /// How many unlearned addresses were seen; `new_addresses` lists at most 16.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub new_address_count: Option<usize>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub new_addresses: Vec<IpAddr>,
-    /// The address a canary key was used from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<IpAddr>,
-}
-
-/// One detector firing for one consumer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Detection {
-    #[serde(with = "serde_helpers::arc_str")]
-    pub consumer: Arc<str>,
-    pub detector: DetectorKind,
-    pub severity: Severity,
-    pub evidence: Evidence,
-    pub action: Action,
-    #[serde(with = "serde_helpers::rfc3339")]
-    pub at: SystemTime,
-}
-
-/// A consumer's month-to-date spend and monthly budget, for the overrun projection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BudgetStatus {
-    pub month_to_date_micro_usd: u64,
-    pub budget_micro_usd: u64,
 }
 
 /// Every consumer's detector state, and the config it is judged by.

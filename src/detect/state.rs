@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::config::DetectConfig;
-use super::{DetectorKind, Observation};
+use super::detection::{DetectorKind, Observation};
 use crate::address_map::AddressMap;
 
 /// Slots in the short-window ring; each covers `short_window / SLOTS`.

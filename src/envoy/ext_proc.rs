@@ -1,12 +1,11 @@
-//! ext_proc edge: one gRPC stream per HTTP request. The request-headers message becomes a gate
-//! decision (allow = header mutation plus a route-cache clear, because routing uses
-//! `x-keygate-provider`; deny = ImmediateResponse). After an allow, an [`Exchange`] follows the
-//! request body and the response; `mode_override` asks Envoy for exactly the bodies it needs.
+//! ext_proc edge: one gRPC stream per HTTP request. The request-headers message becomes the
+//! pipeline's request phase (allow = header mutation plus a route-cache clear, because
+//! routing uses `x-keygate-provider`; denial = ImmediateResponse). After an allow, the
+//! pipeline's [`Exchange`] follows the request body and the response; `mode_override` asks
+//! Envoy for exactly the bodies it needs.
 
 use std::pin::Pin;
-use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
     BodySendMode, HeaderSendMode,
 };
@@ -25,19 +24,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::headers::{self, ValueField};
-use crate::accounting::Accounting;
-use crate::auth::Consumer;
-use crate::containment::Containment;
-use crate::decision::Decision;
 use crate::denial::Denial;
-use crate::denial::DenyReason;
-use crate::exchange::{BodyPlan, Exchange};
-use crate::gate::request_shape;
-use crate::gate::Gate;
-use crate::limits::Limiter;
-use crate::providers::ErrorShape;
-use crate::request::RequestView;
-use crate::telemetry;
+use crate::pipeline::{Admission, BodyPlan, Exchange, Phases, Pipeline};
+use crate::request::parse_address;
 
 /// The filter name Envoy keys `request_attributes` under.
 const FILTER_NAME: &str = "envoy.filters.http.ext_proc";
@@ -46,41 +35,20 @@ const SOURCE_ATTRIBUTE: &str = "source.address";
 /// The ext_proc gRPC service.
 #[derive(Debug, Clone)]
 pub struct ProcService {
-    gate: Arc<Gate>,
-    accounting: Arc<Accounting>,
-    limiter: Arc<Limiter>,
-    containment: Option<Arc<Containment>>,
+    pipeline: Pipeline,
 }
 
 impl ProcService {
-    pub fn new(
-        gate: Arc<Gate>,
-        accounting: Arc<Accounting>,
-        limiter: Arc<Limiter>,
-        containment: impl Into<Option<Arc<Containment>>>,
-    ) -> Self {
-        ProcService {
-            gate,
-            accounting,
-            limiter,
-            containment: containment.into(),
-        }
+    pub fn new(pipeline: Pipeline) -> Self {
+        ProcService { pipeline }
     }
 
     /// The state of one ext_proc stream.
     pub fn session(&self) -> Session {
         Session {
-            gate: self.gate.clone(),
-            limiter: self.limiter.clone(),
-            containment: self.containment.clone(),
-            exchange: Exchange::new(
-                self.accounting.clone(),
-                self.limiter.clone(),
-                self.containment.clone(),
-                self.accounting.exchange_settings(),
-            ),
+            pipeline: self.pipeline.clone(),
+            exchange: None,
             request_body: BodySendMode::None,
-            shape: ErrorShape::OpenAi,
         }
     }
 }
@@ -114,15 +82,12 @@ impl ExternalProcessor for ProcService {
     }
 }
 
-/// One HTTP request's conversation with Envoy. Dropping it (stream closed) settles the
-/// exchange, so an interrupted response is still charged and its reservation released.
+/// One HTTP request's conversation with Envoy. Dropping it (stream closed) drops the
+/// exchange, which settles: an interrupted response is still charged.
 pub struct Session {
-    gate: Arc<Gate>,
-    limiter: Arc<Limiter>,
-    containment: Option<Arc<Containment>>,
-    exchange: Exchange,
+    pipeline: Pipeline,
+    exchange: Option<Exchange>,
     request_body: BodySendMode,
-    shape: ErrorShape,
 }
 
 impl Session {
@@ -133,7 +98,9 @@ impl Session {
             Some(In::RequestBody(b)) => (self.on_request_body(b).await, None),
             Some(In::ResponseHeaders(h)) => self.on_response_headers(h),
             Some(In::ResponseBody(b)) => {
-                self.exchange.response_body(&b.body, b.end_of_stream);
+                if let Some(exchange) = &mut self.exchange {
+                    exchange.response_body(&b.body, b.end_of_stream);
+                }
                 (Out::ResponseBody(BodyResponse::default()), None)
             }
             Some(In::RequestTrailers(_)) => {
@@ -150,78 +117,32 @@ impl Session {
         }
     }
 
-    fn deny(&self, reason: DenyReason, consumer: Option<&Consumer>) -> Out {
-        let denial = Denial::new(reason, self.shape);
-        telemetry::record_outcome(consumer, denial.reason.outcome());
-        Out::ImmediateResponse(immediate(&denial))
-    }
-
     async fn on_request_headers(
         &mut self,
         message: &ProcessingRequest,
         h: &HttpHeaders,
     ) -> (Out, Option<ProcessingMode>) {
         let all = headers::view(h.headers.as_ref());
-        let method = headers::pseudo(&all, ":method").unwrap_or_default();
-        let path = headers::pseudo(&all, ":path").unwrap_or_default();
-        let peer = source_attribute(message);
-        let source = if self.gate.trust_forwarded_for() {
-            headers::forwarded_for(&all).or(peer)
-        } else {
-            peer
+        let method = headers::text(&all, ":method").unwrap_or_default();
+        let path = headers::text(&all, ":path").unwrap_or_default();
+        let view = headers::request_view(method, path, all, source_attribute(message));
+        let phases = Phases::Full {
+            body_follows: !h.end_of_stream,
         };
-        let content_length =
-            headers::pseudo(&all, "content-length").and_then(|v| v.trim().parse().ok());
-        let view = RequestView {
-            method,
-            path,
-            headers: all
-                .into_iter()
-                .filter(|h| !h.name.starts_with(':'))
-                .collect(),
-            source,
+        let allowed = match self.pipeline.admit(&view, phases).await {
+            Admission::Allowed(allowed) => allowed,
+            Admission::Denied(denial) => return (Out::ImmediateResponse(immediate(&denial)), None),
         };
-        self.shape = request_shape(&view);
-        if let Err(reason) = self.limiter.check_source(source) {
-            return (self.deny(reason, None), None);
-        }
-        let allow = match self.gate.decide(&view) {
-            Decision::Allow(allow) => allow,
-            Decision::Deny(denial) => {
-                if denial.status() == 401 {
-                    self.limiter.failed_auth(source);
-                }
-                return (Out::ImmediateResponse(immediate(&denial)), None);
-            }
-        };
-        if let Err(reason) = self
-            .limiter
-            .admit_request(&allow.consumer, content_length)
-            .await
-        {
-            return (self.deny(reason, Some(&allow.consumer)), None);
-        }
-        if let Some(containment) = &self.containment {
-            if !containment.on_allowed(&allow.consumer, source).await {
-                return (
-                    self.deny(DenyReason::Suspended, Some(&allow.consumer)),
-                    None,
-                );
-            }
-        }
-        telemetry::record_outcome(Some(&allow.consumer), "allowed");
-        let wants_body =
-            self.exchange
-                .allowed(allow.consumer.clone(), method, path, source, content_length);
-        let mode = (wants_body && !h.end_of_stream).then(|| {
+        self.exchange = allowed.exchange;
+        let mode = allowed.read_body.then(|| {
             self.request_body = BodySendMode::Buffered;
             mode(self.request_body, BodySendMode::Streamed)
         });
         let response = Out::RequestHeaders(HeadersResponse {
             response: Some(CommonResponse {
                 header_mutation: Some(HeaderMutation {
-                    set_headers: headers::set_options(&allow.mutation, ValueField::Raw),
-                    remove_headers: allow.mutation.remove,
+                    set_headers: headers::set_options(&allowed.mutation, ValueField::Raw),
+                    remove_headers: allowed.mutation.remove,
                 }),
                 clear_route_cache: true,
                 ..Default::default()
@@ -231,27 +152,25 @@ impl Session {
     }
 
     async fn on_request_body(&mut self, body: &HttpBody) -> Out {
-        let rewritten = self.exchange.request_body(&body.body);
-        if let Some(consumer) = self.exchange.consumer().cloned() {
-            let estimate = self.exchange.estimate();
-            match self
-                .limiter
-                .admit_body(&consumer, body.body.len() as u64, &estimate)
-                .await
-            {
-                Ok(reservation) => self.exchange.reserved(reservation),
-                Err(reason) => return self.deny(reason, Some(&consumer)),
-            }
-        }
-        let Some(rewritten) = rewritten else {
+        let Some(exchange) = &mut self.exchange else {
             return Out::RequestBody(BodyResponse::default());
         };
+        let rewritten = match exchange.request_body(&body.body).await {
+            Ok(Some(rewritten)) => rewritten,
+            Ok(None) => return Out::RequestBody(BodyResponse::default()),
+            Err(denial) => {
+                self.exchange = None;
+                return Out::ImmediateResponse(immediate(&denial));
+            }
+        };
+        let length = rewritten.len().to_string();
         Out::RequestBody(BodyResponse {
             response: Some(CommonResponse {
                 header_mutation: Some(HeaderMutation {
-                    set_headers: vec![raw_header(
+                    set_headers: vec![headers::replace(
                         "content-length",
-                        rewritten.len().to_string().as_bytes(),
+                        length.as_bytes(),
+                        ValueField::Raw,
                     )],
                     remove_headers: Vec::new(),
                 }),
@@ -265,18 +184,25 @@ impl Session {
 
     fn on_response_headers(&mut self, h: &HttpHeaders) -> (Out, Option<ProcessingMode>) {
         let all = headers::view(h.headers.as_ref());
-        let status = headers::pseudo(&all, ":status")
+        let status = headers::text(&all, ":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let content_type = headers::pseudo(&all, "content-type");
-        let encoding = headers::pseudo(&all, "content-encoding");
-        let length = headers::pseudo(&all, "content-length").and_then(|v| v.trim().parse().ok());
-        let plan = self
-            .exchange
-            .response_headers(status, content_type, encoding, length);
-        if h.end_of_stream {
-            self.exchange.response_body(&[], true);
-        }
+        let length = headers::text(&all, "content-length").and_then(|v| v.trim().parse().ok());
+        let plan = match &mut self.exchange {
+            Some(exchange) => {
+                let plan = exchange.response_headers(
+                    status,
+                    headers::text(&all, "content-type"),
+                    headers::text(&all, "content-encoding"),
+                    length,
+                );
+                if h.end_of_stream {
+                    exchange.response_body(&[], true);
+                }
+                plan
+            }
+            None => BodyPlan::Skip,
+        };
         // The default is STREAMED, so a body Envoy already holds during this call never
         // meets its buffer limit; only bodies known to be small are switched to BUFFERED.
         let override_to = match plan {
@@ -288,7 +214,11 @@ impl Session {
         // unchanged in one piece or not at all keeps the provider's.
         let keep_length = match (plan, length) {
             (BodyPlan::Buffered | BodyPlan::Skip, Some(n)) => Some(HeaderMutation {
-                set_headers: vec![raw_header("content-length", n.to_string().as_bytes())],
+                set_headers: vec![headers::replace(
+                    "content-length",
+                    n.to_string().as_bytes(),
+                    ValueField::Raw,
+                )],
                 remove_headers: Vec::new(),
             }),
             _ => None,
@@ -319,36 +249,27 @@ fn mode(request_body: BodySendMode, response_body: BodySendMode) -> ProcessingMo
     }
 }
 
-fn raw_header(key: &str, value: &[u8]) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_string(),
-            raw_value: value.to_vec(),
-            ..Default::default()
-        }),
-        append_action: envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd
-            as i32,
-        ..Default::default()
-    }
-}
-
 fn source_attribute(message: &ProcessingRequest) -> Option<std::net::IpAddr> {
     use envoy_types::pb::google::protobuf::value::Kind;
     let fields = &message.attributes.get(FILTER_NAME)?.fields;
     match fields.get(SOURCE_ATTRIBUTE)?.kind.as_ref()? {
-        Kind::StringValue(s) => headers::parse_address(s),
+        Kind::StringValue(s) => parse_address(s),
         _ => None,
     }
 }
 
 /// A denial as Envoy's locally generated response.
 pub fn immediate(denial: &Denial) -> ImmediateResponse {
-    let mut set_headers = vec![raw_header("content-type", b"application/json")];
+    let mut set_headers = vec![headers::replace(
+        "content-type",
+        b"application/json",
+        ValueField::Raw,
+    )];
     set_headers.extend(
         denial
             .headers
             .iter()
-            .map(|(k, v)| raw_header(k, v.as_bytes())),
+            .map(|(k, v)| headers::replace(k, v.as_bytes(), ValueField::Raw)),
     );
     ImmediateResponse {
         status: Some(HttpStatus {

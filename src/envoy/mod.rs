@@ -1,7 +1,6 @@
-//! The Envoy edges: translate ext_proc and ext_authz messages to a [`RequestView`] and a
-//! [`Decision`](crate::decision::Decision) back to Envoy's wire types. No policy lives here.
-//!
-//! [`RequestView`]: crate::request::RequestView
+//! The Envoy edges: translate ext_proc and ext_authz messages to a
+//! [`RequestView`](crate::request::RequestView) for the [`pipeline`](crate::pipeline), and its
+//! answers back to Envoy's wire types. No policy lives here.
 
 pub mod ext_authz;
 pub mod ext_proc;

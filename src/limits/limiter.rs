@@ -1,25 +1,35 @@
-//! The limiter the edges call: size, request rate, token reservations, budgets, and the
-//! failed-authentication guard. Protocol-independent; state is local or in Redis.
+//! The limiter the pipeline calls: request size, request rate, token reservations, budgets,
+//! and the failed-authentication guard. Protocol-independent; counts live behind the
+//! [`LimitStore`] seam, in this process or in Redis with a counted local fallback.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use metrics::counter;
 
+use super::backend::Backend;
 use super::bucket::Rate;
-use super::local::{LocalBuckets, Refusal};
+use super::guard::SourceGuard;
+use super::local::{LocalBuckets, LocalStore};
 use super::policy::Window;
 use super::redis::RedisLimits;
-use crate::accounting::{ledger::month_of, Accounting};
-use crate::auth::Consumer;
+use super::store::{Kind, Refusal};
+use crate::accounting::ledger::{month_of, team_key, Ledger};
+use crate::auth::registry::Consumer;
 use crate::config::LimitsConfig;
 use crate::denial::DenyReason;
 use crate::telemetry;
-use crate::usage::{RequestEstimate, Usage};
+
+/// What a request's body phase asks to reserve: its worst-case tokens and their price.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub tokens: u64,
+    pub micro_usd: u64,
+}
 
 /// What a request reserved before it was forwarded, released when its response is charged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,93 +43,67 @@ pub struct Reservation {
 struct Settings {
     failed_auth: Rate,
     soft_threshold: f64,
-    replicas: u32,
 }
 
 pub struct Limiter {
-    pub local: LocalBuckets,
-    redis: ArcSwap<Option<Arc<RedisLimits>>>,
-    accounting: Arc<Accounting>,
+    buckets: Arc<LocalBuckets>,
+    guard: SourceGuard,
+    ledger: Arc<Ledger>,
+    backend: ArcSwap<Backend>,
     /// Budget reservations of requests still in flight, per ledger key.
     reserved: DashMap<Arc<str>, u64>,
     settings: ArcSwap<Settings>,
     warned: Mutex<HashSet<String>>,
     /// consumer → (limit divisor, until): a detector's tightened limits.
-    throttled: DashMap<Arc<str>, (u32, std::time::Instant)>,
+    throttled: DashMap<Arc<str>, (u32, Instant)>,
 }
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
-            .field("local_entries", &self.local.len())
+            .field("local_entries", &self.buckets.len())
             .finish_non_exhaustive()
     }
 }
 
-fn refusal(r: Refusal, tokens: bool) -> DenyReason {
-    if tokens {
-        DenyReason::TokenLimited {
-            window: r.window.as_str(),
-            limit: r.limit,
-            retry_after: r.retry_after,
-        }
-    } else {
-        DenyReason::RateLimited {
-            window: r.window.as_str(),
-            limit: r.limit,
-            retry_after: r.retry_after,
-        }
+fn refusal(r: Refusal, kind: Kind) -> DenyReason {
+    let (window, limit, retry_after) = (r.window.as_str(), r.limit, r.retry_after);
+    match kind {
+        Kind::Tokens => DenyReason::TokenLimited {
+            window,
+            limit,
+            retry_after,
+        },
+        Kind::Requests => DenyReason::RateLimited {
+            window,
+            limit,
+            retry_after,
+        },
     }
 }
 
-/// The ledger key of a team's shared budget.
-pub fn team_key(team: &str) -> String {
-    format!("team:{team}")
-}
-
 impl Limiter {
-    pub fn new(accounting: Arc<Accounting>) -> Self {
+    /// A limiter with local counts; budgets read `ledger`.
+    pub fn new(ledger: Arc<Ledger>) -> Self {
+        let buckets = Arc::new(LocalBuckets::default());
+        let local = LocalStore::new(buckets.clone(), ledger.clone(), 1);
         Limiter {
-            local: LocalBuckets::default(),
-            redis: ArcSwap::from_pointee(None),
-            accounting,
+            buckets,
+            guard: SourceGuard::default(),
+            ledger,
+            backend: ArcSwap::from_pointee(Backend::Local(local)),
             reserved: DashMap::new(),
             settings: ArcSwap::from_pointee(Settings {
                 failed_auth: Rate::per(30, Window::Minute.duration()),
                 soft_threshold: 0.8,
-                replicas: 1,
             }),
             warned: Mutex::new(HashSet::new()),
             throttled: DashMap::new(),
         }
     }
 
-    /// Tightens a consumer's request and token limits to `factor` of their value for `period`
-    /// (enforced by extra local buckets on top of the normal ones).
-    pub fn throttle(&self, consumer: &Arc<str>, factor: f64, period: std::time::Duration) {
-        let divisor = (1.0 / factor.clamp(0.01, 1.0)).ceil() as u32;
-        self.throttled.insert(
-            consumer.clone(),
-            (divisor, std::time::Instant::now() + period),
-        );
-    }
-
-    fn throttle_divisor(&self, consumer: &Arc<str>) -> Option<u32> {
-        let entry = self.throttled.get(consumer)?;
-        let (divisor, until) = *entry;
-        drop(entry);
-        if std::time::Instant::now() >= until {
-            self.throttled.remove(consumer);
-            return None;
-        }
-        Some(divisor)
-    }
-
-    fn throttle_key(consumer: &Arc<str>) -> Arc<str> {
-        format!("{consumer}#throttled").into()
-    }
-
-    /// Applies a (re)loaded config; connects to Redis when the backend is `redis`.
+    /// Applies a (re)loaded config: Redis (`redis`, shared by `limits.redis.replicas`
+    /// replicas) or local counts. Bucket levels kept in this process survive a reload.
     pub fn configure(&self, config: &LimitsConfig, redis: Option<Arc<RedisLimits>>) {
         self.settings.store(Arc::new(Settings {
             failed_auth: Rate::per(
@@ -127,20 +111,46 @@ impl Limiter {
                 Window::Minute.duration(),
             ),
             soft_threshold: config.budget_soft_threshold,
-            replicas: config.redis.as_ref().map_or(1, |r| r.replicas.max(1)),
         }));
-        self.redis.store(Arc::new(redis));
+        let backend = match redis {
+            Some(redis) => {
+                let replicas = config.redis.as_ref().map_or(1, |r| r.replicas.max(1));
+                let fallback = LocalStore::new(self.buckets.clone(), self.ledger.clone(), replicas);
+                Backend::Shared { redis, fallback }
+            }
+            None => Backend::Local(LocalStore::new(
+                self.buckets.clone(),
+                self.ledger.clone(),
+                1,
+            )),
+        };
+        self.backend.store(Arc::new(backend));
     }
 
-    fn redis(&self) -> Option<Arc<RedisLimits>> {
-        self.redis.load().as_ref().clone()
+    /// Tightens a consumer's request and token limits to `factor` of their value for `period`
+    /// (enforced by extra local buckets on top of the normal ones).
+    pub fn throttle(&self, consumer: &Arc<str>, factor: f64, period: std::time::Duration) {
+        let divisor = (1.0 / factor.clamp(0.01, 1.0)).ceil() as u32;
+        self.throttled
+            .insert(consumer.clone(), (divisor, Instant::now() + period));
+    }
+
+    fn throttle_divisor(&self, consumer: &Arc<str>) -> Option<u32> {
+        let entry = self.throttled.get(consumer)?;
+        let (divisor, until) = *entry;
+        drop(entry);
+        if Instant::now() >= until {
+            self.throttled.remove(consumer);
+            return None;
+        }
+        Some(divisor)
     }
 
     /// Refuses an address that failed authentication too often.
     pub fn check_source(&self, ip: Option<IpAddr>) -> Result<(), DenyReason> {
         let Some(ip) = ip else { return Ok(()) };
-        self.local
-            .check_source(ip, &self.settings.load().failed_auth)
+        self.guard
+            .check(ip, &self.settings.load().failed_auth)
             .map_err(|r| DenyReason::AuthFlood {
                 retry_after: r.retry_after,
             })
@@ -149,76 +159,55 @@ impl Limiter {
     /// Counts a failed authentication from `ip`.
     pub fn failed_auth(&self, ip: Option<IpAddr>) {
         if let Some(ip) = ip {
-            self.local
-                .failed_auth(ip, &self.settings.load().failed_auth);
+            self.guard.failed(ip, &self.settings.load().failed_auth);
         }
     }
 
-    /// At the request headers: declared size and the request-rate limits.
+    /// At the request headers: the declared size and the request-rate limits.
     pub async fn admit_request(
         &self,
         consumer: &Consumer,
         content_length: Option<u64>,
     ) -> Result<(), DenyReason> {
         let policy = &consumer.limits;
-        if let Some(n) = content_length.filter(|n| *n > policy.max_request_bytes) {
-            let _ = n;
+        if content_length.is_some_and(|n| n > policy.max_request_bytes) {
             return Err(DenyReason::TooLarge {
                 limit: policy.max_request_bytes,
             });
         }
         if let Some(divisor) = self.throttle_divisor(&consumer.name) {
-            self.local
-                .admit_request(
-                    &Limiter::throttle_key(&consumer.name),
-                    &policy.requests,
-                    &policy.tokens,
-                    divisor,
-                )
-                .map_err(|r| refusal(r, false))?;
+            let key: Arc<str> = format!("{}#throttled", consumer.name).into();
+            self.buckets
+                .take(&key, Kind::Requests, &policy.requests, 1, divisor)
+                .map_err(|r| refusal(r, Kind::Requests))?;
         }
-        if policy.requests.is_empty() {
-            return Ok(());
-        }
-        if let Some(redis) = self.redis() {
-            if let Some(result) = redis
-                .take(&consumer.name, "requests", &policy.requests, 1)
-                .await
-            {
-                return result.map_err(|r| refusal(r, false));
-            }
-        }
-        let share = self.share();
-        self.local
-            .admit_request(&consumer.name, &policy.requests, &policy.tokens, share)
-            .map_err(|r| refusal(r, false))
-    }
-
-    fn share(&self) -> u32 {
-        if self.redis().is_some() {
-            self.settings.load().replicas
-        } else {
-            1
-        }
-    }
-
-    /// At the request body: real size, token reservation and budget.
-    pub async fn admit_body(
-        &self,
-        consumer: &Consumer,
-        body_len: u64,
-        estimate: &RequestEstimate,
-    ) -> Result<Reservation, DenyReason> {
-        self.admit_body_at(consumer, body_len, estimate, SystemTime::now())
+        self.take(consumer, Kind::Requests, &policy.requests, 1)
             .await
     }
 
-    /// `admit_body` at a given wall-clock time (budgets are per calendar month).
-    pub async fn admit_body_at(
+    async fn take(
+        &self,
+        consumer: &Consumer,
+        kind: Kind,
+        rates: &[(Window, Rate)],
+        cost: u64,
+    ) -> Result<(), DenyReason> {
+        if rates.is_empty() {
+            return Ok(());
+        }
+        let backend = self.backend.load_full();
+        backend
+            .take(&consumer.name, kind, rates, cost)
+            .await
+            .map_err(|r| refusal(r, kind))
+    }
+
+    /// At the request body: its real size, then the budget and token reservation of `cost`.
+    pub async fn reserve(
         &self,
         consumer: &Consumer,
         body_len: u64,
-        estimate: &RequestEstimate,
+        cost: Cost,
         now: SystemTime,
     ) -> Result<Reservation, DenyReason> {
         let policy = &consumer.limits;
@@ -227,54 +216,23 @@ impl Limiter {
                 limit: policy.max_request_bytes,
             });
         }
-        let output = estimate
-            .max_output_tokens
-            .unwrap_or(policy.default_max_tokens);
-        let tokens = estimate.prompt_tokens_estimate.saturating_add(output);
-        let worst_case = Usage {
-            input_tokens: estimate.prompt_tokens_estimate,
-            output_tokens: output,
-            model: estimate.model.clone(),
-            ..Usage::default()
-        };
-        let micro_usd = self
-            .accounting
-            .price(consumer.provider.kind, &worst_case)
-            .unwrap_or(0);
-        let budget_keys = self.check_budgets(consumer, micro_usd, now).await?;
-        if !policy.tokens.is_empty() {
-            let redis_result = match self.redis() {
-                Some(redis) => {
-                    redis
-                        .take(&consumer.name, "tokens", &policy.tokens, tokens)
-                        .await
-                }
-                None => None,
-            };
-            let result = match redis_result {
-                Some(r) => r,
-                None => self.local.reserve_tokens(
-                    &consumer.name,
-                    &policy.requests,
-                    &policy.tokens,
-                    tokens,
-                    self.share(),
-                ),
-            };
-            if let Err(r) = result {
-                self.release(&budget_keys, micro_usd);
-                return Err(refusal(r, true));
-            }
+        let budget_keys = self.reserve_budgets(consumer, cost.micro_usd, now).await?;
+        if let Err(denied) = self
+            .take(consumer, Kind::Tokens, &policy.tokens, cost.tokens)
+            .await
+        {
+            self.release(&budget_keys, cost.micro_usd);
+            return Err(denied);
         }
         Ok(Reservation {
-            tokens,
-            micro_usd,
+            tokens: cost.tokens,
+            micro_usd: cost.micro_usd,
             budget_keys,
         })
     }
 
     /// Reserves `micro_usd` against the consumer's and its team's budgets, or refuses.
-    async fn check_budgets(
+    async fn reserve_budgets(
         &self,
         consumer: &Consumer,
         micro_usd: u64,
@@ -288,9 +246,11 @@ impl Limiter {
         if let Some((team, b)) = &policy.team_budget {
             budgets.push((team_key(team).into(), *b, Some(team.to_string())));
         }
+        let month = month_of(now);
+        let backend = self.backend.load_full();
         let mut taken = Vec::new();
         for (key, budget, team) in budgets {
-            let spent = self.spent(&key, now).await;
+            let spent = backend.spent(&key, &month).await;
             let mut reserved = self.reserved.entry(key.clone()).or_insert(0);
             let committed = spent.saturating_add(*reserved);
             if committed >= budget || committed.saturating_add(micro_usd) > budget {
@@ -303,16 +263,6 @@ impl Limiter {
             taken.push(key);
         }
         Ok(taken)
-    }
-
-    /// Month-to-date spend for a ledger key: Redis when shared, else the local ledger.
-    async fn spent(&self, key: &str, now: SystemTime) -> u64 {
-        if let Some(redis) = self.redis() {
-            if let Some(v) = redis.month_spend(key, &month_of(now)).await {
-                return v;
-            }
-        }
-        self.accounting.ledger.month_to_date(key, now)
     }
 
     fn release(&self, keys: &[Arc<str>], micro_usd: u64) {
@@ -333,62 +283,55 @@ impl Limiter {
         charged_micro_usd: u64,
     ) {
         self.release(&reservation.budget_keys, reservation.micro_usd);
-        let delta = i64::try_from(actual_tokens).unwrap_or(i64::MAX)
-            - i64::try_from(reservation.tokens).unwrap_or(i64::MAX);
+        let delta = i64::try_from(actual_tokens)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(reservation.tokens).unwrap_or(i64::MAX));
         let now = SystemTime::now();
         let month = month_of(now);
-        match (self.redis(), tokio::runtime::Handle::try_current()) {
-            (Some(redis), Ok(runtime)) => {
-                let mut spend_keys = vec![consumer.name.clone()];
+        let backend = self.backend.load_full();
+        match (&*backend, tokio::runtime::Handle::try_current()) {
+            (Backend::Shared { .. }, Ok(runtime)) => {
+                let mut spend_keys: Vec<Arc<str>> = vec![consumer.name.clone()];
                 if let Some((team, _)) = &consumer.limits.team_budget {
                     spend_keys.push(team_key(team).into());
                 }
-                let (limiter, consumer, month) = (self.clone(), consumer.clone(), month.clone());
+                let (consumer, month) = (consumer.clone(), month.clone());
                 runtime.spawn(async move {
-                    let policy = &consumer.limits;
-                    let shared = redis
-                        .reconcile(
-                            &consumer.name,
-                            &policy.tokens,
-                            delta,
-                            &spend_keys,
-                            &month,
-                            charged_micro_usd,
-                        )
+                    let tokens = &consumer.limits.tokens;
+                    backend
+                        .adjust(&consumer.name, Kind::Tokens, tokens, delta)
                         .await;
-                    if !shared {
-                        let share = limiter.settings.load().replicas;
-                        limiter.local.reconcile_tokens(
-                            &consumer.name,
-                            &policy.requests,
-                            &policy.tokens,
-                            delta,
-                            share,
-                        );
-                    }
+                    backend
+                        .add_spend(&spend_keys, &month, charged_micro_usd)
+                        .await;
                 });
             }
-            _ => self.local.reconcile_tokens(
+            _ => self.buckets.adjust(
                 &consumer.name,
-                &consumer.limits.requests,
+                Kind::Tokens,
                 &consumer.limits.tokens,
                 delta,
-                1,
+                backend.share(),
             ),
         }
-        self.soft_threshold(consumer, &month, now);
+        self.soft_threshold(consumer, &month);
     }
 
     /// Forgets limiter state that is back to full.
     pub fn evict_idle(&self) -> usize {
-        self.local.evict_idle(&self.settings.load().failed_auth)
+        self.buckets.evict_idle() + self.guard.evict_idle(&self.settings.load().failed_auth)
     }
 
-    fn soft_threshold(&self, consumer: &Consumer, month: &str, now: SystemTime) {
+    /// Entries held in this process (for the memory benchmark and tests).
+    pub fn local_entries(&self) -> usize {
+        self.buckets.len() + self.guard.len()
+    }
+
+    fn soft_threshold(&self, consumer: &Consumer, month: &str) {
         let Some(budget) = consumer.limits.budget_micro_usd else {
             return;
         };
-        let spent = self.accounting.ledger.month_to_date(&consumer.name, now);
+        let spent = self.ledger.month_total(&consumer.name, month);
         if (spent as f64) < budget as f64 * self.settings.load().soft_threshold {
             return;
         }

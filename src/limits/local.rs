@@ -1,9 +1,9 @@
-//! Limit state in this process: one set of buckets per consumer (sharded map, one short lock
-//! per decision), plus failed-authentication buckets per source address. Idle state is evicted
-//! once its buckets are full again, so memory does not grow with key churn.
+//! Limit state in this process: one set of buckets per consumer and kind (sharded map, one
+//! short lock per decision). Idle state is evicted once its buckets are full again, so memory
+//! does not grow with key churn. [`LocalStore`] puts it behind the [`LimitStore`] seam, with
+//! month-to-date spend read from this replica's ledger.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,8 @@ use dashmap::DashMap;
 
 use super::bucket::{Bucket, Rate};
 use super::policy::Window;
+use super::store::{Kind, LimitStore, Refusal, StoreError};
+use crate::accounting::ledger::Ledger;
 
 /// The milliseconds clock every bucket uses (monotonic, from process start).
 #[derive(Debug, Clone, Copy)]
@@ -32,17 +34,9 @@ impl Default for Clock {
     }
 }
 
-/// Which limit refused, and when to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    pub window: Window,
-    pub limit: u64,
-    pub retry_after: Duration,
-}
-
-/// A consumer's buckets of one kind (requests or tokens), one per window, in the order of the
-/// rates they were made for. The rates themselves stay in the consumer's shared policy: only a
-/// fingerprint is kept, to notice a reload that changed them.
+/// A consumer's buckets of one kind, one per window, in the order of the rates they were made
+/// for. The rates themselves stay in the consumer's shared policy: only a fingerprint is kept,
+/// to notice a reload that changed them.
 #[derive(Debug)]
 struct Buckets {
     rates: u64,
@@ -73,7 +67,7 @@ impl Buckets {
         }
     }
 
-    /// Takes `cost` from every bucket if all can give it; otherwise names the first refusal.
+    /// Takes `cost` from every bucket if all can give it; otherwise names the worst refusal.
     fn take_all(
         &mut self,
         rates: &[(Window, Rate)],
@@ -125,18 +119,37 @@ impl Buckets {
     }
 }
 
-#[derive(Debug)]
+/// A consumer's request and token buckets, each made on first use.
+#[derive(Debug, Default)]
 struct ConsumerState {
-    requests: Buckets,
-    tokens: Buckets,
+    requests: Option<Buckets>,
+    tokens: Option<Buckets>,
 }
 
-/// In-memory buckets. `share` scales every rate (1/replicas in Redis fallback).
+impl ConsumerState {
+    fn of_kind(&mut self, kind: Kind, rates: &[(Window, Rate)], now_ms: u64) -> &mut Buckets {
+        let slot = match kind {
+            Kind::Requests => &mut self.requests,
+            Kind::Tokens => &mut self.tokens,
+        };
+        if slot.as_ref().is_some_and(|b| b.rates != fingerprint(rates)) {
+            *slot = None;
+        }
+        slot.get_or_insert_with(|| Buckets::new(rates, now_ms))
+    }
+
+    fn idle(&self, now_ms: u64) -> bool {
+        [&self.requests, &self.tokens]
+            .into_iter()
+            .all(|b| b.as_ref().is_none_or(|b| b.idle(now_ms)))
+    }
+}
+
+/// In-memory buckets per consumer.
 #[derive(Debug, Default)]
 pub struct LocalBuckets {
     /// Boxed, so the map's spare capacity costs a pointer per slot, not a whole state.
     consumers: DashMap<Arc<str>, Box<Mutex<ConsumerState>>>,
-    sources: DashMap<IpAddr, Mutex<Bucket>>,
     pub clock: Clock,
 }
 
@@ -167,126 +180,154 @@ impl LocalBuckets {
     fn with_state<T>(
         &self,
         consumer: &Arc<str>,
-        requests: &[(Window, Rate)],
-        tokens: &[(Window, Rate)],
         f: impl FnOnce(&mut ConsumerState, u64) -> T,
     ) -> T {
         let now = self.clock.now_ms();
-        let entry = self.consumers.entry(consumer.clone()).or_insert_with(|| {
-            Box::new(Mutex::new(ConsumerState {
-                requests: Buckets::new(requests, now),
-                tokens: Buckets::new(tokens, now),
-            }))
-        });
+        let entry = self
+            .consumers
+            .entry(consumer.clone())
+            .or_insert_with(|| Box::new(Mutex::new(ConsumerState::default())));
         let mut state = entry.lock().unwrap_or_else(|p| p.into_inner());
-        if state.requests.rates != fingerprint(requests) {
-            state.requests = Buckets::new(requests, now);
-        }
-        if state.tokens.rates != fingerprint(tokens) {
-            state.tokens = Buckets::new(tokens, now);
-        }
         f(&mut state, now)
     }
 
-    /// One request against the request buckets.
-    pub fn admit_request(
+    /// Takes `cost` from every bucket of `kind`, at `share` of each rate.
+    pub fn take(
         &self,
         consumer: &Arc<str>,
+        kind: Kind,
         rates: &[(Window, Rate)],
-        tokens: &[(Window, Rate)],
+        cost: u64,
         share: u32,
     ) -> Result<(), Refusal> {
         if rates.is_empty() {
             return Ok(());
         }
-        let (r, t) = (scaled(rates, share), scaled(tokens, share));
-        self.with_state(consumer, &r, &t, |s, now| s.requests.take_all(&r, 1, now))
-    }
-
-    /// Reserves `tokens` against the token buckets.
-    pub fn reserve_tokens(
-        &self,
-        consumer: &Arc<str>,
-        rates: &[(Window, Rate)],
-        tokens: &[(Window, Rate)],
-        amount: u64,
-        share: u32,
-    ) -> Result<(), Refusal> {
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        let (r, t) = (scaled(rates, share), scaled(tokens, share));
-        self.with_state(consumer, &r, &t, |s, now| {
-            s.tokens.take_all(&t, amount, now)
+        let rates = scaled(rates, share);
+        self.with_state(consumer, |s, now| {
+            s.of_kind(kind, &rates, now).take_all(&rates, cost, now)
         })
     }
 
-    /// Reconciles a reservation with the actual usage (`delta` = actual − reserved).
-    pub fn reconcile_tokens(
+    /// Moves every bucket of `kind` by `delta` (actual − reserved), at `share` of each rate.
+    pub fn adjust(
         &self,
         consumer: &Arc<str>,
+        kind: Kind,
         rates: &[(Window, Rate)],
-        tokens: &[(Window, Rate)],
         delta: i64,
         share: u32,
     ) {
-        if tokens.is_empty() || delta == 0 {
+        if rates.is_empty() || delta == 0 {
             return;
         }
-        let (r, t) = (scaled(rates, share), scaled(tokens, share));
-        self.with_state(consumer, &r, &t, |s, now| s.tokens.adjust(&t, delta, now));
-    }
-
-    /// Refuses an address that failed authentication too often recently.
-    pub fn check_source(&self, ip: IpAddr, rate: &Rate) -> Result<(), Refusal> {
-        let Some(entry) = self.sources.get(&ip) else {
-            return Ok(());
-        };
-        let mut bucket = entry.lock().unwrap_or_else(|p| p.into_inner());
-        match bucket.wait(rate, 1, self.clock.now_ms()) {
-            d if d.is_zero() => Ok(()),
-            retry_after => Err(Refusal {
-                window: Window::Minute,
-                limit: rate.limit,
-                retry_after,
-            }),
-        }
-    }
-
-    /// Counts one failed authentication from `ip`.
-    pub fn failed_auth(&self, ip: IpAddr, rate: &Rate) {
-        let now = self.clock.now_ms();
-        let entry = self
-            .sources
-            .entry(ip)
-            .or_insert_with(|| Mutex::new(Bucket::full(rate, now)));
-        let mut bucket = entry.lock().unwrap_or_else(|p| p.into_inner());
-        bucket.take(rate, 1, now);
+        let rates = scaled(rates, share);
+        self.with_state(consumer, |s, now| {
+            s.of_kind(kind, &rates, now).adjust(&rates, delta, now)
+        });
     }
 
     /// Forgets state that is back to full (nothing is lost by forgetting it).
-    pub fn evict_idle(&self, source_rate: &Rate) -> usize {
+    pub fn evict_idle(&self) -> usize {
         let now = self.clock.now_ms();
-        let before = self.consumers.len() + self.sources.len();
-        self.consumers.retain(|_, s| {
-            let state = s.get_mut().unwrap_or_else(|p| p.into_inner());
-            !(state.requests.idle(now) && state.tokens.idle(now))
-        });
-        self.sources.retain(|_, b| {
-            !b.get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_full(source_rate, now)
-        });
-        before - self.consumers.len() - self.sources.len()
+        let before = self.consumers.len();
+        self.consumers
+            .retain(|_, s| !s.get_mut().unwrap_or_else(|p| p.into_inner()).idle(now));
+        before - self.consumers.len()
     }
 
     /// Entries held (for the memory benchmark and tests).
     pub fn len(&self) -> usize {
-        self.consumers.len() + self.sources.len()
+        self.consumers.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// This process's buckets behind the store seam. `share` scales every rate (1/replicas while
+/// the shared store is unavailable); spend is this replica's ledger, which the charge itself
+/// already wrote, so [`LimitStore::add_spend`] has nothing left to do.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    buckets: Arc<LocalBuckets>,
+    ledger: Arc<Ledger>,
+    share: u32,
+}
+
+impl LocalStore {
+    pub fn new(buckets: Arc<LocalBuckets>, ledger: Arc<Ledger>, share: u32) -> Self {
+        LocalStore {
+            buckets,
+            ledger,
+            share: share.max(1),
+        }
+    }
+}
+
+impl LocalStore {
+    pub fn share(&self) -> u32 {
+        self.share
+    }
+
+    /// [`LimitStore::take`], which never waits or fails here.
+    pub fn take_now(
+        &self,
+        consumer: &Arc<str>,
+        kind: Kind,
+        rates: &[(Window, Rate)],
+        cost: u64,
+    ) -> Result<(), Refusal> {
+        self.buckets.take(consumer, kind, rates, cost, self.share)
+    }
+
+    /// [`LimitStore::adjust`], which never waits or fails here.
+    pub fn adjust_now(
+        &self,
+        consumer: &Arc<str>,
+        kind: Kind,
+        rates: &[(Window, Rate)],
+        delta: i64,
+    ) {
+        self.buckets
+            .adjust(consumer, kind, rates, delta, self.share);
+    }
+
+    /// [`LimitStore::spent`]: this replica's ledger.
+    pub fn spent_now(&self, key: &str, month: &str) -> u64 {
+        self.ledger.month_total(key, month)
+    }
+}
+
+impl LimitStore for LocalStore {
+    async fn take(
+        &self,
+        consumer: &Arc<str>,
+        kind: Kind,
+        rates: &[(Window, Rate)],
+        cost: u64,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        Ok(self.take_now(consumer, kind, rates, cost))
+    }
+
+    async fn adjust(
+        &self,
+        consumer: &Arc<str>,
+        kind: Kind,
+        rates: &[(Window, Rate)],
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        self.adjust_now(consumer, kind, rates, delta);
+        Ok(())
+    }
+
+    async fn spent(&self, key: &str, month: &str) -> Result<u64, StoreError> {
+        Ok(self.spent_now(key, month))
+    }
+
+    async fn add_spend(&self, _: &[Arc<str>], _: &str, _: u64) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -303,9 +344,11 @@ mod tests {
         let local = LocalBuckets::default();
         let c: Arc<str> = "team".into();
         for _ in 0..60 {
-            local.admit_request(&c, &per_min(60), &[], 1).unwrap();
+            local.take(&c, Kind::Requests, &per_min(60), 1, 1).unwrap();
         }
-        let refusal = local.admit_request(&c, &per_min(60), &[], 1).unwrap_err();
+        let refusal = local
+            .take(&c, Kind::Requests, &per_min(60), 1, 1)
+            .unwrap_err();
         assert_eq!(refusal.window, Window::Minute);
         assert_eq!(refusal.limit, 60);
         assert!(
@@ -319,7 +362,7 @@ mod tests {
         let local = LocalBuckets::default();
         let c: Arc<str> = "team".into();
         let admitted = (0..100)
-            .filter(|_| local.admit_request(&c, &per_min(60), &[], 3).is_ok())
+            .filter(|_| local.take(&c, Kind::Requests, &per_min(60), 1, 3).is_ok())
             .count();
         assert_eq!(admitted, 20);
     }
@@ -328,32 +371,12 @@ mod tests {
     fn idle_state_is_evicted_only_when_full() {
         let local = LocalBuckets::default();
         let c: Arc<str> = "team".into();
-        local.admit_request(&c, &per_min(60), &[], 1).unwrap();
-        let guard = Rate::per(30, Window::Minute.duration());
-        assert_eq!(
-            local.evict_idle(&guard),
-            0,
-            "a used bucket is not forgotten"
-        );
+        local.take(&c, Kind::Requests, &per_min(60), 1, 1).unwrap();
+        assert_eq!(local.evict_idle(), 0, "a used bucket is not forgotten");
         let fresh: Arc<str> = "other".into();
         local
-            .reserve_tokens(&fresh, &[], &per_min(1_000), 0, 1)
+            .take(&fresh, Kind::Tokens, &per_min(1_000), 0, 1)
             .unwrap();
-        assert_eq!(local.evict_idle(&guard), 1);
-    }
-
-    #[test]
-    fn failed_authentications_lock_out_an_address() {
-        let local = LocalBuckets::default();
-        let rate = Rate::per(3, Window::Minute.duration());
-        let ip: IpAddr = "127.0.0.9".parse().unwrap();
-        for _ in 0..3 {
-            local.check_source(ip, &rate).unwrap();
-            local.failed_auth(ip, &rate);
-        }
-        assert!(local.check_source(ip, &rate).is_err());
-        assert!(local
-            .check_source("127.0.0.10".parse().unwrap(), &rate)
-            .is_ok());
+        assert_eq!(local.evict_idle(), 1);
     }
 }

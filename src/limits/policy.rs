@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::bucket::Rate;
 use crate::config::{LimitSettings, TeamConfig};
+use crate::usage::request::RequestEstimate;
+use crate::usage::Usage;
 
 /// Default `max_request_bytes`: 64 KiB, from the write-up keygate replaces.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 64 * 1024;
@@ -87,6 +89,19 @@ impl Policy {
                     .map(|b| (Arc::from(name), usd_to_micro(b)))
             }),
             default_max_tokens: s.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        }
+    }
+
+    /// The most a request may use, reserved before it is forwarded: its prompt estimate plus
+    /// its `max_tokens` (or `default_max_tokens` when it names none).
+    pub fn worst_case(&self, estimate: &RequestEstimate) -> Usage {
+        Usage {
+            input_tokens: estimate.prompt_tokens_estimate,
+            output_tokens: estimate
+                .max_output_tokens
+                .unwrap_or(self.default_max_tokens),
+            model: estimate.model.clone(),
+            ..Usage::default()
         }
     }
 

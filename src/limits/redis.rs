@@ -1,6 +1,6 @@
 //! Limits shared by every replica through Redis: one atomic script call per decision covering
 //! all of a consumer's windows, reconciliation and shared month spend as a second call off the
-//! request path. Any Redis error or timeout returns `None` so the caller falls back to local
+//! request path. Any Redis error or timeout is a [`StoreError`] so the caller falls back to local
 //! buckets (each replica taking its share); the fallback is logged once per outage and
 //! counted, and Redis is tried again after a short pause, so sharing resumes on its own.
 
@@ -13,8 +13,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use super::bucket::Rate;
-use super::local::Refusal;
 use super::policy::Window;
+use super::store::{Kind, LimitStore, Refusal, StoreError};
 use crate::config::RedisConfig;
 use crate::telemetry;
 
@@ -54,18 +54,15 @@ end
 return {1, 0, 0}
 "#;
 
-/// KEYS: token buckets…, spend keys…; ARGV: #buckets, delta, charged, spend ttl, then
-/// limit/window/capacity per bucket.
-const RECONCILE: &str = r#"
+/// KEYS: buckets; ARGV: delta, then limit/window/capacity per bucket.
+const ADJUST: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nb = tonumber(ARGV[1])
-local delta = tonumber(ARGV[2])
-local charged = tonumber(ARGV[3])
-for i = 1, nb do
-  local limit = tonumber(ARGV[5 + (i - 1) * 3])
-  local window = tonumber(ARGV[6 + (i - 1) * 3])
-  local cap = tonumber(ARGV[7 + (i - 1) * 3])
+local delta = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 + (i - 1) * 3])
+  local window = tonumber(ARGV[3 + (i - 1) * 3])
+  local cap = tonumber(ARGV[4 + (i - 1) * 3])
   local v = redis.call('HMGET', KEYS[i], 'l', 't')
   local level = tonumber(v[1]) or cap
   local ts = tonumber(v[2]) or now
@@ -73,9 +70,14 @@ for i = 1, nb do
   redis.call('HSET', KEYS[i], 'l', tostring(math.min(cap, level - delta)), 't', tostring(now))
   redis.call('PEXPIRE', KEYS[i], window * 2)
 end
-for i = nb + 1, #KEYS do
-  if charged > 0 then redis.call('INCRBY', KEYS[i], charged) end
-  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4]))
+return 1
+"#;
+
+/// KEYS: spend keys; ARGV: charge, ttl in seconds.
+const ADD_SPEND: &str = r#"
+for i = 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[1])
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2]))
 end
 return 1
 "#;
@@ -85,7 +87,8 @@ pub struct RedisLimits {
     prefix: String,
     timeout: Duration,
     take: Script,
-    reconcile: Script,
+    adjust: Script,
+    add_spend: Script,
     down: AtomicBool,
     /// Milliseconds since `started` of the last failure (for the retry pause).
     failed_at_ms: AtomicU64,
@@ -123,7 +126,8 @@ impl RedisLimits {
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             take: Script::new(TAKE),
-            reconcile: Script::new(RECONCILE),
+            adjust: Script::new(ADJUST),
+            add_spend: Script::new(ADD_SPEND),
             down: AtomicBool::new(false),
             failed_at_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -145,10 +149,10 @@ impl RedisLimits {
                 < RETRY_PAUSE.as_millis() as u64
     }
 
-    fn failed(&self, what: &str, error: &str) {
+    fn failed(&self, what: &'static str, error: &str) {
         self.failed_at_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        counter!(telemetry::LIMITS_FALLBACK_TOTAL, "operation" => what.to_string()).increment(1);
+        counter!(telemetry::LIMITS_FALLBACK_TOTAL, "operation" => what).increment(1);
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::error!(error, "redis unavailable: limits fall back to local buckets (each replica takes its share)");
         }
@@ -162,110 +166,133 @@ impl RedisLimits {
 
     async fn run<T: redis::FromRedisValue>(
         &self,
-        what: &str,
+        what: &'static str,
         invocation: redis::ScriptInvocation<'_>,
-    ) -> Option<T> {
+    ) -> Result<T, StoreError> {
         if self.skip() {
-            counter!(telemetry::LIMITS_FALLBACK_TOTAL, "operation" => what.to_string())
-                .increment(1);
-            return None;
+            counter!(telemetry::LIMITS_FALLBACK_TOTAL, "operation" => what).increment(1);
+            return Err(StoreError("redis is down; retrying shortly".into()));
         }
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.succeeded();
-                Some(v)
-            }
-            Ok(Err(e)) => {
-                self.failed(what, &e.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed(what, "timed out");
-                None
-            }
-        }
+        let outcome =
+            tokio::time::timeout(self.timeout, invocation.invoke_async::<T>(&mut conn)).await;
+        self.settle_call(
+            what,
+            outcome
+                .map_err(|_| ())
+                .map(|r| r.map_err(|e| e.to_string())),
+        )
     }
 
-    /// Takes `cost` from every bucket of one kind atomically. `None`: Redis unavailable.
-    pub async fn take(
+    fn settle_call<T>(
         &self,
+        what: &'static str,
+        outcome: Result<Result<T, String>, ()>,
+    ) -> Result<T, StoreError> {
+        let error = match outcome {
+            Ok(Ok(v)) => {
+                self.succeeded();
+                return Ok(v);
+            }
+            Ok(Err(e)) => e,
+            Err(()) => "timed out".to_string(),
+        };
+        self.failed(what, &error);
+        Err(StoreError(error))
+    }
+
+    fn bucket_args(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
         consumer: &str,
-        kind: &str,
+        kind: Kind,
         rates: &[(Window, Rate)],
-        cost: u64,
-    ) -> Option<Result<(), Refusal>> {
-        let mut invocation = self.take.prepare_invoke();
-        invocation.arg(cost);
+    ) {
         for (window, rate) in rates {
-            invocation.key(self.bucket_key(consumer, kind, *window));
+            invocation.key(self.bucket_key(consumer, kind.as_str(), *window));
             invocation
                 .arg(rate.limit)
                 .arg(rate.window.as_millis() as u64)
                 .arg(rate.capacity);
         }
+    }
+}
+
+impl LimitStore for RedisLimits {
+    async fn take(
+        &self,
+        consumer: &Arc<str>,
+        kind: Kind,
+        rates: &[(Window, Rate)],
+        cost: u64,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        if rates.is_empty() {
+            return Ok(Ok(()));
+        }
+        let mut invocation = self.take.prepare_invoke();
+        invocation.arg(cost);
+        self.bucket_args(&mut invocation, consumer, kind, rates);
         let (ok, index, wait): (i64, usize, u64) = self.run("take", invocation).await?;
         if ok == 1 {
-            return Some(Ok(()));
+            return Ok(Ok(()));
         }
-        let (window, rate) = rates.get(index.saturating_sub(1)).copied()?;
-        Some(Err(Refusal {
+        let (window, rate) = rates
+            .get(index.saturating_sub(1))
+            .copied()
+            .ok_or_else(|| StoreError(format!("take named bucket {index} of {}", rates.len())))?;
+        Ok(Err(Refusal {
             window,
             limit: rate.limit,
             retry_after: Duration::from_millis(wait.max(1)),
         }))
     }
 
-    /// The shared month-to-date spend of a ledger key.
-    pub async fn month_spend(&self, key: &str, month: &str) -> Option<u64> {
+    async fn adjust(
+        &self,
+        consumer: &Arc<str>,
+        kind: Kind,
+        rates: &[(Window, Rate)],
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        if rates.is_empty() || delta == 0 {
+            return Ok(());
+        }
+        let mut invocation = self.adjust.prepare_invoke();
+        invocation.arg(delta);
+        self.bucket_args(&mut invocation, consumer, kind, rates);
+        self.run::<i64>("reconcile", invocation).await.map(drop)
+    }
+
+    async fn spent(&self, key: &str, month: &str) -> Result<u64, StoreError> {
         if self.skip() {
-            return None;
+            return Err(StoreError("redis is down; retrying shortly".into()));
         }
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("GET").arg(self.spend_key(key, month)).clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<Option<u64>>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.succeeded();
-                Some(v.unwrap_or(0))
-            }
-            Ok(Err(e)) => {
-                self.failed("spend", &e.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed("spend", "timed out");
-                None
-            }
-        }
+        let outcome =
+            tokio::time::timeout(self.timeout, cmd.query_async::<Option<u64>>(&mut conn)).await;
+        self.settle_call(
+            "spend",
+            outcome
+                .map_err(|_| ())
+                .map(|r| r.map(Option::unwrap_or_default).map_err(|e| e.to_string())),
+        )
     }
 
-    /// Reconciles token buckets by `delta` and adds the charge to the shared month spend.
-    /// Returns false when Redis was unavailable (the caller then reconciles locally).
-    pub async fn reconcile(
+    async fn add_spend(
         &self,
-        consumer: &str,
-        tokens: &[(Window, Rate)],
-        delta: i64,
-        spend_keys: &[Arc<str>],
+        keys: &[Arc<str>],
         month: &str,
-        charged: u64,
-    ) -> bool {
-        let mut invocation = self.reconcile.prepare_invoke();
-        invocation
-            .arg(tokens.len())
-            .arg(delta)
-            .arg(charged)
-            .arg(SPEND_TTL_SECS);
-        for (window, rate) in tokens {
-            invocation.key(self.bucket_key(consumer, "tokens", *window));
-            invocation
-                .arg(rate.limit)
-                .arg(rate.window.as_millis() as u64)
-                .arg(rate.capacity);
+        micro_usd: u64,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() || micro_usd == 0 {
+            return Ok(());
         }
-        for key in spend_keys {
+        let mut invocation = self.add_spend.prepare_invoke();
+        invocation.arg(micro_usd).arg(SPEND_TTL_SECS);
+        for key in keys {
             invocation.key(self.spend_key(key, month));
         }
-        self.run::<i64>("reconcile", invocation).await.is_some()
+        self.run::<i64>("reconcile", invocation).await.map(drop)
     }
 }

@@ -12,7 +12,9 @@
 //! free text is [`redact()`]ed. Webhook URLs are themselves secrets (Slack's carry a token), so
 //! they are never logged or printed; logs and metrics name a webhook by its `name`.
 
+pub mod config;
 mod deliver;
+pub mod notification;
 mod payload;
 pub mod redact;
 
@@ -21,196 +23,15 @@ mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
 
 use metrics::counter;
-use serde::Deserialize;
+
+use crate::telemetry::NOTIFICATIONS_TOTAL;
 use tokio::sync::{mpsc, watch};
 
-use crate::audit::AuditEvent;
-use crate::detect::serde_helpers::duration;
-use crate::detect::{Action, Detection, DetectorKind, Evidence, Severity};
-pub use redact::{redact, KeyId};
-
-/// `keygate_notifications_total{sink,result}`; result is `sent`, `retried` (an attempt failed
-/// and will be retried), `failed` (gave up) or `dropped` (queue full, or left at shutdown).
-pub const NOTIFICATIONS_TOTAL: &str = "keygate_notifications_total";
-
-/// `notify:` in the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyConfig {
-    #[serde(default)]
-    pub webhooks: Vec<Webhook>,
-    /// Notifications waiting per webhook; more are dropped (default 1024).
-    #[serde(default = "default_queue")]
-    pub queue: usize,
-    /// Attempts per notification and webhook (default 3).
-    #[serde(default = "default_attempts")]
-    pub attempts: u32,
-    /// Wait before the second attempt, doubled for each later one (default 200 ms) …
-    #[serde(default = "default_backoff", with = "duration")]
-    pub backoff: Duration,
-    /// … up to this (default 2 s).
-    #[serde(default = "default_max_backoff", with = "duration")]
-    pub max_backoff: Duration,
-}
-
-impl Default for NotifyConfig {
-    fn default() -> Self {
-        NotifyConfig {
-            webhooks: Vec::new(),
-            queue: default_queue(),
-            attempts: default_attempts(),
-            backoff: default_backoff(),
-            max_backoff: default_max_backoff(),
-        }
-    }
-}
-
-fn default_queue() -> usize {
-    1024
-}
-fn default_attempts() -> u32 {
-    3
-}
-fn default_backoff() -> Duration {
-    Duration::from_millis(200)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-/// One webhook.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Webhook {
-    /// The `sink` label and the name in logs (default `<format>-<index>`); never the URL.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `http(s)://…`. Treated as a secret: never logged.
-    #[serde(deserialize_with = "parse_url")]
-    pub url: url::Url,
-    #[serde(default)]
-    pub format: WebhookFormat,
-    /// Per request (default 5 s).
-    #[serde(default = "default_timeout", with = "duration")]
-    pub timeout: Duration,
-}
-
-fn parse_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
-    let text = String::deserialize(d)?;
-    // The error names the problem, never the URL (it may carry a token).
-    url::Url::parse(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid webhook URL ({e})")))
-}
-
-impl std::fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhook")
-            .field("name", &self.name)
-            .field(
-                "url",
-                &format_args!(
-                    "{}://{}/…",
-                    self.url.scheme(),
-                    self.url.host_str().unwrap_or("")
-                ),
-            )
-            .field("format", &self.format)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-/// Payload shape.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WebhookFormat {
-    /// `{"source": "keygate", "consumer", "detector", "severity", "action", "evidence", "at", …}`.
-    #[default]
-    Generic,
-    /// Slack incoming-webhook `{"text", "blocks"}`.
-    Slack,
-}
-
-/// Why a notify config is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
-    #[error("notify.webhooks[{0}].url: only http and https webhooks are supported")]
-    Scheme(usize),
-    #[error("notify.webhooks[{0}].name: {1:?} is used twice")]
-    DuplicateName(usize, String),
-    #[error("notify.{0}: must be greater than zero")]
-    Zero(&'static str),
-    #[error("notify: cannot build the HTTP client: {0}")]
-    Client(String),
-}
-
-/// What a notification is about: a detector firing, or an admin or CLI action.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
-    event: AuditEvent,
-    consumer: Option<Arc<str>>,
-    key_id: Option<KeyId>,
-    detector: Option<DetectorKind>,
-    severity: Severity,
-    action: Option<Action>,
-    evidence: Option<Evidence>,
-    actor: Option<String>,
-    reason: Option<String>,
-    at: SystemTime,
-}
-
-impl Notification {
-    /// A detector fired.
-    pub fn from_detection(d: &Detection) -> Self {
-        Notification {
-            event: AuditEvent::Detection,
-            consumer: Some(d.consumer.clone()),
-            key_id: None,
-            detector: Some(d.detector),
-            severity: d.severity,
-            action: Some(d.action),
-            evidence: Some(d.evidence.clone()),
-            actor: None,
-            reason: None,
-            at: d.at,
-        }
-    }
-
-    /// An admin did something (revoked a key, suspended or resumed a consumer, …). Severity
-    /// is `warning`; `actor` and `reason` are redacted.
-    pub fn admin(
-        event: AuditEvent,
-        consumer: Option<Arc<str>>,
-        key_id: Option<KeyId>,
-        actor: &str,
-        reason: Option<&str>,
-    ) -> Self {
-        Notification {
-            event,
-            consumer,
-            key_id,
-            detector: None,
-            severity: Severity::Warning,
-            action: None,
-            evidence: None,
-            actor: Some(redact(actor)),
-            reason: reason.map(redact),
-            at: SystemTime::now(),
-        }
-    }
-
-    /// The same notification, stamped `at` (tests, replays).
-    pub fn at(mut self, at: SystemTime) -> Self {
-        self.at = at;
-        self
-    }
-}
+pub use config::{NotifyConfig, NotifyError, Webhook, WebhookFormat};
+pub use notification::Notification;
+pub use redact::redact;
 
 /// Delivery counters since start (also exported as [`NOTIFICATIONS_TOTAL`]).
 #[derive(Debug, Default)]
@@ -354,5 +175,61 @@ impl Notifier {
     /// ones one attempt each within a few seconds, and counts the rest as dropped.
     pub fn shutdown(&self) {
         self.inner.stop.send_replace(true);
+    }
+}
+
+/// The notifier in force and its delivery task, replaced when a reload changes `notify:`.
+/// Sending with no webhook configured does nothing.
+#[derive(Debug, Default)]
+pub struct Notifications {
+    current: arc_swap::ArcSwapOption<Notifier>,
+    /// Delivery tasks: the current notifier's, and replaced ones still draining.
+    runners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Notifications {
+    /// Puts `notifier` in force and starts its delivery (needs a Tokio runtime).
+    pub fn start(notifier: Option<Notifier>) -> Self {
+        let notifications = Notifications::default();
+        notifications.replace(notifier);
+        notifications
+    }
+
+    /// Queues `notification` for every webhook of the current notifier.
+    pub fn send(&self, notification: Notification) {
+        if let Some(notifier) = self.current.load_full() {
+            notifier.send(notification);
+        }
+    }
+
+    /// The current notifier, if any.
+    pub fn current(&self) -> Option<Arc<Notifier>> {
+        self.current.load_full()
+    }
+
+    /// Puts `next` in force and starts its delivery; the notifier it replaces gives what it
+    /// still holds one attempt and stops.
+    pub fn replace(&self, next: Option<Notifier>) {
+        let runner = next.as_ref().map(|n| {
+            let n = n.clone();
+            tokio::spawn(async move { n.run().await })
+        });
+        if let Some(old) = self.current.swap(next.map(Arc::new)) {
+            old.shutdown();
+        }
+        let mut runners = self.runners.lock().unwrap_or_else(|p| p.into_inner());
+        runners.retain(|r| !r.is_finished());
+        runners.extend(runner);
+    }
+
+    /// Stops delivery and waits for every delivery task to finish.
+    pub async fn shutdown(&self) {
+        if let Some(current) = self.current.swap(None) {
+            current.shutdown();
+        }
+        let runners = std::mem::take(&mut *self.runners.lock().unwrap_or_else(|p| p.into_inner()));
+        for runner in runners {
+            let _ = runner.await;
+        }
     }
 }

@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use super::{Notification, WebhookFormat};
-use crate::audit::AuditEvent;
-use crate::detect::Action;
+use super::config::WebhookFormat;
+use super::notification::Notification;
+use crate::audit::entry::AuditEvent;
+use crate::detect::action::Action;
 
 pub(super) fn format_name(format: WebhookFormat) -> &'static str {
     match format {
@@ -67,7 +68,7 @@ pub(super) fn generic(n: &Notification) -> Value {
         });
     }
     for (field, value) in [
-        ("key_id", n.key_id.as_ref().map(|k| k.as_str())),
+        ("key_id", n.key_id.map(|k| k.to_string()).as_deref()),
         ("actor", n.actor.as_deref()),
         ("reason", n.reason.as_deref()),
     ] {

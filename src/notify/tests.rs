@@ -12,6 +12,8 @@ use axum::routing::post;
 use serde_json::Value;
 
 use super::*;
+use crate::audit::AuditEvent;
+use crate::auth::KeyId;
 use crate::auth::{key, KeyEnv, KeyHash};
 use crate::detect::{Action, Detection, DetectorKind, Evidence, Severity};
 
@@ -183,18 +185,18 @@ async fn a_full_queue_drops_without_blocking() {
 fn admin_notifications_carry_key_ids_never_keys() {
     let secret = key::generate(KeyEnv::Live).unwrap();
     let text = key::reveal(&secret);
-    let kid = KeyId::from(&KeyHash::of(text));
+    let kid: KeyId = KeyHash::of(text).key_id();
     let n = Notification::admin(
         AuditEvent::KeyRevoked,
         Some("team-a".into()),
-        Some(kid.clone()),
+        Some(kid),
         "admin",
         Some(&format!("leaked in a gist: {text}")),
     );
     for body in [payload::generic(&n), payload::slack(&n)] {
         let body = body.to_string();
         assert!(!body.contains(&text[8..38]), "{body}");
-        assert!(body.contains(kid.as_str()));
+        assert!(body.contains(&kid.to_string()));
     }
     let g = payload::generic(&n);
     assert_eq!(g["action"], "revoke_key");

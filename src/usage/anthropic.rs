@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use super::lenient::{Count, Obj, Text, TextLen, Weigh};
-use super::stream::Progress;
+use super::progress::Progress;
 use super::{bounded_model, Usage, UsageError};
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use super::lenient::{Count, Obj, Text, TextLen};
-use super::stream::Progress;
+use super::progress::Progress;
 use super::{Usage, UsageError};
 
 #[derive(Debug, Default, Deserialize)]

@@ -27,6 +27,7 @@ mod lenient;
 mod openai;
 pub mod pricing;
 mod pricing_defaults;
+mod progress;
 pub mod request;
 mod splice;
 pub mod sse;

@@ -10,7 +10,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::lenient::{Count, Obj, SumOf, Text, TextLen, Weigh};
-use super::stream::Progress;
+use super::progress::Progress;
 use super::{bounded_model, Usage, UsageError};
 
 #[derive(Debug, Default, Deserialize)]

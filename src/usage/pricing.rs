@@ -15,6 +15,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::{Usage, MAX_MODEL_CHARS};
+use crate::providers::ProviderKind;
 
 /// Largest accepted price, in USD per million tokens; anything above is surely a typo.
 pub const MAX_USD_PER_MTOK: f64 = 1_000_000.0;
@@ -188,6 +189,16 @@ impl PriceTable {
     pub fn cost_micro_usd(&self, provider: &str, usage: &Usage) -> Option<u64> {
         let price = self.lookup(provider, usage.model.as_deref()?)?;
         Some(price.cost_micro_usd(usage))
+    }
+
+    /// The cost of `usage` on a provider of `kind`; Azure OpenAI falls back to OpenAI's list
+    /// prices.
+    pub fn cost_for(&self, kind: ProviderKind, usage: &Usage) -> Option<u64> {
+        self.cost_micro_usd(kind.as_str(), usage).or_else(|| {
+            (kind == ProviderKind::AzureOpenai)
+                .then(|| self.cost_micro_usd("openai", usage))
+                .flatten()
+        })
     }
 
     /// Number of rules.

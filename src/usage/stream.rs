@@ -4,31 +4,9 @@
 //! counter, never the body: memory is bounded by the SSE decoder's per-event limit however
 //! long the stream runs. Feed it decompressed bytes (see [`super::StreamDecoder`]).
 
+use super::progress::Progress;
 use super::sse::{SseDecoder, DEFAULT_EVENT_LIMIT};
-use super::{anthropic, bounded_model, cohere, openai, Dialect, Usage};
-
-/// What the events read so far have established, apart from usage itself.
-#[derive(Debug, Default)]
-pub(super) struct Progress {
-    pub model: Option<String>,
-    pub complete: bool,
-    pub failed: bool,
-    pub unparseable: bool,
-    pub content_bytes: u64,
-}
-
-impl Progress {
-    /// Keeps the first non-empty model name.
-    pub fn see_model(&mut self, model: Option<&str>) {
-        if self.model.is_none() {
-            self.model = model.and_then(bounded_model);
-        }
-    }
-
-    pub fn add_content(&mut self, bytes: u64) {
-        self.content_bytes = self.content_bytes.saturating_add(bytes);
-    }
-}
+use super::{anthropic, cohere, openai, Dialect, Usage};
 
 #[derive(Debug)]
 enum Parser {

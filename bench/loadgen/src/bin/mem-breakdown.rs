@@ -143,8 +143,9 @@ fn main() -> Result<()> {
         let (after, blocks_after) = snapshot();
         row(what, after - before, blocks_after - blocks_before);
     };
-    let accounting = Arc::new(Accounting::new(PriceTable::defaults(), Ledger::in_memory()));
-    let limiter = Limiter::new(accounting.clone());
+    let ledger = Arc::new(Ledger::in_memory());
+    let accounting = Arc::new(Accounting::new(PriceTable::defaults(), ledger.clone()));
+    let limiter = Limiter::new(ledger);
     limiter.configure(&LimitsConfig::default(), None);
     step(
         "active: limiter buckets (request + token windows)",
@@ -168,7 +169,7 @@ fn main() -> Result<()> {
     step(
         "active: metric series (`keygate_requests_total` per consumer)",
         &mut |c| {
-            keygate::telemetry::record_outcome(Some(c), "allowed");
+            keygate::telemetry::record_outcome(&c.name, &c.provider.name, "allowed");
         },
     );
     drop((registry, second, config, limiter, detectors, recorder));

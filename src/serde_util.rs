@@ -1,6 +1,6 @@
-//! Small serde adapters shared by the detectors, notifications and the audit log: humantime
-//! durations (`10s`, `15m`), RFC 3339 timestamps and `Arc<str>` names (serde's `rc` feature is
-//! not enabled in this crate).
+//! Small serde adapters shared by the config, the detectors, notifications and the audit log:
+//! humantime durations (`10s`, `15m`), RFC 3339 timestamps and `Arc<str>` names (serde's `rc`
+//! feature is not enabled in this crate).
 
 /// A `Duration` written as humantime text (`500ms`, `10s`, `1h`), both ways.
 pub mod duration {
@@ -27,6 +27,25 @@ pub mod rfc3339 {
 
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
+    }
+}
+
+/// An optional `SystemTime` read from RFC 3339 text (deserialize only).
+pub mod rfc3339_opt {
+    use serde::Deserialize;
+    use std::time::SystemTime;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        humantime::parse_rfc3339_weak(&text).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid timestamp {text:?} ({e}); use RFC 3339 like 2027-01-31T00:00:00Z"
+            ))
+        })
     }
 }
 

@@ -7,9 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::histogram;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
-use super::state::{Action, OverrideStore};
+use super::{Action, OverrideStore};
+use crate::tasks::stopped;
 use crate::telemetry;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,8 +75,15 @@ impl Broadcaster {
         }
     }
 
-    /// Subscribes forever (reconnecting), applying other replicas' actions.
-    pub async fn run(self, store: Arc<OverrideStore>) {
+    /// Subscribes until `stop` (reconnecting), applying other replicas' actions.
+    pub async fn run(self, store: Arc<OverrideStore>, mut stop: watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.subscribe(&store) => {}
+            _ = stopped(&mut stop) => {}
+        }
+    }
+
+    async fn subscribe(&self, store: &OverrideStore) {
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
@@ -86,7 +95,7 @@ impl Broadcaster {
                             let Ok(payload) = msg.get_payload::<String>() else {
                                 continue;
                             };
-                            self.receive(&store, &payload);
+                            self.receive(store, &payload);
                         }
                     }
                 }
@@ -111,7 +120,7 @@ impl Broadcaster {
                     .record(seconds);
                 tracing::info!(
                     action = message.action.name(),
-                    target = message.action.target(),
+                    target = %message.action.target(),
                     propagation_s = seconds,
                     "applied broadcast admin action"
                 );

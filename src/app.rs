@@ -1,0 +1,270 @@
+//! The running keygate: every component built once for `serve`, a config put into service
+//! with every section a running process can apply (at startup and on each reload), the
+//! background loops it owns, and its shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{watch, Notify};
+
+use crate::accounting::{Accounting, Ledger};
+use crate::audit::AuditLog;
+use crate::auth::registry::Registry;
+use crate::config::{self, Config, LimitsBackend};
+use crate::containment::Containment;
+use crate::detect::Detectors;
+use crate::gate::Gate;
+use crate::limits::redis::RedisLimits;
+use crate::limits::Limiter;
+use crate::notify::{Notifications, Notifier};
+use crate::overrides::{Broadcaster, OverrideService, OverrideStore, StateError};
+use crate::pipeline::{Pipeline, Settings};
+use crate::runtime::{self, Background, Prepared};
+use crate::secrets::CredentialCache;
+use crate::tasks::{stopped, Tasks};
+use crate::telemetry;
+use crate::usage::PriceTable;
+
+/// Why keygate could not be assembled from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("usage.ledger: {0}")]
+    Ledger(String),
+    #[error("admin.audit_log: {0}")]
+    Audit(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("notify: {0}")]
+    Notify(String),
+    #[error("limits.redis.url (admin broadcast): {0}")]
+    Broadcast(String),
+}
+
+/// Why a prepared config could not be switched on.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("usage.{0}")]
+    Pricing(#[from] crate::usage::PricingError),
+    #[error(transparent)]
+    Redis(#[from] crate::limits::redis::RedisSetupError),
+    #[error("notify: {0}")]
+    Notify(String),
+}
+
+pub struct App {
+    pub gate: Arc<Gate>,
+    pub accounting: Arc<Accounting>,
+    pub limiter: Arc<Limiter>,
+    pub detectors: Arc<Detectors>,
+    pub notifications: Arc<Notifications>,
+    pub audit: Arc<AuditLog>,
+    pub overrides: Arc<OverrideService>,
+    pub containment: Arc<Containment>,
+    pub pipeline: Pipeline,
+    /// Wakes the reloader (the admin API's credential refresh).
+    pub refresh: Arc<Notify>,
+    broadcaster: Option<Broadcaster>,
+}
+
+impl App {
+    /// Builds every component for `config` (needs a Tokio runtime: notification delivery
+    /// starts here).
+    pub fn build(config: &Config, credentials: Arc<CredentialCache>) -> Result<App, AppError> {
+        let ledger = Arc::new(if config.usage.ledger.as_os_str().is_empty() {
+            Ledger::in_memory()
+        } else {
+            Ledger::open(&config.usage.ledger).map_err(|e| AppError::Ledger(e.to_string()))?
+        });
+        let accounting = Arc::new(Accounting::new(PriceTable::defaults(), ledger.clone()));
+        let limiter = Arc::new(Limiter::new(ledger.clone()));
+        let gate = Arc::new(Gate::new(Registry::default(), credentials));
+        let audit_path = (!config.admin.audit_log.as_os_str().is_empty())
+            .then_some(config.admin.audit_log.as_path());
+        let audit = AuditLog::open(audit_path)
+            .map_err(|e| AppError::Audit(e.to_string()))?
+            .shared();
+        let store = Arc::new(OverrideStore::open(
+            config.admin.state_file.clone(),
+            gate.overrides_cell(),
+        )?);
+        let notifications = Arc::new(Notifications::start(
+            notifier(&config.notify).map_err(AppError::Notify)?,
+        ));
+        let broadcaster = match &config.limits.redis {
+            Some(redis) => {
+                let origin = format!("{}-{}", std::process::id(), config.listeners.grpc);
+                Some(
+                    Broadcaster::new(&redis.url, &redis.key_prefix, origin)
+                        .map_err(|e| AppError::Broadcast(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let detectors = Arc::new(Detectors::new(config.detect.clone()));
+        let overrides = Arc::new(OverrideService::new(
+            store,
+            broadcaster.clone(),
+            gate.clone(),
+            detectors.clone(),
+            audit.clone(),
+            notifications.clone(),
+        ));
+        let containment = Arc::new(Containment::new(
+            detectors.clone(),
+            overrides.clone(),
+            limiter.clone(),
+            ledger,
+            gate.clone(),
+            audit.clone(),
+            notifications.clone(),
+        ));
+        let pipeline = Pipeline::new(
+            gate.clone(),
+            limiter.clone(),
+            accounting.clone(),
+            Some(containment.clone()),
+        );
+        Ok(App {
+            gate,
+            accounting,
+            limiter,
+            detectors,
+            notifications,
+            audit,
+            overrides,
+            containment,
+            pipeline,
+            refresh: Arc::new(Notify::new()),
+            broadcaster,
+        })
+    }
+
+    /// Starts the loops that live as long as the process: detector evaluation, the admin
+    /// broadcast subscriber, and the periodic upkeep.
+    pub fn start(self: &Arc<Self>, tasks: &mut Tasks, source_window: Duration) {
+        let containment = self.containment.clone();
+        tasks.spawn("containment", move |stop| containment.run(stop));
+        if let Some(broadcaster) = self.broadcaster.clone() {
+            let store = self.overrides.store().clone();
+            tasks.spawn("admin broadcast", move |stop| broadcaster.run(store, stop));
+        }
+        let app = self.clone();
+        tasks.spawn("upkeep", move |stop| app.upkeep(source_window, stop));
+    }
+
+    /// Puts a prepared config into service: pricing, limits, pipeline settings, detectors,
+    /// notifications and the registry, all or (on an error) none of them. Returns its
+    /// background work (credential refresh, consumer polling).
+    pub fn activate(
+        &self,
+        prepared: Prepared,
+        running: Option<&Config>,
+    ) -> Result<(Config, Background), ActivateError> {
+        let config = &prepared.config;
+        let prices = PriceTable::defaults().with_overrides(&config.usage.pricing)?;
+        let limits = &config.limits;
+        let redis = match (limits.backend, &limits.redis) {
+            (LimitsBackend::Redis, Some(redis)) => Some(RedisLimits::connect(redis)?),
+            _ => None,
+        };
+        let notify_changed = running.is_some_and(|r| r.notify != config.notify);
+        let next_notifier = if notify_changed {
+            Some(notifier(&config.notify).map_err(ActivateError::Notify)?)
+        } else {
+            None
+        };
+
+        self.accounting.set_prices(prices);
+        self.limiter.configure(limits, redis);
+        self.pipeline.configure(Settings {
+            trust_forwarded_for: config.network.trust_forwarded_for,
+            include_usage: config.usage.include_usage,
+        });
+        self.detectors.set_config(config.detect.clone());
+        if let Some(next) = next_notifier {
+            self.notifications.replace(next);
+            tracing::info!("notification webhooks replaced");
+        }
+        if let Some(running) = running {
+            for setting in config::restart_only_changes(running, config) {
+                tracing::warn!(
+                    setting,
+                    "changed in the config file; takes effect after a restart"
+                );
+            }
+        }
+        let background = runtime::spawn_background(&prepared, &self.gate);
+        telemetry::record_registry_size(prepared.registry.consumers().len());
+        record_budgets(&prepared.registry);
+        self.gate.swap_registry(prepared.registry);
+        Ok((prepared.config, background))
+    }
+
+    /// Periodic work off the request path: flush the ledger every second, pick up the state
+    /// file, publish source counts and month-to-date spend, forget idle limiter state.
+    async fn upkeep(self: Arc<Self>, source_window: Duration, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopped(&mut stop) => return,
+            }
+            self.flush_ledger();
+            if let Err(e) = self.overrides.store().reload() {
+                tracing::warn!(error = %e, "state file unreadable; keeping the current overrides");
+            }
+            if n.is_multiple_of(5) {
+                self.accounting.publish_sources(source_window);
+            }
+            if n.is_multiple_of(30) {
+                self.accounting.publish_month_to_date(SystemTime::now());
+            }
+            if n.is_multiple_of(60) {
+                self.limiter.evict_idle();
+            }
+            n += 1;
+        }
+    }
+
+    /// Writes the spend ledger's changes to disk.
+    pub fn flush_ledger(&self) {
+        match self.accounting.ledger.flush() {
+            Ok(0) => {}
+            Ok(_) => {
+                metrics::counter!(telemetry::LEDGER_FLUSH_TOTAL, "result" => "ok").increment(1)
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::LEDGER_FLUSH_TOTAL, "result" => "error").increment(1);
+                tracing::error!(error = %e, "spend ledger flush failed");
+            }
+        }
+    }
+
+    /// After the background loops stopped: deliver what notifications can be, flush the
+    /// ledger.
+    pub async fn shutdown(&self) {
+        self.notifications.shutdown().await;
+        self.flush_ledger();
+    }
+}
+
+/// The notifier for `notify:`, or none without webhooks.
+fn notifier(config: &crate::notify::NotifyConfig) -> Result<Option<Notifier>, String> {
+    if config.webhooks.is_empty() {
+        return Ok(None);
+    }
+    Notifier::new(config.clone())
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Publishes `keygate_budget_usd` for every consumer with a monthly budget.
+fn record_budgets(registry: &Registry) {
+    for c in registry.consumers() {
+        if let Some(budget) = c.limits.budget_micro_usd {
+            metrics::gauge!(telemetry::BUDGET_USD, "consumer" => c.name.to_string())
+                .set(budget as f64 / 1e6);
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Which settings a reload cannot apply: listeners are bound, and the admin plane's files and
+//! the ledger opened, once at startup. A reload names each changed one in the log.
+
+use super::Config;
+
+/// The restart-only settings that differ between the running config and a reloaded one.
+pub fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static str> {
+    let (a, b) = (running, reloaded);
+    let redis_url = |c: &Config| c.limits.redis.as_ref().map(|r| r.url.clone());
+    let tls = |c: &Config| {
+        c.admin.tls.as_ref().map(|t| {
+            (
+                t.cert_file.clone(),
+                t.key_file.clone(),
+                t.client_ca_file.clone(),
+            )
+        })
+    };
+    [
+        ("listeners.grpc", a.listeners.grpc != b.listeners.grpc),
+        (
+            "listeners.grpc_uds",
+            a.listeners.grpc_uds != b.listeners.grpc_uds,
+        ),
+        ("listeners.admin", a.listeners.admin != b.listeners.admin),
+        ("admin.listen", a.admin.listen != b.admin.listen),
+        ("admin.token_file", a.admin.token_file != b.admin.token_file),
+        ("admin.token_env", a.admin.token_env != b.admin.token_env),
+        ("admin.tls", tls(a) != tls(b)),
+        ("admin.state_file", a.admin.state_file != b.admin.state_file),
+        ("admin.audit_log", a.admin.audit_log != b.admin.audit_log),
+        ("usage.ledger", a.usage.ledger != b.usage.ledger),
+        (
+            "limits.redis.url (admin broadcast)",
+            redis_url(a) != redis_url(b),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}

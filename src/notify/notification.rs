@@ -1,0 +1,73 @@
+//! What one notification says: a detector firing, or an admin action. Built only from values
+//! that hold no secret (registry names, key ids, redacted free text).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::redact::redact;
+use crate::audit::entry::AuditEvent;
+use crate::auth::key_id::KeyId;
+use crate::detect::action::Action;
+use crate::detect::detection::{Detection, DetectorKind, Evidence, Severity};
+
+/// What a notification is about: a detector firing, or an admin or CLI action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub(super) event: AuditEvent,
+    pub(super) consumer: Option<Arc<str>>,
+    pub(super) key_id: Option<KeyId>,
+    pub(super) detector: Option<DetectorKind>,
+    pub(super) severity: Severity,
+    pub(super) action: Option<Action>,
+    pub(super) evidence: Option<Evidence>,
+    pub(super) actor: Option<String>,
+    pub(super) reason: Option<String>,
+    pub(super) at: SystemTime,
+}
+
+impl Notification {
+    /// A detector fired.
+    pub fn from_detection(d: &Detection) -> Self {
+        Notification {
+            event: AuditEvent::Detection,
+            consumer: Some(d.consumer.clone()),
+            key_id: None,
+            detector: Some(d.detector),
+            severity: d.severity,
+            action: Some(d.action),
+            evidence: Some(d.evidence.clone()),
+            actor: None,
+            reason: None,
+            at: d.at,
+        }
+    }
+
+    /// An admin did something (revoked a key, suspended or resumed a consumer, …). Severity
+    /// is `warning`; `actor` and `reason` are redacted.
+    pub fn admin(
+        event: AuditEvent,
+        consumer: Option<Arc<str>>,
+        key_id: Option<KeyId>,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Self {
+        Notification {
+            event,
+            consumer,
+            key_id,
+            detector: None,
+            severity: Severity::Warning,
+            action: None,
+            evidence: None,
+            actor: Some(redact(actor)),
+            reason: reason.map(redact),
+            at: SystemTime::now(),
+        }
+    }
+
+    /// The same notification, stamped `at` (tests, replays).
+    pub fn at(mut self, at: SystemTime) -> Self {
+        self.at = at;
+        self
+    }
+}

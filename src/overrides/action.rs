@@ -1,0 +1,45 @@
+//! One operator action on the overrides: what the admin API, the CLI, the detectors and the
+//! replicas' broadcast all speak.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::KeyId;
+
+/// Suspend, resume or revoke a consumer, or revoke one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Action {
+    Suspend { consumer: String },
+    Resume { consumer: String },
+    RevokeConsumer { consumer: String },
+    RevokeKey { key_id: KeyId },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Suspend { .. } => "suspend",
+            Action::Resume { .. } => "resume",
+            Action::RevokeConsumer { .. } => "revoke_consumer",
+            Action::RevokeKey { .. } => "revoke_key",
+        }
+    }
+
+    /// The consumer the action names, if it names one.
+    pub fn consumer(&self) -> Option<&str> {
+        match self {
+            Action::Suspend { consumer }
+            | Action::Resume { consumer }
+            | Action::RevokeConsumer { consumer } => Some(consumer),
+            Action::RevokeKey { .. } => None,
+        }
+    }
+
+    /// The consumer name or key id acted on, for logs.
+    pub fn target(&self) -> String {
+        match self {
+            Action::RevokeKey { key_id } => key_id.to_string(),
+            other => other.consumer().unwrap_or_default().to_string(),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The request phase: one admission per request, in a fixed order: the failed-authentication
+//! guard, authentication and scope, size and request rate, observation (and canary keys),
+//! then the credential.
+
+use std::time::Instant;
+
+use super::exchange::Exchange;
+use super::{record, source, Admission, Admitted, Phases, Pipeline};
+use crate::auth::registry::Consumer;
+use crate::denial::{Denial, DenyReason};
+use crate::gate::request_shape;
+use crate::request::RequestView;
+use crate::telemetry;
+
+impl Pipeline {
+    /// Admits or denies one request, counting its outcome unless the body phase still has to
+    /// decide ([`Admitted::read_body`]).
+    pub async fn admit(&self, req: &RequestView<'_>, phases: Phases) -> Admission {
+        let started = Instant::now();
+        let admission = self.admit_unmeasured(req, phases).await;
+        telemetry::record_decision_time(started.elapsed());
+        admission
+    }
+
+    async fn admit_unmeasured(&self, req: &RequestView<'_>, phases: Phases) -> Admission {
+        let s = &self.shared;
+        let shape = request_shape(req);
+        let settings = **s.settings.load();
+        let deny = |reason: DenyReason, consumer: Option<&Consumer>| {
+            record(consumer, reason.outcome());
+            Admission::Denied(Denial::new(reason, shape))
+        };
+        let client = source::client_address(req, &settings);
+        if let Err(reason) = s.limiter.check_source(client) {
+            return deny(reason, None);
+        }
+        let consumer = match s.gate.authenticate(req) {
+            Ok(consumer) => consumer,
+            Err(refused) => {
+                if refused.reason.status() == 401 {
+                    s.limiter.failed_auth(client);
+                }
+                return deny(refused.reason, refused.consumer.as_deref());
+            }
+        };
+        let content_length = req.content_length();
+        if let Err(reason) = s.limiter.admit_request(&consumer, content_length).await {
+            return deny(reason, Some(&consumer));
+        }
+        if let Some(containment) = &s.containment {
+            if !containment.on_allowed(&consumer, client).await {
+                return deny(DenyReason::Suspended, Some(&consumer));
+            }
+        }
+        let mutation = match s.gate.credential(&consumer, req) {
+            Ok(mutation) => mutation,
+            Err(reason) => return deny(reason, Some(&consumer)),
+        };
+        let (exchange, read_body) = match phases {
+            Phases::HeadersOnly => (None, false),
+            Phases::Full { body_follows } => {
+                let exchange = Exchange::start(
+                    s.clone(),
+                    consumer.clone(),
+                    req,
+                    client,
+                    shape,
+                    settings.include_usage,
+                    body_follows,
+                );
+                let read_body = exchange.awaits_body();
+                (Some(exchange), read_body)
+            }
+        };
+        if !read_body {
+            record(Some(&consumer), "allowed");
+        }
+        Admission::Allowed(Admitted {
+            consumer,
+            mutation,
+            exchange,
+            read_body,
+        })
+    }
+}

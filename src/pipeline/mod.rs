@@ -1,0 +1,126 @@
+//! The protocol-free request pipeline. The request phase turns a [`RequestView`] into one
+//! [`Admission`] (source guard → authenticate → scope → size → rate → observation and canary
+//! → credential); the body phase reserves tokens and budget; the [`Exchange`] owns that
+//! reservation until its response is settled and charged. Each request's outcome is counted
+//! here, once (`keygate_requests_total`). The Envoy edges only translate to and from it.
+//!
+//! [`RequestView`]: crate::request::RequestView
+
+mod admission;
+pub mod exchange;
+mod response;
+mod source;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::accounting::Accounting;
+use crate::auth::registry::Consumer;
+use crate::containment::Containment;
+use crate::decision::HeaderMutation;
+use crate::denial::Denial;
+use crate::gate::Gate;
+use crate::limits::Limiter;
+use crate::telemetry;
+
+pub use exchange::Exchange;
+pub use response::{BodyPlan, MAX_ENVOY_BUFFERED, MAX_PARSED_BODY};
+
+/// The parts of a config the pipeline reads per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Take the client address from `x-forwarded-for` (`network.trust_forwarded_for`).
+    pub trust_forwarded_for: bool,
+    /// Add `stream_options.include_usage` to OpenAI streaming requests that lack it.
+    pub include_usage: bool,
+}
+
+/// What the edge can show the pipeline of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phases {
+    /// Headers only (ext_authz): the admission is final at the headers.
+    HeadersOnly,
+    /// Headers, then the body if one follows, then the response (ext_proc).
+    Full { body_follows: bool },
+}
+
+/// An allowed request: who it is, how to rewrite it, and (with [`Phases::Full`]) the exchange
+/// that follows it.
+pub struct Admitted {
+    pub consumer: Arc<Consumer>,
+    pub mutation: HeaderMutation,
+    pub exchange: Option<Exchange>,
+    /// The edge must deliver the request body to [`Exchange::request_body`] before the
+    /// request is forwarded; the admission is final only then.
+    pub read_body: bool,
+}
+
+/// The request phase's answer. Not boxed: it is moved once, into the edge's stream state.
+#[allow(clippy::large_enum_variant)]
+pub enum Admission {
+    Allowed(Admitted),
+    Denied(Denial),
+}
+
+/// What every exchange shares.
+pub(crate) struct Shared {
+    gate: Arc<Gate>,
+    limiter: Arc<Limiter>,
+    accounting: Arc<Accounting>,
+    containment: Option<Arc<Containment>>,
+    settings: ArcSwap<Settings>,
+}
+
+/// The pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("settings", &**self.shared.settings.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    pub fn new(
+        gate: Arc<Gate>,
+        limiter: Arc<Limiter>,
+        accounting: Arc<Accounting>,
+        containment: Option<Arc<Containment>>,
+    ) -> Self {
+        Pipeline {
+            shared: Arc::new(Shared {
+                gate,
+                limiter,
+                accounting,
+                containment,
+                settings: ArcSwap::from_pointee(Settings {
+                    trust_forwarded_for: false,
+                    include_usage: true,
+                }),
+            }),
+        }
+    }
+
+    /// Applies a (re)loaded config's settings to requests that start from now on.
+    pub fn configure(&self, settings: Settings) {
+        self.shared.settings.store(Arc::new(settings));
+    }
+
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.shared.gate
+    }
+}
+
+/// Counts one request's outcome.
+fn record(consumer: Option<&Consumer>, outcome: &'static str) {
+    match consumer {
+        Some(c) => telemetry::record_outcome(&c.name, &c.provider.name, outcome),
+        None => telemetry::record_outcome(telemetry::UNKNOWN, telemetry::UNKNOWN, outcome),
+    }
+}
