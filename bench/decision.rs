@@ -9,6 +9,8 @@
 //! cache as they would in production, while the presented key itself is hot (see `keyed`).
 //! `criterion-table` (bench/loadgen) turns the results into markdown.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::SystemTime;

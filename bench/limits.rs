@@ -7,6 +7,8 @@
 //! reservation; `settle`: reconciliation to the actual usage). Presented consumers rotate over
 //! up to 65,536 spread through the registry, as in the decision benchmark.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;

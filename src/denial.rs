@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::auth::KeyFormatError;
+use crate::auth::key::KeyFormatError;
 use crate::path::PathError;
 use crate::providers::ErrorShape;
 

@@ -13,8 +13,8 @@ use crate::auth::key;
 use crate::auth::overrides::Overrides;
 use crate::auth::registry::{Consumer, Lookup, Registry};
 use crate::config::ConsumerStatus;
-use crate::decision::{Allow, Decision, HeaderMutation, HeaderValue};
 use crate::denial::{Denial, DenyReason};
+use crate::mutation::{HeaderMutation, HeaderValue};
 use crate::providers::ErrorShape;
 use crate::request::RequestView;
 use crate::secrets::cache::CredentialCache;
@@ -24,6 +24,30 @@ use crate::{path, scope};
 pub const CONSUMER_HEADER: &str = "x-keygate-consumer";
 pub const PROVIDER_HEADER: &str = "x-keygate-provider";
 const KEYGATE_PREFIX: &str = "x-keygate-";
+
+/// An allowed request: who it is, and how to rewrite it for the upstream.
+#[derive(Debug, Clone)]
+pub struct Allow {
+    pub consumer: Arc<Consumer>,
+    pub mutation: HeaderMutation,
+}
+
+/// The gate's whole answer ([`Gate::decide`]).
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Allow(Allow),
+    Deny(Denial),
+}
+
+impl Decision {
+    /// The `outcome` label of `keygate_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Decision::Allow(_) => "allowed",
+            Decision::Deny(d) => d.reason.outcome(),
+        }
+    }
+}
 
 /// A refusal by the gate, with the consumer when the key identified one.
 #[derive(Debug, Clone)]

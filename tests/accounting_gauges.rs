@@ -2,6 +2,8 @@
 //! drops back to 0, and month-to-date spend is published from the ledger (after a restart,
 //! and starting over in a new month) rather than only when a charge happens.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::time::{Duration, Instant, SystemTime};
 
 use keygate::accounting::{Accounting, Ledger};

@@ -1,6 +1,8 @@
 //! Budgets across calendar months, with an explicit clock: spend in one month blocks that
 //! month only, a restart (reopened ledger) keeps it, and the next month admits again.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::sync::Arc;
 use std::time::SystemTime;
 

@@ -1,5 +1,7 @@
 //! Config validation: every mistake is reported with its exact field path.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::path::PathBuf;
 
 const BASE: &str = r#"

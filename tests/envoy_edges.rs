@@ -1,6 +1,8 @@
 //! The Envoy edges translate faithfully: the same gate decision becomes the right ext_proc and
 //! ext_authz wire messages (raw_value vs value, overwrite not append, route-cache clear).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod common;
 
 use std::collections::HashMap;

@@ -1,6 +1,8 @@
 //! The exchange after an allow, driven directly: how response bodies reach keygate, what is
 //! charged when a response has no usage, and that response bytes are counted once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 use std::sync::Arc;
 use std::time::SystemTime;
 

@@ -1,9 +1,11 @@
 //! The decision core, driven directly: every denial reason and the allow mutation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
+
 mod common;
 
-use keygate::decision::Decision;
 use keygate::denial::DenyReason;
+use keygate::gate::Decision;
 use keygate::request::{Header, RequestView};
 
 fn decide(

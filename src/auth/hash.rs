@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::KeyId;
+use super::key_id::KeyId;
 
 const HASH_PREFIX: &str = "sha256:";
 

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::auth::{KeyEnv, KeyHash};
+use crate::auth::hash::KeyHash;
+use crate::auth::key::KeyEnv;
 use crate::providers::ProviderKind;
 use crate::scope::RoutePattern;
 use crate::serde_util::{duration, rfc3339_opt};
@@ -36,10 +37,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Abuse detectors and their actions.
     #[serde(default)]
-    pub detect: crate::detect::DetectConfig,
+    pub detect: crate::detect::config::DetectConfig,
     /// Webhooks that receive detections and admin actions.
     #[serde(default)]
-    pub notify: crate::notify::NotifyConfig,
+    pub notify: crate::notify::config::NotifyConfig,
 }
 
 /// The admin gRPC API (suspend, resume, revoke, list, refresh). It is served only when an

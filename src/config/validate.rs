@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::{Config, ConfigError, ConsumerConfig, ProviderConfig};
-use crate::auth::KeyEnv;
+use crate::auth::key::KeyEnv;
 use crate::providers::ProviderKind;
 
 /// Names become Prometheus label values and log fields: keep them short and plain.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption};
 
-use crate::decision::HeaderMutation;
+use crate::mutation::HeaderMutation;
 use crate::request::{Header, RequestView};
 
 /// Borrows Envoy's header list, preferring `raw_value` (what Envoy sends when encoding raw).

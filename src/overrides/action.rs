@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::KeyId;
+use crate::auth::key_id::KeyId;
 
 /// Suspend, resume or revoke a consumer, or revoke one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

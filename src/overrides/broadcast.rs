@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
-use super::{Action, OverrideStore};
+use super::action::Action;
+use super::store::OverrideStore;
 use crate::tasks::stopped;
 use crate::telemetry;
 

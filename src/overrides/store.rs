@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::Action;
+use super::action::Action;
 use crate::auth::{OverrideState, Overrides};
 use crate::config::ConsumerStatus;
 

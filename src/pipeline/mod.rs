@@ -18,10 +18,10 @@ use arc_swap::ArcSwap;
 use crate::accounting::Accounting;
 use crate::auth::registry::Consumer;
 use crate::containment::Containment;
-use crate::decision::HeaderMutation;
 use crate::denial::Denial;
 use crate::gate::Gate;
 use crate::limits::Limiter;
+use crate::mutation::HeaderMutation;
 use crate::telemetry;
 
 pub use exchange::Exchange;

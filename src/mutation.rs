@@ -1,12 +1,10 @@
-//! What the gate answers: allow with header mutations, or deny with a provider-shaped error.
+//! How an allowed request is rewritten for the upstream: headers removed and set, where a set
+//! value may be a secret that `Debug` never prints.
 
 use std::fmt;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
-
-use crate::auth::Consumer;
-use crate::denial::Denial;
 
 /// A header value that may be a secret; its `Debug` never prints a secret.
 #[derive(Clone)]
@@ -48,27 +46,4 @@ impl fmt::Debug for HeaderValue {
 pub struct HeaderMutation {
     pub remove: Vec<String>,
     pub set: Vec<(String, HeaderValue)>,
-}
-
-/// An allowed request: who it is, and how to rewrite it for the upstream.
-#[derive(Debug, Clone)]
-pub struct Allow {
-    pub consumer: Arc<Consumer>,
-    pub mutation: HeaderMutation,
-}
-
-#[derive(Debug, Clone)]
-pub enum Decision {
-    Allow(Allow),
-    Deny(Denial),
-}
-
-impl Decision {
-    /// The `outcome` label of `keygate_requests_total`.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Decision::Allow(_) => "allowed",
-            Decision::Deny(d) => d.reason.outcome(),
-        }
-    }
 }
