@@ -182,8 +182,6 @@ fn references(module: &[String], file: &str, text: &str) -> Vec<Vec<String>> {
             .collect();
         let mut target = if &c[1] == "crate" {
             Vec::new()
-        } else if is_dir_module {
-            module[..module.len().saturating_sub(1)].to_vec()
         } else {
             module[..module.len().saturating_sub(1)].to_vec()
         };
