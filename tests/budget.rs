@@ -1,5 +1,7 @@
-//! Budgets across calendar months, with an explicit clock: spend in one month blocks that
-//! month only, a restart (reopened ledger) keeps it, and the next month admits again.
+//! Budgets across calendar months and restarts, with an explicit clock: spend in one month
+//! blocks that month only, a restart (reopened ledger) keeps it, and the next month admits
+//! again; and a detector's throttle. The suite that runs on both limit stores is
+//! `limits_backends.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or benchmark fails by panicking
 
@@ -133,30 +135,6 @@ async fn budget_blocks_its_month_survives_a_restart_and_resets_next_month() {
             .await
             .is_ok(),
         "a new month has a new budget"
-    );
-}
-
-#[tokio::test]
-async fn concurrent_reservations_cannot_overshoot() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = consumer(dir.path());
-    let (_, limiter) = limiter(Ledger::in_memory());
-    let now = at("2026-11-29T10:00:00Z");
-    let mut held = Vec::new();
-    while let Ok(r) = admit_body_at(&limiter, &c, 100, &estimate(), now).await {
-        held.push(r);
-    }
-    assert_eq!(
-        held.len(),
-        5,
-        "5 × 20 micro-dollars reserved fill a 100 micro-dollar budget"
-    );
-    limiter.settle(&c, &held.pop().unwrap(), 0, 0);
-    assert!(
-        admit_body_at(&limiter, &c, 100, &estimate(), now)
-            .await
-            .is_ok(),
-        "a released reservation frees room"
     );
 }
 

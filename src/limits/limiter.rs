@@ -282,11 +282,28 @@ impl Limiter {
         actual_tokens: u64,
         charged_micro_usd: u64,
     ) {
+        self.settle_at(
+            consumer,
+            reservation,
+            actual_tokens,
+            charged_micro_usd,
+            SystemTime::now(),
+        );
+    }
+
+    /// [`Limiter::settle`] for a charge made at `now` (budgets are per calendar month).
+    pub fn settle_at(
+        self: &Arc<Self>,
+        consumer: &Arc<Consumer>,
+        reservation: &Reservation,
+        actual_tokens: u64,
+        charged_micro_usd: u64,
+        now: SystemTime,
+    ) {
         self.release(&reservation.budget_keys, reservation.micro_usd);
         let delta = i64::try_from(actual_tokens)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(reservation.tokens).unwrap_or(i64::MAX));
-        let now = SystemTime::now();
         let month = month_of(now);
         let backend = self.backend.load_full();
         match (&*backend, tokio::runtime::Handle::try_current()) {
