@@ -256,6 +256,9 @@ def main() -> int:
     except DemoError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130
     except (ProcError, TimeoutError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"demo: could not start: {first}", file=sys.stderr)

@@ -218,3 +218,12 @@ def test_redis_manifest_is_the_one_keygates_config_points_at() -> None:
                                           "ports": [{"protocol": "TCP", "port": port["port"]}]}]
     args = kube("Deployment", "keygate-redis", "redis.yaml")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_istio_custom_policy_covers_every_request_on_the_gateway() -> None:
+    """Clients address the gateway itself, so a CUSTOM rule on the providers' hostnames would
+    match nothing and leave every request unchecked: the rule must match all paths."""
+    policy = docs(DEPLOY / "istio" / "keygate-ext-authz.yaml")[0]
+    assert policy["spec"]["selector"]["matchLabels"] == {"app": "ai-gateway"}
+    [rule] = policy["spec"]["rules"]
+    assert rule == {"to": [{"operation": {"paths": ["/*"]}}]}
