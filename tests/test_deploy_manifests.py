@@ -1,14 +1,23 @@
 """The Kubernetes and Istio manifests stay consistent with the code: keygate's embedded config
 passes `keygate check` up to the credentials it cannot reach here, and the Istio ext_proc
-filter matches the shipped Envoy config's fail-closed settings and allowed overrides."""
+filter matches the shipped Envoy config's fail-closed settings and allowed overrides.
+
+And a cluster would accept them: every Kubernetes object in deploy/ passes the Kubernetes
+OpenAPI schemas (kubernetes-validate, strict, oldest and newest shipped minor), every Istio
+object passes Istio's CRD schemas (tests/istio/validate.mjs), offline. The Deployment runs the
+image the way it was built (user 65532, read-only root, no capabilities), probes the admin
+listener keygate's config opens, and the NetworkPolicy opens only what the README says."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import subprocess
 
 import yaml
 
-from harness import REPO_ROOT, keygate_bin
+from harness import REPO_ROOT, keygate_bin, venv_bin
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -55,3 +64,166 @@ def test_istio_ext_authz_fails_closed() -> None:
     assert "failOpen: false" in text
     policy = docs(DEPLOY / "istio" / "keygate-ext-authz.yaml")[0]
     assert policy["spec"]["action"] == "CUSTOM" and policy["spec"]["provider"]["name"] == "keygate"
+
+
+# -- schemas: what a cluster would accept ---------------------------------------------------
+
+# The oldest and the newest Kubernetes minor whose OpenAPI schemas kubernetes-validate ships
+# (strict: unknown fields are errors, as with `kubectl apply --validate=strict`).
+K8S_VERSIONS = ("1.29", "1.37")
+
+
+def manifest_objects() -> list[tuple[str, dict]]:
+    """Every object in deploy/kubernetes and deploy/istio, with the file it came from. Every
+    YAML document there must be a Kubernetes object (the other deploy/ folders hold configs of
+    Prometheus, Grafana and scanners, not objects)."""
+    found = []
+    for path in sorted([*DEPLOY.glob("kubernetes/*.yaml"), *DEPLOY.glob("istio/*.yaml")]):
+        for doc in docs(path):
+            assert "apiVersion" in doc and "kind" in doc, f"{path}: a document that is not a Kubernetes object"
+            found.append((str(path.relative_to(REPO_ROOT)), doc))
+    return found
+
+
+def is_istio(obj: dict) -> bool:
+    return obj["apiVersion"].split("/")[0].endswith(".istio.io")
+
+
+def test_kubernetes_objects_match_the_kubernetes_openapi_schemas() -> None:
+    import kubernetes_validate
+
+    objects = [(src, obj) for src, obj in manifest_objects() if not is_istio(obj)]
+    kinds = {obj["kind"] for _, obj in objects}
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+    problems = []
+    for version in K8S_VERSIONS:
+        for src, obj in objects:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                where = "/".join(map(str, e.absolute_path))
+                problems.append(f"{src}: {obj['kind']} {obj['metadata']['name']} (Kubernetes {version}): {where}: {e.message}")
+    assert not problems, "\n".join(problems)
+
+
+def test_istio_objects_match_istios_crd_schemas(tmp_path) -> None:
+    objects = [dict(obj, __source=src) for src, obj in manifest_objects() if is_istio(obj)]
+    assert {o["kind"] for o in objects} >= {"EnvoyFilter", "AuthorizationPolicy", "ServiceEntry", "PeerAuthentication"}
+    listing = tmp_path / "istio-objects.json"
+    listing.write_text(json.dumps(objects))
+    node = shutil.which("node")
+    assert node, "node not found: run scripts/setup"
+    out = subprocess.run([node, str(REPO_ROOT / "tests" / "istio" / "validate.mjs"), str(listing)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{len(objects)} objects, 0 problems" in out.stdout
+
+
+# -- the Deployment is the one the image was built for ----------------------------------------
+
+
+def kube(kind: str, name: str, file: str = "keygate.yaml") -> dict:
+    return next(d for d in docs(DEPLOY / "kubernetes" / file) if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def keygate_container() -> dict:
+    pod = kube("Deployment", "ai-gateway")["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == "keygate")
+
+
+def test_keygate_container_runs_the_pinned_image_as_the_image_user() -> None:
+    version = next(line.split('"')[1] for line in (REPO_ROOT / "Cargo.toml").read_text().splitlines()
+                   if line.startswith("version = "))
+    pod = kube("Deployment", "ai-gateway")["spec"]["template"]["spec"]
+    c = keygate_container()
+    assert c["image"].endswith(f"/keygate:{version}"), c["image"]
+    assert c["imagePullPolicy"] == "IfNotPresent"
+    assert c["args"][0] == "serve"  # the image's entrypoint is keygate itself
+    sc = {**pod["securityContext"], **c["securityContext"]}
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532 and sc["runAsGroup"] == 65532
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for side in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][side]), side
+    for other in pod["containers"]:
+        assert other["securityContext"]["readOnlyRootFilesystem"] is True, other["name"]
+        assert other["securityContext"]["capabilities"] == {"drop": ["ALL"]}, other["name"]
+        assert {"cpu", "memory"} <= set(other["resources"]["requests"]), other["name"]
+
+
+def test_probes_and_writable_paths_match_keygates_config() -> None:
+    config = yaml.safe_load(kube("ConfigMap", "keygate-config")["data"]["keygate.yaml"])
+    c = keygate_container()
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    admin_port = int(config["listeners"]["admin"].rsplit(":", 1)[1])
+    assert config["listeners"]["admin"].startswith("0.0.0.0:"), "the kubelet probes the pod IP"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert ports[c[probe]["httpGet"]["port"]] == admin_port, probe
+    assert ports["admin-grpc"] == int(config["admin"]["listen"].rsplit(":", 1)[1])
+    # keygate writes only under the state volume: the root filesystem and the config are read-only.
+    state = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "state")
+    for written in (config["usage"]["ledger"], config["admin"]["state_file"], config["admin"]["audit_log"]):
+        assert written.startswith(state + "/"), written
+    assert config["listeners"]["grpc"].startswith("127.0.0.1:"), "the gRPC port is for the Envoy in the pod only"
+
+
+def test_network_policy_opens_only_the_gateway_metrics_and_admin_ports() -> None:
+    config = yaml.safe_load(kube("ConfigMap", "keygate-config")["data"]["keygate.yaml"])
+    grpc_port = int(config["listeners"]["grpc"].rsplit(":", 1)[1])
+    policy = kube("NetworkPolicy", "ai-gateway")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app": "ai-gateway"}
+    opened = {}
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), "an ingress rule open to every source"
+        for port in rule["ports"]:
+            opened.setdefault(port["port"], []).append(rule["from"])
+    assert grpc_port not in opened
+    assert set(opened) == {10000, 9090, 50052}
+    # Envoy's port: only namespaces enabled with the label the README and deploy/istio document.
+    [gateway_from] = opened[10000]
+    assert gateway_from == [{"namespaceSelector": {"matchLabels": {"keygate.io/ai-gateway": "enabled"}}}]
+    for doc in (REPO_ROOT / "README.md", DEPLOY / "istio" / "README.md"):
+        assert "kubectl label namespace team-a keygate.io/ai-gateway=enabled" in doc.read_text(), doc
+
+
+def test_envoy_configmap_recipe_listens_on_the_pod_ip(tmp_path) -> None:
+    """The manifest's header turns envoy/ext_proc.yaml into the pod's Envoy config with one sed:
+    the listener moves to 0.0.0.0 (the Service reaches it), the admin stays on loopback, and the
+    result still passes `envoy --mode validate`."""
+    header = (DEPLOY / "kubernetes" / "keygate.yaml").read_text()
+    expr = re.search(r"sed '([^']+)'", header).group(1)
+    out = subprocess.run(["sed", expr, str(REPO_ROOT / "envoy" / "ext_proc.yaml")], capture_output=True,
+                         text=True, check=True)
+    rendered = yaml.safe_load(out.stdout)
+    listener = rendered["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert (listener["address"], listener["port_value"]) == ("0.0.0.0", 10000)
+    assert rendered["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    path = tmp_path / "ext_proc.yaml"
+    path.write_text(out.stdout)
+    envoy = subprocess.run([str(venv_bin("envoy")), "--mode", "validate", "-c", str(path)],
+                           capture_output=True, text=True, timeout=60)
+    assert envoy.returncode == 0, envoy.stdout + envoy.stderr
+
+
+def test_redis_manifest_is_the_one_keygates_config_points_at() -> None:
+    config = yaml.safe_load(kube("ConfigMap", "keygate-config")["data"]["keygate.yaml"])
+    service = kube("Service", "keygate-redis", "redis.yaml")
+    [port] = service["spec"]["ports"]
+    assert config["limits"]["redis"]["url"].startswith(f"redis://{service['metadata']['name']}:{port['port']}/")
+    policy = kube("NetworkPolicy", "keygate-redis", "redis.yaml")
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"app": "ai-gateway"}}}],
+                                          "ports": [{"protocol": "TCP", "port": port["port"]}]}]
+    args = kube("Deployment", "keygate-redis", "redis.yaml")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_istio_custom_policy_covers_every_request_on_the_gateway() -> None:
+    """Clients address the gateway itself, so a CUSTOM rule on the providers' hostnames would
+    match nothing and leave every request unchecked: the rule must match all paths."""
+    policy = docs(DEPLOY / "istio" / "keygate-ext-authz.yaml")[0]
+    assert policy["spec"]["selector"]["matchLabels"] == {"app": "ai-gateway"}
+    [rule] = policy["spec"]["rules"]
+    assert rule == {"to": [{"operation": {"paths": ["/*"]}}]}
