@@ -164,3 +164,47 @@ def test_unix_domain_socket_listener(cargo_build, workdir) -> None:
         for p in (envoy, kg.proc, mock):
             p.stop()
     leaks.assert_no_leaks(workdir, [*SECRETS.values(), *(k.key for k in keys.values())])
+
+
+def test_sighup_applies_a_changed_detect_section_and_names_restart_only_settings(
+    cargo_build, workdir
+) -> None:
+    """With the file watcher off, SIGHUP alone reloads: a canary detector switched from
+    `alert` to `suspend` acts on its next detection, and a changed restart-only setting
+    (`admin.audit_log`) is named in the log instead of silently ignored."""
+    extra = {
+        "detect": {"cooldown": "1s", "canary": {"action": "alert"}},
+        "reload": {"watch_interval": "1h"},
+    }
+    s = start_stack(workdir, "ext_proc", extra, canaries=("canary-wiki",))
+    try:
+        kg = s.keygate
+        trap = s.keys["canary-wiki"].key
+        detections = lambda action: counter(  # noqa: E731
+            kg.metrics(), "keygate_detections_total", detector="canary", action=action
+        )
+        with pytest.raises(openai.PermissionDeniedError):
+            chat(s, trap)
+        wait_until(lambda: detections("alert") == 1)
+
+        config = copy.deepcopy(kg.config)
+        config["detect"]["canary"]["action"] = "suspend"
+        config["admin"] = {**config.get("admin", {}), "audit_log": str(workdir / "moved-audit.log")}
+        kg.write_config(config)
+        time.sleep(1.2)  # past the detector's cooldown
+        with pytest.raises(openai.PermissionDeniedError):
+            chat(s, trap)
+        wait_until(lambda: detections("alert") == 2)
+        assert counter(kg.metrics(), "keygate_config_reload_total") == 0, "the watcher is off"
+
+        kg.proc.popen.send_signal(signal.SIGHUP)
+        wait_until(lambda: counter(kg.metrics(), "keygate_config_reload_total", result="ok") == 1)
+        time.sleep(1.2)
+        with pytest.raises(openai.PermissionDeniedError):
+            chat(s, trap)
+        wait_until(lambda: detections("suspend") == 1)
+        assert detections("alert") == 2
+        log = kg.proc.log_text()
+        assert "admin.audit_log" in log and "takes effect after a restart" in log
+    finally:
+        s.stop()
