@@ -1,13 +1,19 @@
 //! Typed configuration. Parsing errors and semantic errors both name the exact field path,
 //! e.g. `consumers[2].scope.routes[0]: unknown method "POTS"`.
 
+mod consumers;
+mod limits;
 mod restart;
+mod sources;
 mod types;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use consumers::*;
+pub use limits::*;
 pub use restart::restart_only_changes;
+pub use sources::*;
 pub use types::*;
 pub use validate::{
     valid_name as valid_consumer_name, validate, validate_consumer, validate_consumers,
