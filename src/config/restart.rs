@@ -31,6 +31,10 @@ pub fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static
         ("admin.audit_log", a.admin.audit_log != b.admin.audit_log),
         ("usage.ledger", a.usage.ledger != b.usage.ledger),
         (
+            "usage.source_window",
+            a.usage.source_window != b.usage.source_window,
+        ),
+        (
             "limits.redis.url (admin broadcast)",
             redis_url(a) != redis_url(b),
         ),
