@@ -3,8 +3,9 @@
 //! `cargo bench --bench decision` (sizes: `KEYGATE_BENCH_CONSUMERS=1000,100000,1000000`).
 //! Per size it measures key parse + checksum, SHA-256, registry lookup (hash included), the
 //! decision core (parse + lookup + scope check) and the whole `Gate::decide` (path normalization,
-//! header handling and the header rewrite too), first with no metrics recorder and at the end
-//! with keygate's Prometheus recorder installed, as `keygate serve` runs it. Presented keys
+//! header handling and the header rewrite too) with no metrics recorder, and at the end the
+//! pipeline's whole request phase (`Pipeline::admit`) with keygate's Prometheus recorder
+//! installed, as `keygate serve` runs it. Presented keys
 //! rotate over up to 65,536 consumers spread through the registry, so registry lookups miss the
 //! cache as they would in production, while the presented key itself is hot (see `keyed`).
 //! `criterion-table` (bench/loadgen) turns the results into markdown.
@@ -19,10 +20,14 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion,
 };
+use keygate::accounting::{Accounting, Ledger};
 use keygate::auth::{key, KeyEnv, KeyHash, Lookup};
 use keygate::gate::Gate;
+use keygate::limits::Limiter;
+use keygate::pipeline::{Admission, Phases, Pipeline};
 use keygate::request::{Header, RequestView};
 use keygate::secrets::CredentialCache;
+use keygate::usage::PriceTable;
 
 #[path = "sizes.rs"]
 mod sizes;
@@ -33,7 +38,7 @@ const MAX_SAMPLE: usize = 65_536;
 
 struct Fixture {
     consumers: usize,
-    gate: Gate,
+    gate: Arc<Gate>,
     /// Bearer header values (`Bearer kg_live_…`); a power-of-two count.
     bearers: Vec<String>,
 }
@@ -102,7 +107,7 @@ fn fixture(n: usize) -> Fixture {
     let registry = keygate::auth::Registry::from_config(&config);
     Fixture {
         consumers: n,
-        gate: Gate::new(registry, cache),
+        gate: Arc::new(Gate::new(registry, cache)),
         bearers,
     }
 }
@@ -191,6 +196,41 @@ fn decide_bench(c: &mut Criterion, f: &Fixture, name: &str) {
     g.finish();
 }
 
+/// The pipeline's whole request phase (`Pipeline::admit`, header-only as ext_authz runs it):
+/// the failed-auth guard, `Gate::authenticate`, the request limits (none configured), the
+/// credential rewrite, and the outcome metric and decision histogram.
+fn admit_bench(c: &mut Criterion, f: &Fixture) {
+    let ledger = Arc::new(Ledger::in_memory());
+    let accounting = Arc::new(Accounting::new(PriceTable::defaults(), ledger.clone()));
+    let pipeline = Pipeline::new(
+        f.gate.clone(),
+        Arc::new(Limiter::new(ledger)),
+        accounting,
+        None,
+    );
+    let mut g = c.benchmark_group("decision");
+    keyed(&mut g, "admit_with_metrics", f, |b| {
+        matches!(
+            ready(pipeline.admit(&view(b), Phases::HeadersOnly)),
+            Admission::Allowed(_)
+        )
+    });
+    g.finish();
+}
+
+/// Polls a future that never waits (local limits) to completion.
+fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::noop();
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+    {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("a local admission waited"),
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let fixtures: Vec<Fixture> = sizes()
         .into_iter()
@@ -208,10 +248,11 @@ fn benches(c: &mut Criterion) {
     for f in &fixtures {
         core_benches(c, f);
     }
-    // As `keygate serve` runs: every decision updates Prometheus counters and a histogram.
+    // As `keygate serve` runs: the whole request phase, whose outcome updates Prometheus
+    // counters and a histogram.
     if keygate::telemetry::install_prometheus().is_ok() {
         for f in &fixtures {
-            decide_bench(c, f, "gate_decide_with_metrics");
+            admit_bench(c, f);
         }
     }
 }

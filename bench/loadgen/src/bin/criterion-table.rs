@@ -29,8 +29,8 @@ const ORDER: [(&str, &str); 8] = [
         "Gate::decide (all of the above + path, headers, rewrite)",
     ),
     (
-        "gate_decide_with_metrics",
-        "Gate::decide with the Prometheus recorder installed",
+        "admit_with_metrics",
+        "Pipeline::admit: the request phase with limits and the Prometheus recorder",
     ),
     (
         "admit_request",
