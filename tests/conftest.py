@@ -21,6 +21,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from harness import leaks  # noqa: E402
 from harness.paths import REPO_ROOT, target_dir  # noqa: E402
 from harness.procs import live_procs, stop_all  # noqa: E402
 
@@ -96,3 +97,15 @@ def _stop_leftover_procs() -> Iterator[None]:
     yield
     leftovers = [p for p in live_procs() if id(p) not in before]
     stop_all(leftovers)
+
+
+@pytest.fixture
+def leak_scan(workdir: Path) -> Iterator[None]:
+    """The leak scan for a test that starts keygate (or Envoy) in `workdir` without a Stack or
+    Replicas (whose stop() scans): when the test ends, stop every harness Proc it started, then
+    assert that no registered secret (harness.leaks) is in any keygate or Envoy log under
+    `workdir`, restarted processes included. Use it with `pytest.mark.usefixtures("leak_scan")`."""
+    before = set(map(id, live_procs()))
+    yield
+    stop_all([p for p in live_procs() if id(p) not in before])
+    leaks.assert_no_leaks(workdir)

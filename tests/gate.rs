@@ -337,3 +337,68 @@ fn consumers_are_found_by_name_and_share_what_they_have_in_common() {
         .windows(2)
         .all(|w| std::sync::Arc::ptr_eq(&w[0].environment, &w[1].environment)));
 }
+
+#[test]
+fn a_reload_swaps_the_whole_registry_and_a_decision_in_flight_keeps_its_snapshot() {
+    use keygate::auth::{key, Lookup, Registry};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::SystemTime;
+    let f = common::fixture();
+    let bearer = format!("Bearer {}", f.keys.openai);
+    let parsed = key::parse(&f.keys.openai).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Decisions keep running while the registry is swapped under them: each one sees a
+        // whole snapshot, the full one (allowed) or the empty one (unknown key), never a mix.
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut decided = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        match decide(&f.gate, "GET", "/v1/models", &[("authorization", &bearer)]) {
+                            Decision::Allow(_) => {}
+                            Decision::Deny(d) => assert_eq!(d.reason, DenyReason::UnknownKey),
+                        }
+                        decided += 1;
+                    }
+                    decided
+                })
+            })
+            .collect();
+        for _ in 0..20 {
+            let in_flight = f.gate.registry();
+            f.gate.swap_registry(Registry::default());
+            assert!(
+                matches!(
+                    in_flight.lookup(&parsed, SystemTime::now()),
+                    Lookup::Found(..)
+                ),
+                "a decision in flight keeps the snapshot it started with"
+            );
+            assert!(matches!(
+                f.gate.registry().lookup(&parsed, SystemTime::now()),
+                Lookup::Unknown
+            ));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let full = rt
+                .block_on(keygate::reload::prepare(
+                    &f.config,
+                    f.gate.credentials(),
+                    false,
+                ))
+                .unwrap()
+                .registry;
+            f.gate.swap_registry(full);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+    });
+    assert!(matches!(
+        decide(&f.gate, "GET", "/v1/models", &[("authorization", &bearer)]),
+        Decision::Allow(_)
+    ));
+}

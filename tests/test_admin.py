@@ -1,6 +1,7 @@
 """Containment through the admin API and the CLI, with three replicas sharing Redis behind
-one Envoy: a revocation sent to one replica is in force on every replica within a second,
-survives a restart (state file), and the admin API refuses and audits a bad token."""
+one Envoy: a revocation sent to one replica is in force on every replica within
+REVOCATION_BOUND_S, survives a restart (state file), and the admin API refuses and audits a
+bad token."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ from harness.keygate import counter, keygate_bin
 from harness.procs import Proc
 from harness.redis import start_redis
 from harness.replicas import Replicas
+
+# What the revocation test asserts; README publishes it next to the typical time it prints (-s).
+# The command reaches one replica, which applies it and publishes it on Redis; the others apply
+# it on receipt. The time includes running the CLI and a round of requests to every replica.
+REVOCATION_BOUND_S = 0.5
 
 ADMIN_TOKEN = "admin-token-for-tests-5f1c9e"
 WRONG_TOKEN = "wrong-admin-token-3a7d0b"
@@ -45,7 +51,7 @@ def all_denied(r: Replicas, key: str, n: int = 12) -> bool:
     return all(s in (401, 403) for s in r.statuses_with(key, n))
 
 
-def test_revocation_reaches_every_replica_within_a_second_and_survives_a_restart(replicas: Replicas, workdir: Path) -> None:
+def test_revocation_reaches_every_replica_within_the_bound_and_survives_a_restart(replicas: Replicas, workdir: Path) -> None:
     key = replicas.keys["openai"].key
     assert set(replicas.statuses(9)) == {200}
     one = f"127.0.0.1:{replicas.admin_ports[0]}"
@@ -56,7 +62,7 @@ def test_revocation_reaches_every_replica_within_a_second_and_survives_a_restart
         assert time.monotonic() - started < 5, "revocation did not reach every replica"
         time.sleep(0.02)
     elapsed = time.monotonic() - started
-    assert elapsed < 1.0, f"every replica denied after {elapsed:.3f}s"
+    assert elapsed < REVOCATION_BOUND_S, f"every replica denied after {elapsed:.3f}s"
     print(f"revocation in force on all three replicas after {elapsed:.3f}s")
     for k in replicas.keygates[1:]:
         assert counter(k.metrics(), "keygate_revocation_propagation_seconds_count", path="broadcast") >= 1

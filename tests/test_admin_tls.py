@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import keygate_bin
+from harness import keygate_bin, leaks
 from harness.keygate import Keygate, mint_key, start_keygate
 from harness.ports import free_port
 from harness.stack import consumer, providers
@@ -17,8 +17,13 @@ from harness.tls import Authority
 
 ADMIN_TOKEN = "admin-token-tls-tests-93ab"
 
+# When each test ends, keygate's log is scanned for every registered secret (the admin token,
+# the provider keys, the consumer keys: conftest.py `leak_scan`); CLI output is checked in place.
+pytestmark = pytest.mark.usefixtures("leak_scan")
+
 
 def start(workdir: Path, tls: dict[str, str]) -> Keygate:
+    leaks.register(ADMIN_TOKEN)
     key = mint_key("team-a")
     config = {
         "providers": providers(),
@@ -31,8 +36,10 @@ def start(workdir: Path, tls: dict[str, str]) -> Keygate:
 
 def cli(kg: Keygate, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN, "USER": "oncall"}
-    return subprocess.run([str(keygate_bin()), *args, "--targets", kg.config["admin"]["listen"]],
-                          capture_output=True, text=True, timeout=30, env=env)
+    out = subprocess.run([str(keygate_bin()), *args, "--targets", kg.config["admin"]["listen"]],
+                         capture_output=True, text=True, timeout=30, env=env)
+    leaks.assert_absent(out.stdout + out.stderr, f"the output of keygate {' '.join(args)}")
+    return out
 
 
 @pytest.fixture
@@ -98,3 +105,4 @@ def test_check_names_a_bad_admin_certificate(cargo_build, workdir: Path, pki, br
     out = subprocess.run([str(keygate_bin()), "check", "--config", str(path)], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
     assert "admin.tls.cert_file" in out.stderr, out.stderr
+    leaks.assert_absent(out.stdout + out.stderr, "keygate check's output", ["sk-x", "sk-y"])

@@ -230,8 +230,16 @@ def test_azure_stream_works_and_is_accounted_as_openai(fresh: Stack) -> None:
     usage = chunks[-1].usage
     assert usage is not None, "the stream ends with a usage chunk"
     assert usage.completion_tokens == 5 and usage.prompt_tokens_details.cached_tokens == 2
-    time.sleep(0.15)  # the ext_proc stream closes just after the response ends
-    after = fresh.keygate.metrics()
+    # keygate charges the exchange when the ext_proc stream closes, just after the response
+    # ends: poll until the input tokens are counted, then read everything from that snapshot.
+    deadline = time.monotonic() + 5
+    while True:
+        after = fresh.keygate.metrics()
+        counted = counter(after, "keygate_tokens_total", **labels, kind="input") - counter(
+            before, "keygate_tokens_total", **labels, kind="input")
+        if counted == usage.prompt_tokens or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
 
     def delta(name: str, **more: str) -> float:
         return counter(after, name, **labels, **more) - counter(before, name, **labels, **more)

@@ -6,6 +6,7 @@ across a restart, and an address that keeps failing authentication is locked out
 from __future__ import annotations
 
 import http.client
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -132,22 +133,56 @@ def test_token_reservations_are_reconciled_to_actual_usage(cargo_build, workdir,
     assert caught.value.response.headers["x-ratelimit-limit-tokens"] == "100"
 
 
+# The budget test's numbers. PRICING charges gpt-test 2 µUSD per input token and 8 per output
+# token. keygate reserves a request's worst case: the prompt estimate (text bytes / 4, rounded
+# up: "hi" is 1 token) plus max_tokens priced as output. The mock reports the prompt's words
+# + 3 per message as input (4) and max_tokens as output (10).
+BUDGET_MICRO_USD = 300
+MICRO_USD_PER_TOKEN = {"input": 2, "output": 8}
+RESERVATION_MICRO_USD = 1 * MICRO_USD_PER_TOKEN["input"] + 10 * MICRO_USD_PER_TOKEN["output"]  # 82
+
+
+def wait_for_counter(s: Stack, name: str, want: float, timeout: float = 5.0, **labels: str) -> float:
+    """Poll keygate's counter until it equals `want` (an exchange is charged just after its
+    response has ended) or `timeout` passes; return the last value read."""
+    deadline = time.monotonic() + timeout
+    while not math.isclose(got := counter(s.keygate.metrics(), name, **labels), want, abs_tol=1e-12):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return got
+
+
 def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_after) -> None:
-    s = limited_stack(workdir, "ext_proc", {"monthly_budget_usd": 0.0003, "default_max_tokens": 10})
+    """A request is admitted only while spent + reserved + its own reservation fits in the
+    budget (src/limits/limiter.rs), so with a 300 µUSD budget, 82 µUSD reserved and 88 µUSD
+    charged per request exactly three are admitted (82, 88 + 82, 176 + 82 fit; 264 + 82 does
+    not), and the month ends 36 µUSD under the budget. "Admit while spent < budget" would let a
+    fourth through (264 < 300) and overshoot by 52 µUSD; the overshoot the design allows is one
+    request's actual-minus-estimate (here 6 µUSD)."""
+    s = limited_stack(workdir, "ext_proc", {"monthly_budget_usd": BUDGET_MICRO_USD / 1e6, "default_max_tokens": 10})
     stop_after.append(s)
-    admitted = 0
+    admitted, spent = 0, 0
     with pytest.raises(openai.RateLimitError) as caught:
-        for _ in range(20):
-            chat(s, max_tokens=10)
+        for _ in range(10):
+            usage = chat(s, max_tokens=10).usage
+            assert spent + RESERVATION_MICRO_USD <= BUDGET_MICRO_USD, (
+                f"request {admitted + 1} was admitted with {spent} µUSD spent: its reservation did not fit")
             admitted += 1
-            time.sleep(0.15)
-    assert 1 <= admitted <= 4
+            charge = usage.prompt_tokens * MICRO_USD_PER_TOKEN["input"] + usage.completion_tokens * MICRO_USD_PER_TOKEN["output"]
+            assert charge - RESERVATION_MICRO_USD == 6, (usage, "the mock's usage is not what this test's numbers assume")
+            spent += charge
+            # The next request must see this one's charge, not its reservation: wait for it.
+            assert wait_for_counter(s, "keygate_spend_usd_total", spent / 1e6, consumer="team-openai") == pytest.approx(
+                spent / 1e6, abs=1e-12)
+    assert spent + RESERVATION_MICRO_USD > BUDGET_MICRO_USD, f"refused with {spent} µUSD spent: the next reservation fits"
+    assert (admitted, spent) == (3, 264)
     assert caught.value.code == "insufficient_quota"
     assert "monthly budget is exhausted" in str(caught.value)
     metrics = s.keygate.metrics()
     assert counter(metrics, "keygate_budget_usd", consumer="team-openai") == pytest.approx(0.0003)
-    spent = counter(metrics, "keygate_spend_month_to_date_usd", consumer="team-openai")
-    assert spent <= 0.0003 + 0.0001, "overshoot is at most one request's actual-minus-estimate"
+    assert counter(metrics, "keygate_spend_usd_total", consumer="team-openai") == pytest.approx(264e-6, abs=1e-12)
+    assert counter(metrics, "keygate_requests_total", consumer="team-openai", outcome="over_budget") == 1
 
     time.sleep(1.2)
     kg = s.keygate
@@ -155,8 +190,11 @@ def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_af
     kg.proc = Proc([keygate_bin(), "serve", "--config", kg.config_path], kg.config_path.parent, name="keygate",
                    env=kg.proc.env)  # the same debug log level: the leak scan reads this log too
     kg.proc.wait_http(f"http://127.0.0.1:{kg.admin_port}/readyz", timeout=20, expect_status=200)
-    with pytest.raises(openai.RateLimitError):
+    assert counter(kg.metrics(), "keygate_spend_month_to_date_usd", consumer="team-openai") == pytest.approx(
+        264e-6, abs=1e-12), "the restarted keygate reads the month's spend from its ledger"
+    with pytest.raises(openai.RateLimitError) as again:
         chat(s, max_tokens=10)
+    assert again.value.code == "insufficient_quota"
 
 
 def test_failed_authentications_lock_out_the_address_only(cargo_build, workdir, stop_after) -> None:

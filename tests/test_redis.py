@@ -36,15 +36,28 @@ def test_three_replicas_admit_the_limit_once(redis, workdir) -> None:
         replicas.stop()
 
 
+def allowed(replicas: Replicas) -> list[float]:
+    """team-openai's allowed requests so far, per replica."""
+    return [counter(k.metrics(), "keygate_requests_total", consumer="team-openai", outcome="allowed")
+            for k in replicas.keygates]
+
+
 def test_redis_outage_falls_back_without_errors_and_sharing_resumes(redis, workdir) -> None:
+    """While Redis is down each replica enforces its share of the limit (`replicas: 3`: a third
+    of 150 per hour, 50, all of it available as burst) on its own: round robin sends each about
+    70 of 210 requests, and each admits exactly its 50 (one more would take 72 s of refill)."""
     proc, port = redis
     replicas = Replicas(workdir, port)
     try:
         assert set(replicas.statuses(30)) == {200}
         proc.kill()
-        during = replicas.statuses(60)
+        share = LIMIT // 3
+        before = allowed(replicas)
+        during = replicas.statuses(3 * share + 60)
         assert all(s in (200, 429) for s in during), f"no 5xx while Redis is down: {set(during)}"
-        assert 200 in during
+        per_replica = [a - b for a, b in zip(allowed(replicas), before)]
+        assert per_replica == [share] * 3, f"each replica admits its share of {LIMIT}/3 during the outage: {per_replica}"
+        assert during.count(200) == 3 * share
         assert replicas.total("keygate_limits_fallback_total") > 0
         assert any("redis unavailable" in k.proc.log_text() for k in replicas.keygates)
 

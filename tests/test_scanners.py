@@ -2,8 +2,18 @@
 
 Keys are minted by `keygate keys create`. Each pattern is loaded from the shipped file itself
 (gitleaks.toml, and the fields of github-secret-scanning.md), so the files cannot drift
-from what is tested. Python's `re` with re.ASCII behaves like Go's RE2 and like Hyperscan
-on these patterns.
+from what is tested. Each runs in the regex engine of the scanner it is written for, as well
+as in Python's `re`:
+
+- gitleaks compiles its rules with Go's `regexp`, which is RE2: the gitleaks rule runs in
+  RE2 itself (PyPI `google-re2`), which refuses what Go refuses (look-arounds, backreferences)
+  and has Go's ASCII `\b`.
+- GitHub secret scanning matches custom patterns with Hyperscan: the GitHub pattern (before,
+  secret format, after) is compiled and scanned with Hyperscan itself (PyPI `hyperscan`).
+
+gitleaks itself is not run: it is not packaged for this machine's Debian release and is
+installed from nowhere else here. Its entropy and allowlist handling are checked by reading
+the rule (test_real_keys_clear_the_entropy_floor…, test_github_doc_test_string…).
 """
 
 from __future__ import annotations
@@ -18,7 +28,9 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
+import hyperscan
 import pytest
+import re2
 
 from harness.paths import REPO_ROOT, keygate_bin
 
@@ -58,11 +70,51 @@ def github_regex() -> re.Pattern[str]:
     return re.compile(f"(?:{before})({f['Secret format']})(?:{after})", re.ASCII)
 
 
-def found(pattern: re.Pattern[str], text: str) -> list[str]:
+def found(pattern, text: str) -> list[str]:
+    """The keys `pattern` finds in `text`: a compiled Python `re` or RE2 pattern (the secret is
+    its last group, or the whole match), or a Hyperscan `Scanner`."""
+    if isinstance(pattern, Scanner):
+        return pattern.found(text)
     return [m.group(m.lastindex or 0) for m in pattern.finditer(text)]
 
 
-PATTERNS = {"gitleaks": gitleaks_regex, "github": github_regex}
+def gitleaks_re2():
+    """The gitleaks rule compiled by RE2, the engine of Go's regexp that gitleaks uses."""
+    return re2.compile(gitleaks_rule()["regex"])
+
+
+WORD = set(BASE62 + "_")
+
+
+class Scanner:
+    """The GitHub custom pattern in Hyperscan, GitHub's engine: `(?:before)secret(?:after)` as
+    one expression (Hyperscan has no capture groups), scanned over the text's UTF-8 bytes. A
+    match spans the before and after characters (none at the start or end of the text); the
+    secret is what lies between them."""
+
+    def __init__(self) -> None:
+        f = github_fields()
+        expression = f"(?:{f['Before secret']}){f['Secret format']}(?:{f['After secret']})"
+        self.db = hyperscan.Database()
+        self.db.compile(expressions=[expression.encode()], ids=[0], flags=[hyperscan.HS_FLAG_SOM_LEFTMOST])
+
+    def found(self, text: str) -> list[str]:
+        data = text.encode()
+        spans: list[tuple[int, int]] = []
+        self.db.scan(data, match_event_handler=lambda _id, start, end, _flags, _ctx: spans.append((start, end)))
+        out = []
+        for start, end in spans:
+            match = data[start:end].decode()
+            if match[:1] not in WORD:
+                match = match[1:]
+            if match[-1:] not in WORD:
+                match = match[:-1]
+            out.append(match)
+        return out
+
+
+PATTERNS = {"gitleaks": gitleaks_regex, "gitleaks-re2": gitleaks_re2, "github": github_regex,
+            "github-hyperscan": Scanner}
 
 
 def checksum(body: str) -> str:
@@ -208,6 +260,7 @@ def test_github_doc_test_string_and_gitleaks_allowlist_hold_real_demo_keys(cargo
     for name in ["Pattern name", "Secret format", "Before secret", "After secret", "Test string"]:
         assert fields.get(name), f"github-secret-scanning.md lacks '### {name}'"
     [demo] = found(github_regex(), fields["Test string"])
+    assert found(Scanner(), fields["Test string"]) == [demo], "Hyperscan highlights the same key"
     assert checksum_valid(demo)
     assert demo in (REPO_ROOT / "README.md").read_text(), "the test string is a published demo key"
     allow = gitleaks_rule()["allowlists"][0]["regexes"]

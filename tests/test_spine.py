@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from typing import Iterator
 
 import anthropic
@@ -178,12 +179,31 @@ def test_client_never_sees_provider_key_or_consumer_key(fresh: Stack, case: str)
 
 
 def test_anthropic_sdk_streaming(fresh: Stack) -> None:
+    """The stream reaches the SDK whole: the mock sends `max_tokens` words (one per delta) and
+    reports, by its documented rule, the prompt's words + 3 as input in message_start and the
+    output in message_delta (message_start says 1). With ext_proc keygate counts exactly
+    those; with ext_authz it never sees the response and counts nothing."""
+    before = fresh.keygate.metrics()
     client = ant(fresh, fresh.keys["anthropic"].key)
     with client.messages.stream(
         model="claude-test-model", max_tokens=6, messages=[{"role": "user", "content": "stream please"}]
     ) as stream:
         final = stream.get_final_message()
-    assert final.usage.output_tokens > 0
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (2 + 3, 6)
+    assert final.stop_reason == "end_turn"
+    assert len(final.content[0].text.split()) == 6
+    [seen] = mock_requests(fresh.mock_port)
+    assert header_values(seen, "x-api-key") == [ANTHROPIC_SECRET]
+
+    def counted(kind: str) -> float:
+        return (counter(fresh.keygate.metrics(), "keygate_tokens_total", consumer="team-anthropic", kind=kind)
+                - counter(before, "keygate_tokens_total", consumer="team-anthropic", kind=kind))
+
+    want = {"input": 5, "output": 6} if fresh.mode == "ext_proc" else {"input": 0, "output": 0}
+    deadline = time.monotonic() + 5  # the exchange is charged just after the stream ends
+    while {k: counted(k) for k in want} != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert {k: counted(k) for k in ("input", "output", "cached", "cache_creation")} == {**want, "cached": 0, "cache_creation": 0}
 
 
 @pytest.mark.parametrize(

@@ -60,31 +60,44 @@ def ant(s: Stack) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=s.base_url, api_key=s.keys["anthropic"].key, max_retries=0, timeout=10)
 
 
+# How long a read waits for the value it expects: keygate charges an exchange when the ext_proc
+# stream closes, just after the client has the whole response.
+SETTLE_S = 5.0
+
+
+def poll(read, want: float | None) -> float:
+    """`read()` once it equals `want` (within 1e-9), or its last value after SETTLE_S (the
+    caller's assertion then shows it); with `want=None`, read once."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        got = read()
+        if want is None or math.isclose(got, want, abs_tol=1e-9) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.02)
+
+
 class Meter:
-    """Reads keygate's counters before and after, for exact deltas."""
+    """Reads keygate's counters before and after, for exact deltas. Pass the value a read is
+    expected to reach as `want`: the read polls until the charge lands (or SETTLE_S passes)
+    instead of sleeping a fixed time and hoping."""
 
     def __init__(self, s: Stack, consumer: str) -> None:
         self.s, self.consumer = s, consumer
         self.before = s.keygate.metrics()
 
-    def delta(self, name: str, **labels: str) -> float:
-        after = settle(self.s)
+    def delta(self, name: str, want: float | None = None, **labels: str) -> float:
         labels = {"consumer": self.consumer, **labels}
-        return counter(after, name, **labels) - counter(self.before, name, **labels)
+        return poll(lambda: counter(self.s.keygate.metrics(), name, **labels) - counter(self.before, name, **labels), want)
 
-    def tokens(self, kind: str) -> float:
-        return self.delta("keygate_tokens_total", kind=kind)
+    def tokens(self, kind: str, want: float | None = None) -> float:
+        return self.delta("keygate_tokens_total", want, kind=kind)
 
-    def token_counts(self) -> tuple[float, float, float, float]:
-        """(input, output, cached, reasoning) tokens counted since this meter started."""
-        return tuple(self.tokens(kind) for kind in ("input", "output", "cached", "reasoning"))  # type: ignore[return-value]
-
-
-def settle(s: Stack) -> str:
-    """Metrics once the last exchange has been charged (the ext_proc stream closes just after
-    the response ends)."""
-    time.sleep(0.15)
-    return s.keygate.metrics()
+    def token_counts(self, want: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """(input, output, cached, reasoning) tokens counted since this meter started, once
+        they equal `want` (or after SETTLE_S)."""
+        kinds = ("input", "output", "cached", "reasoning")
+        poll(lambda: float(tuple(self.tokens(k) for k in kinds) == tuple(want)), 1.0)
+        return tuple(self.tokens(kind) for kind in kinds)  # type: ignore[return-value]
 
 
 def openai_cost_usd(prompt: int, cached: int, completion: int) -> float:
@@ -188,15 +201,15 @@ def test_openai_json_usage_and_spend_are_exact(stack: Stack, recorded: Recorded)
     assert r.to_dict() == json.loads(gzip.decompress(upstream.body))
     u = r.usage
     assert (u.prompt_tokens_details.cached_tokens, u.completion_tokens_details.reasoning_tokens) == (2, 3)
-    assert m.tokens("input") == u.prompt_tokens
-    assert m.tokens("output") == u.completion_tokens
-    assert m.tokens("cached") == 2
-    assert m.tokens("reasoning") == 3
-    assert m.tokens("cache_creation") == 0
+    assert m.tokens("input", u.prompt_tokens) == u.prompt_tokens
+    assert m.tokens("output", u.completion_tokens) == u.completion_tokens
+    assert m.tokens("cached", 2) == 2
+    assert m.tokens("reasoning", 3) == 3
+    assert m.tokens("cache_creation", 0) == 0
     assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
         openai_cost_usd(u.prompt_tokens, 2, u.completion_tokens), abs=1e-9)
-    assert m.delta("keygate_responses_total", status_class="2xx") == 1
-    assert m.delta("keygate_usage_estimated_total") == 0
+    assert m.delta("keygate_responses_total", 1, status_class="2xx") == 1
+    assert m.delta("keygate_usage_estimated_total", 0) == 0
 
 
 @pytest.mark.parametrize("client_asked", [False, True])
@@ -214,10 +227,10 @@ def test_openai_streams_are_accounted_exactly(stack: Stack, client_asked: bool) 
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
     assert (usage.prompt_tokens_details.cached_tokens, usage.completion_tokens_details.reasoning_tokens) == (1, 2)
     assert usage.completion_tokens == 7
-    assert m.token_counts() == (usage.prompt_tokens, 7, 1, 2)
+    assert m.token_counts((usage.prompt_tokens, 7, 1, 2)) == (usage.prompt_tokens, 7, 1, 2)
     assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
         openai_cost_usd(usage.prompt_tokens, 1, usage.completion_tokens), abs=1e-9)
-    assert m.delta("keygate_usage_estimated_total") == 0
+    assert m.delta("keygate_usage_estimated_total", 0) == 0
     sent = mock_requests(stack.mock_port)[-1]["body"]
     assert '"include_usage": true' in sent.replace('"include_usage":true', '"include_usage": true')
 
@@ -236,10 +249,10 @@ def test_openai_responses_api_stream_reasoning_and_spend(stack: Stack) -> None:
     u = completed[0].response.usage
     assert (u.input_tokens_details.cached_tokens, u.output_tokens_details.reasoning_tokens) == (2, 4)
     assert u.output_tokens == 6
-    assert m.token_counts() == (u.input_tokens, 6, 2, 4)
+    assert m.token_counts((u.input_tokens, 6, 2, 4)) == (u.input_tokens, 6, 2, 4)
     assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
         openai_cost_usd(u.input_tokens, 2, u.output_tokens), abs=1e-9)
-    assert m.delta("keygate_usage_estimated_total") == 0
+    assert m.delta("keygate_usage_estimated_total", 0) == 0
 
 
 def test_anthropic_json_and_stream_with_cache_tokens(stack: Stack) -> None:
@@ -262,13 +275,13 @@ def test_anthropic_json_and_stream_with_cache_tokens(stack: Stack) -> None:
                 extra_headers=headers,
             ).usage
         assert (u.cache_read_input_tokens, u.cache_creation_input_tokens) == (5, 3)
-        assert m.tokens("input") == u.input_tokens + 5 + 3, f"stream={stream}"
-        assert m.tokens("cached") == 5
-        assert m.tokens("cache_creation") == 3
-        assert m.tokens("output") == u.output_tokens
-        assert m.tokens("reasoning") == 0
+        assert m.tokens("input", u.input_tokens + 5 + 3) == u.input_tokens + 5 + 3, f"stream={stream}"
+        assert m.tokens("cached", 5) == 5
+        assert m.tokens("cache_creation", 3) == 3
+        assert m.tokens("output", u.output_tokens) == u.output_tokens
+        assert m.tokens("reasoning", 0) == 0
         assert m.delta("keygate_spend_usd_total", model="claude-test") == pytest.approx(cost(u), abs=1e-9), f"stream={stream}"
-        assert m.delta("keygate_usage_estimated_total") == 0
+        assert m.delta("keygate_usage_estimated_total", 0) == 0
     assert counter(stack.keygate.metrics(), "keygate_time_to_first_token_seconds_count", provider="anthropic") >= 1
 
 
@@ -318,9 +331,9 @@ def test_sse_reaches_the_client_chunk_by_chunk(stack: Stack) -> None:
     text = "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads if p["choices"])
     assert len(text.split()) == STREAM_WORDS
     usage = payloads[-1]["usage"]
-    assert m.tokens("output") == usage["completion_tokens"] == STREAM_WORDS
-    assert m.tokens("input") == usage["prompt_tokens"]
-    assert m.delta("keygate_usage_estimated_total") == 0
+    assert m.tokens("output", usage["completion_tokens"]) == usage["completion_tokens"] == STREAM_WORDS
+    assert m.tokens("input", usage["prompt_tokens"]) == usage["prompt_tokens"]
+    assert m.delta("keygate_usage_estimated_total", 0) == 0
 
 
 # ---------------------------------------------------------------- missing usage
@@ -351,13 +364,13 @@ def test_interrupted_stream_is_estimated_and_the_client_sees_what_was_sent(stack
     assert content_bytes > 0
     want_input = max(1, math.ceil(len(prompt.encode()) / BYTES_PER_TOKEN))
     want_output = min(math.ceil(content_bytes / BYTES_PER_TOKEN), max_tokens)
-    assert m.delta("keygate_usage_estimated_total") == 1
-    assert m.tokens("input") == want_input
-    assert m.tokens("output") == want_output
-    assert (m.tokens("cached"), m.tokens("reasoning")) == (0, 0)
+    assert m.delta("keygate_usage_estimated_total", 1) == 1
+    assert m.tokens("input", want_input) == want_input
+    assert m.tokens("output", want_output) == want_output
+    assert (m.tokens("cached", 0), m.tokens("reasoning", 0)) == (0, 0)
     assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
         openai_cost_usd(want_input, 0, want_output), abs=1e-9)
-    assert m.delta("keygate_responses_total", status_class="2xx") == 1
+    assert m.delta("keygate_responses_total", 1, status_class="2xx") == 1
     assert stack.keygate.proc.alive()
 
 
@@ -367,9 +380,9 @@ def test_errors_are_counted_not_priced(stack: Stack) -> None:
         oai(stack).chat.completions.create(
             model="gpt-test", messages=[{"role": "user", "content": "x"}], extra_headers={"x-mock-status": "500"}
         )
-    assert m.delta("keygate_responses_total", status_class="5xx") == 1
-    assert m.tokens("input") == 0
-    assert m.delta("keygate_spend_usd_total") == 0
+    assert m.delta("keygate_responses_total", 1, status_class="5xx") == 1
+    assert m.tokens("input", 0) == 0
+    assert m.delta("keygate_spend_usd_total", 0) == 0
 
 
 # ---------------------------------------------------------------- gzip
@@ -397,13 +410,13 @@ def test_gzip_body_reaches_the_client_byte_identical(stack: Stack, recorded: Rec
     assert decoded["object"] == "chat.completion"
     usage = decoded["usage"]
     assert usage["completion_tokens"] == 5
-    assert m.tokens("input") == usage["prompt_tokens"]
-    assert m.tokens("output") == usage["completion_tokens"]
-    assert m.tokens("cached") == usage["prompt_tokens_details"]["cached_tokens"] == 1
-    assert m.tokens("reasoning") == 0
+    assert m.tokens("input", usage["prompt_tokens"]) == usage["prompt_tokens"]
+    assert m.tokens("output", usage["completion_tokens"]) == usage["completion_tokens"]
+    assert m.tokens("cached", usage["prompt_tokens_details"]["cached_tokens"]) == usage["prompt_tokens_details"]["cached_tokens"] == 1
+    assert m.tokens("reasoning", 0) == 0
     assert m.delta("keygate_spend_usd_total", model="gpt-test") == pytest.approx(
         openai_cost_usd(usage["prompt_tokens"], 1, usage["completion_tokens"]), abs=1e-9)
-    assert m.delta("keygate_usage_estimated_total") == 0
+    assert m.delta("keygate_usage_estimated_total", 0) == 0
 
 
 # ---------------------------------------------------------------- the ledger across restarts
@@ -433,8 +446,9 @@ def restart_keygate(s: Stack, kill: bool = False) -> int | None:
     return status
 
 
-def month_to_date(s: Stack) -> float:
-    return counter(settle(s), "keygate_spend_month_to_date_usd", consumer="team-openai")
+def month_to_date(s: Stack, want: float) -> float:
+    """team-openai's month-to-date gauge, once it reads `want` (or after SETTLE_S)."""
+    return poll(lambda: counter(s.keygate.metrics(), "keygate_spend_month_to_date_usd", consumer="team-openai"), want)
 
 
 def spend(s: Stack, words: str) -> float:
@@ -446,23 +460,25 @@ def spend(s: Stack, words: str) -> float:
 def test_month_to_date_spend_survives_a_crash_after_the_periodic_flush(own_stack: Stack) -> None:
     """The ledger is flushed at least every second: after 1.5 s, even SIGKILL (no shutdown
     flush) loses nothing, and the restarted keygate continues month-to-date from the file."""
-    spend(own_stack, "spend")
-    before = month_to_date(own_stack)
-    assert before > 0
+    first = spend(own_stack, "spend")  # the stack is this test's own: the month starts at 0
+    before = month_to_date(own_stack, first)
+    assert before == pytest.approx(first, abs=1e-9) and before > 0
     time.sleep(1.5)
     assert restart_keygate(own_stack, kill=True) == -9
     cost = spend(own_stack, "spend again")
-    assert month_to_date(own_stack) == pytest.approx(before + cost, abs=1e-9), (
+    assert month_to_date(own_stack, before + cost) == pytest.approx(before + cost, abs=1e-9), (
         "the ledger was reloaded: month-to-date continues from where it was")
 
 
 def test_month_to_date_spend_survives_sigterm_right_after_a_request(own_stack: Stack) -> None:
     """No pause for the periodic flush: keygate is sent SIGTERM as soon as the client has its
     response, so only the shutdown flush can have saved that request's spend."""
-    spend(own_stack, "a fresh month-to-date first")  # the gauge is current in this process
-    before = month_to_date(own_stack)
+    first = spend(own_stack, "a fresh month-to-date first")  # the gauge is current in this process
+    before = month_to_date(own_stack, first)
+    assert before == pytest.approx(first, abs=1e-9)
     cost_at_shutdown = spend(own_stack, "charged just before SIGTERM")
     assert restart_keygate(own_stack) == 0, "keygate exits cleanly on SIGTERM"
     cost_after = spend(own_stack, "after the restart")
-    assert month_to_date(own_stack) == pytest.approx(before + cost_at_shutdown + cost_after, abs=1e-9), (
+    total = before + cost_at_shutdown + cost_after
+    assert month_to_date(own_stack, total) == pytest.approx(total, abs=1e-9), (
         "the spend of the request just before SIGTERM was flushed at shutdown")

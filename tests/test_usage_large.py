@@ -23,9 +23,17 @@ def stack(cargo_build, tmp_path_factory) -> Iterator[Stack]:
     s.stop()  # also scans keygate's and Envoy's logs for every key (harness.leaks)
 
 
-def metrics_after(s: Stack) -> str:
-    time.sleep(0.15)
-    return s.keygate.metrics()
+def metrics_after(s: Stack, before: str, input_tokens: int) -> str:
+    """/metrics once team-openai's `input_tokens` are counted (keygate charges the exchange
+    just after the response ends), or after 5 s (the caller's assertions then fail on it)."""
+    deadline = time.monotonic() + 5
+    while True:
+        after = s.keygate.metrics()
+        counted = (counter(after, "keygate_tokens_total", consumer="team-openai", kind="input")
+                   - counter(before, "keygate_tokens_total", consumer="team-openai", kind="input"))
+        if counted == input_tokens or time.monotonic() > deadline:
+            return after
+        time.sleep(0.02)
 
 
 def test_json_response_larger_than_envoys_buffer_is_delivered_and_charged(stack: Stack) -> None:
@@ -44,7 +52,7 @@ def test_json_response_larger_than_envoys_buffer_is_delivered_and_charged(stack:
     assert len(body) > 1024 * 1024, f"the response must outgrow Envoy's 1 MiB buffer, got {len(body)} bytes"
     result = raw.parse()
     assert len(result.data) == 6000
-    after = metrics_after(stack)
+    after = metrics_after(stack, before, result.usage.prompt_tokens)
     delta = lambda name, **extra: counter(after, name, **labels, **extra) - counter(before, name, **labels, **extra)  # noqa: E731
     assert delta("keygate_tokens_total", kind="input") == result.usage.prompt_tokens > 0
     assert delta("keygate_usage_estimated_total") == 0

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from harness import keygate_bin
+from harness import keygate_bin, leaks
 from harness.bao import READ_POLICY, Bao, start_bao
 from harness.faultproxy import FaultProxy
 from harness.keygate import counter, mint_key
@@ -25,6 +25,11 @@ from harness.stack import consumer
 from harness.vault_stack import (
     ANT_KEY, KEY_V1, KEY_V2, assert_no_secrets, start_vault_stack, vault_credentials, wait_until,
 )
+
+# Every test's keygate and Envoy logs are scanned for every registered secret when it ends
+# (conftest.py `leak_scan`): the Vault-served provider keys, Vault tokens and AppRole secret
+# ids (registered by harness.bao) and the consumer keys; command output is checked in place.
+pytestmark = pytest.mark.usefixtures("leak_scan")
 
 
 @pytest.fixture
@@ -36,8 +41,16 @@ def bao(cargo_build, workdir) -> Iterator[Bao]:
     b.stop()
 
 
+# README: a new KV version is used "within one refresh_interval". The rotation test writes it
+# just after a refresh (the worst case: the next read is a whole interval away) and allows this
+# much on top for the Vault read, the request that shows it, and a loaded 2-core machine.
+REFRESH_S = 1.0
+PICKUP_MARGIN_S = 0.5
+
+
 def test_rotation_is_picked_up_under_traffic_with_no_failed_request(bao: Bao, workdir: Path) -> None:
-    stack = start_vault_stack(workdir, bao, vault_credentials(bao.address), {"VAULT_TOKEN": "root"})
+    stack = start_vault_stack(workdir, bao, vault_credentials(bao.address, refresh_interval=f"{REFRESH_S}s"),
+                              {"VAULT_TOKEN": "root"})
     failures: list[int] = []
     stop = threading.Event()
 
@@ -48,10 +61,15 @@ def test_rotation_is_picked_up_under_traffic_with_no_failed_request(bao: Bao, wo
             if status != 200:
                 failures.append(status)
 
+    def refreshes() -> float:
+        return counter(stack.keygate.metrics(), "keygate_secret_refresh_total", credential="openai/production", result="ok")
+
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
         time.sleep(0.5)
+        done = refreshes()
+        wait_until(lambda: refreshes() > done, timeout=REFRESH_S + 2)  # a refresh has just read v1
         bao.kv_put("ai-providers/openai/production", {"api_key": KEY_V2, "owner": "ml"})
         switched = time.monotonic()
         wait_until(lambda: stack.upstream_keys()[-1] == f"Bearer {KEY_V2}", timeout=5)
@@ -65,7 +83,8 @@ def test_rotation_is_picked_up_under_traffic_with_no_failed_request(bao: Bao, wo
     first_new = seen.index(f"Bearer {KEY_V2}")
     assert set(seen[:first_new]) == {f"Bearer {KEY_V1}"}
     assert set(seen[first_new:]) == {f"Bearer {KEY_V2}"}, "once rotated, the old key is never used again"
-    assert pickup < 0.3 + 1.0, f"picked up after {pickup:.2f}s with a 300 ms refresh interval"
+    assert pickup < REFRESH_S + PICKUP_MARGIN_S, f"picked up after {pickup:.2f}s with a {REFRESH_S}s refresh interval"
+    print(f"rotation written just after a refresh, picked up after {pickup:.2f}s ({REFRESH_S}s refresh interval)")
     assert_no_secrets(stack)
 
 
@@ -241,6 +260,7 @@ def test_tls_with_custom_ca_and_namespace(cargo_build, workdir: Path) -> None:
         assert out.returncode != 0
         assert "openai/production" in out.stderr
         assert "root" not in out.stderr.replace("/root", "")
+        leaks.assert_absent(out.stdout + out.stderr, "keygate check's output")
     finally:
         bao.stop()
 
@@ -272,4 +292,5 @@ def test_startup_names_missing_credentials(bao: Bao, workdir: Path) -> None:
     )
     assert out.returncode != 0
     assert "openai/missing" in out.stderr and "ai-providers/openai/missing: not found (404)" in out.stderr
+    leaks.assert_absent(out.stdout + out.stderr, "keygate serve's output")
     assert time.monotonic() - started >= 1.0, "startup retries until startup_timeout"

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from harness import keygate_bin
+from harness import keygate_bin, leaks
 from harness.bao import READ_POLICY, Bao, start_bao
 from harness.keygate import mint_key
 from harness.ports import free_port
@@ -21,9 +21,15 @@ from harness.vault_stack import KEY_V1, VaultStack, assert_no_secrets, start_vau
 ADMIN_TOKEN = "admin-token-vault-store-7d2e"
 ENTRY = "keygate/consumers/team-a"
 
+# When each test ends, every keygate and Envoy log in its work directory (the restarted
+# replica's too) is scanned for every registered secret: the admin token, the Vault tokens, the
+# provider key and the consumer keys (conftest.py `leak_scan`).
+pytestmark = pytest.mark.usefixtures("leak_scan")
+
 
 @pytest.fixture
 def stack(cargo_build, workdir) -> Iterator[tuple[Bao, VaultStack]]:
+    leaks.register(ADMIN_TOKEN)
     bao = start_bao(workdir)
     bao.kv_put("ai-providers/openai/production", {"api_key": KEY_V1})
     bao.policy("keygate", READ_POLICY)
@@ -45,8 +51,10 @@ def cli(s: VaultStack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN,
            "USER": "oncall", "VAULT_TOKEN": "root"}
     target = s.keygate.config["admin"]["listen"]
-    return subprocess.run([str(keygate_bin()), *args, "--targets", target, "--config", str(s.keygate.config_path)],
-                          capture_output=True, text=True, timeout=30, env=env)
+    out = subprocess.run([str(keygate_bin()), *args, "--targets", target, "--config", str(s.keygate.config_path)],
+                         capture_output=True, text=True, timeout=30, env=env)
+    leaks.assert_absent(out.stdout + out.stderr, f"the output of keygate {' '.join(args)}")
+    return out
 
 
 def stored(bao: Bao) -> dict:

@@ -1,6 +1,7 @@
 """Kubernetes service-account login to a real OpenBao: keygate reads the projected token file,
 logs in with `{role, jwt}`, renews, and logs in again (re-reading the file, as kubelet rotates
-it) when the token reaches its max TTL.
+it) when the token reaches its max TTL. Once the file is rotated Vault refuses the first token,
+so only a keygate that re-reads the file at every login keeps logging in.
 
 OpenBao validates the JWT with its `jwt` auth method, mounted at `auth/kubernetes`, against the
 issuer's public key — Vault's documented setup when it cannot reach the cluster. The login
@@ -21,7 +22,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness import keygate_bin
+from harness import keygate_bin, leaks
 from harness.bao import READ_POLICY, SERVICE_ACCOUNT_AUDIENCE, SERVICE_ACCOUNT_ISSUER, Bao, start_bao
 from harness.keygate import counter, mint_key
 from harness.ports import free_port
@@ -69,27 +70,49 @@ def kubernetes_auth(jwt_file: Path) -> dict[str, str]:
     return {"method": "kubernetes", "role": "keygate", "jwt_file": str(jwt_file)}
 
 
+def write_token(path: Path, token: str) -> None:
+    """Replace the projected token file in one step, as kubelet does (it swaps a symlink), so
+    keygate never reads half a token; the token is registered for the leak scan."""
+    leaks.register(token)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(token)
+    tmp.replace(path)
+
+
+@pytest.mark.usefixtures("leak_scan")
 def test_service_account_login_renews_and_logs_in_again_at_max_ttl(bao, workdir: Path) -> None:
     server, issuer = bao
     jwt_file = workdir / "sa-token"
     first = service_account_token(issuer)
-    jwt_file.write_text(first)
+    write_token(jwt_file, first)
     creds = vault_credentials(server.address)
     creds["vault"]["auth"] = kubernetes_auth(jwt_file)
     stack = start_vault_stack(workdir, server, creds, {})
+    logins = lambda result: counter(stack.keygate.metrics(), "keygate_vault_requests_total",  # noqa: E731
+                                    operation="login", result=result)
+    assert logins("ok") == 1, "keygate logged in once at startup, with the first token"
 
-    rotated = service_account_token(issuer)
+    # kubelet rotates the projected token in place, and the cluster's signing key has rotated
+    # with it: from now on Vault refuses the first token. A keygate that kept the token it read
+    # at startup can no longer log in (its Vault token expires at the 4 s max TTL; reads fail).
+    rotated_issuer = new_issuer()
+    rotated = service_account_token(rotated_issuer)
+    write_token(jwt_file, rotated)
+    server.trust_service_account_issuers("kubernetes", [public_pem(rotated_issuer)])
+    assert server.api("POST", "auth/kubernetes/login", {"role": "keygate", "jwt": first})[0] == 400, (
+        "Vault must refuse the first token once it is rotated, or this test proves nothing")
+
     started = time.monotonic()
     while time.monotonic() - started < 9:  # more than twice the 4 s max TTL
         assert stack.status() == 200
-        if time.monotonic() - started > 3 and jwt_file.read_text() == first:
-            jwt_file.write_text(rotated)  # kubelet rotates the projected token in place
         time.sleep(0.1)
     server.kv_put("ai-providers/openai/production", {"api_key": KEY_V2})
     wait_until(lambda: stack.status() == 200 and stack.upstream_keys()[-1] == f"Bearer {KEY_V2}", timeout=5)
 
     metrics = stack.keygate.metrics()
-    assert counter(metrics, "keygate_vault_requests_total", operation="login", result="ok") >= 3
+    assert counter(metrics, "keygate_vault_requests_total", operation="login", result="ok") >= 3, (
+        "two more logins at the max TTL, each with the token re-read from the rotated file")
+    assert counter(metrics, "keygate_vault_requests_total", operation="login", result="error") == 0
     assert counter(metrics, "keygate_vault_requests_total", operation="renew", result="ok") >= 1
     assert counter(metrics, "keygate_vault_requests_total", operation="read", result="error") == 0
     assert "reached its max TTL" in stack.keygate.proc.log_text()

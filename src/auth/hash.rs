@@ -123,4 +123,17 @@ mod tests {
         assert_eq!(h.key_id().to_string().len(), 4 + 12);
         assert!(!format!("{h:?}").contains(&hex::encode(h.0)));
     }
+
+    #[test]
+    fn equality_sees_a_difference_in_any_bit_of_the_digest() {
+        let h = KeyHash::of("kg_live_x");
+        assert_eq!(h, KeyHash(h.0));
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut other = h.0;
+                other[byte] ^= 1 << bit;
+                assert_ne!(h, KeyHash(other), "byte {byte}, bit {bit}");
+            }
+        }
+    }
 }

@@ -226,4 +226,22 @@ mod tests {
             let _ = parse(&s);
         }
     }
+
+    #[test]
+    fn debug_of_a_parsed_key_never_shows_the_key() {
+        for env in [KeyEnv::Live, KeyEnv::Test] {
+            let key = generate(env).unwrap();
+            let text = reveal(&key);
+            let parsed = parse(text).unwrap();
+            let secret = &text[text.len() - CHECKSUM_LEN - 1 - RANDOM_LEN..];
+            for shown in [format!("{parsed:?}"), format!("{parsed:#?}")] {
+                assert!(shown.starts_with("ParsedKey"), "{shown}");
+                assert!(shown.contains(&format!("{env:?}")), "{shown}");
+                for part in secret.as_bytes().windows(6) {
+                    let part = std::str::from_utf8(part).unwrap();
+                    assert!(!shown.contains(part), "{shown} shows {part} of the key");
+                }
+            }
+        }
+    }
 }

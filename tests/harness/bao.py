@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import leaks
 from .paths import venv_bin
 from .ports import HOST, free_port
 from .procs import Proc
@@ -55,6 +56,9 @@ class Bao:
         return out
 
     def kv_put(self, path: str, data: dict[str, Any], mount: str = "secret") -> int:
+        """Write a KV v2 secret; a string `api_key` in it is registered for the leak scan."""
+        if isinstance(data.get("api_key"), str):
+            leaks.register(data["api_key"])
         return self.ok("POST", f"{mount}/data/{path}", {"data": data})["data"]["version"]
 
     def kv_delete(self, path: str, mount: str = "secret") -> None:
@@ -64,11 +68,14 @@ class Bao:
         self.ok("PUT", f"sys/policies/acl/{name}", {"policy": hcl})
 
     def token(self, policies: list[str], ttl: str, renewable: bool = True) -> str:
+        """A new token (registered for the leak scan)."""
         out = self.ok(
             "POST", "auth/token/create",
             {"policies": policies, "ttl": ttl, "renewable": renewable, "explicit_max_ttl": "1h", "no_default_policy": False},
         )
-        return out["auth"]["client_token"]
+        token = out["auth"]["client_token"]
+        leaks.register(token)
+        return token
 
     def approle(self, role: str, policies: list[str], token_ttl: str) -> tuple[str, str]:
         status, _ = self.api("POST", "sys/auth/approle", {"type": "approle"})
@@ -76,6 +83,7 @@ class Bao:
         self.ok("POST", f"auth/approle/role/{role}", {"token_policies": policies, "token_ttl": token_ttl, "token_max_ttl": "1h"})
         role_id = self.ok("GET", f"auth/approle/role/{role}/role-id")["data"]["role_id"]
         secret_id = self.ok("POST", f"auth/approle/role/{role}/secret-id")["data"]["secret_id"]
+        leaks.register(secret_id)
         return role_id, secret_id
 
     def service_account_auth(
@@ -89,13 +97,18 @@ class Bao:
         TokenReview call to the cluster's API server is not exercised."""
         status, _ = self.api("POST", f"sys/auth/{mount}", {"type": "jwt"})
         assert status in (200, 204, 400), status
-        self.ok("POST", f"auth/{mount}/config",
-                {"jwt_validation_pubkeys": [issuer_public_pem], "bound_issuer": SERVICE_ACCOUNT_ISSUER})
+        self.trust_service_account_issuers(mount, [issuer_public_pem])
         self.ok("POST", f"auth/{mount}/role/{role}", {
             "role_type": "jwt", "user_claim": "sub", "bound_subject": subject,
             "bound_audiences": [SERVICE_ACCOUNT_AUDIENCE], "token_policies": policies,
             "token_ttl": token_ttl, "token_max_ttl": token_max_ttl,
         })
+
+    def trust_service_account_issuers(self, mount: str, issuer_public_pems: list[str]) -> None:
+        """Replace the signing keys auth/<mount> accepts: a token signed by any other key is
+        refused from now on (as after the cluster's service-account signing key rotated)."""
+        self.ok("POST", f"auth/{mount}/config",
+                {"jwt_validation_pubkeys": issuer_public_pems, "bound_issuer": SERVICE_ACCOUNT_ISSUER})
 
     def stop(self) -> None:
         self.proc.stop()

@@ -57,3 +57,10 @@ def assert_no_leaks(root: Path, secrets: Iterable[str] = ()) -> int:
                 found.append(f"{log} line {text.count(chr(10), 0, at) + 1}: {redacted(secret)}")
     assert not found, "secrets leaked into logs:\n" + "\n".join(found)
     return len(logs)
+
+
+def assert_absent(text: str, where: str, secrets: Iterable[str] = ()) -> None:
+    """Fail if any of `secrets` or any registered secret occurs in `text` (a command's output,
+    which has no log file for assert_no_leaks); `where` names it in the failure."""
+    for secret in dict.fromkeys([*secrets, *registered()]):
+        assert secret not in text, f"{redacted(secret)} is in {where}"
