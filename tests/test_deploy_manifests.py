@@ -95,7 +95,7 @@ def test_istio_ext_authz_fails_closed() -> None:
     grpc = provider["envoyExtAuthzGrpc"]
     assert grpc["failOpen"] is False, "keygate unreachable must deny, not allow"
     assert grpc["statusOnError"] == "503", "the same status as the shipped ext_authz config's status_on_error"
-    assert (grpc["service"], grpc["port"], grpc["timeout"]) == ("keygate.ai-gateway.svc.cluster.local", 50051, "0.5s")
+    assert (grpc["service"], grpc["port"], grpc["timeout"]) == ("keygate.local", 50051, "0.5s")
     policy = docs(path)[0]
     assert policy["spec"]["action"] == "CUSTOM" and policy["spec"]["provider"]["name"] == "keygate"
 
