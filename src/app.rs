@@ -177,7 +177,7 @@ impl App {
         self.accounting.set_prices(prices);
         self.limiter.configure(limits, redis);
         self.pipeline.configure(Settings {
-            trust_forwarded_for: config.network.trust_forwarded_for,
+            xff_trusted_hops: config.network.trusted_hops(),
             include_usage: config.usage.include_usage,
         });
         self.detectors.set_config(config.detect.clone());

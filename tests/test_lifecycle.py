@@ -134,6 +134,26 @@ def test_secrets_file_change_swaps_the_provider_key(stack: Stack) -> None:
     assert kg.admin("/readyz")[0] == 200
 
 
+def test_removing_a_credential_from_the_secrets_file_takes_effect_at_the_next_reload(stack: Stack) -> None:
+    """A provider key removed from the secrets file (a compromised key pulled by hand) stops
+    being used when the watcher reloads, not up to `max_stale` later: its consumers get 503
+    `credential_unavailable` and the mock sees no further request with it. The reload itself is
+    rejected (the config still names the credential) and counted."""
+    kg = stack.keygate
+    key = stack.keys["openai"].key
+    chat(stack, key)
+    secrets = {ref: k for ref, k in SECRETS.items() if ref != "openai/production"}
+    kg.write_secrets(secrets)
+    wait_until(lambda: counter(kg.metrics(), "keygate_config_reload_total", result="error") >= 1)
+    mock_clear(stack.mock_port)
+    with pytest.raises(openai.APIStatusError) as caught:
+        chat(stack, key)
+    assert caught.value.status_code == 503
+    assert caught.value.body["code"] == "credential_unavailable"
+    assert mock_requests(stack.mock_port) == []
+    assert kg.admin("/readyz")[0] == 503
+
+
 def test_unix_domain_socket_listener(cargo_build, workdir) -> None:
     """ext_proc over keygate's Unix socket works, the socket is removed on shutdown, and no
     secret is in the logs."""

@@ -211,6 +211,50 @@ def test_failed_authentications_lock_out_the_address_only(cargo_build, workdir, 
     bad = "kg_live_" + "A" * 30 + "_AAAAAA"
     assert [status("127.0.0.2", bad) for _ in range(5)] == [401] * 5
     assert status("127.0.0.2", bad) == 429
-    assert status("127.0.0.2", s.keys["openai"].key) == 429, "the address is locked out, even with a valid key"
-    assert status("127.0.0.3", s.keys["openai"].key) == 200, "other addresses are not"
+    assert status("127.0.0.2", s.keys["openai"].key) == 200, "a valid key behind the same address is not punished"
+    assert status("127.0.0.2", bad) == 429, "the address is still locked out for bad keys"
+    assert status("127.0.0.3", bad) == 401, "other addresses are not"
     assert counter(s.keygate.metrics(), "keygate_requests_total", outcome="auth_flood") == 2
+
+
+def test_behind_a_load_balancer_valid_keys_pass_while_one_client_floods_bad_ones(cargo_build, workdir, stop_after) -> None:
+    """With the defaults, every client behind one balancer shares its address: one bad request
+    per second used to lock out every valid consumer behind it (40 of 40 got 429)."""
+    s = limited_stack(workdir, "ext_authz", {}, limits={"failed_auth_per_minute": 5})
+    stop_after.append(s)
+    client = oai(s, "kg_live_" + "B" * 30 + "_BBBBBB")
+    good = 0
+    for _ in range(40):
+        with pytest.raises((openai.AuthenticationError, openai.RateLimitError)):
+            client.models.list()
+        chat(s, max_tokens=5)
+        good += 1
+    assert good == 40
+    # 5 per minute refills one every 12 s: at most a couple of the 40 bad keys get a 401 again.
+    assert counter(s.keygate.metrics(), "keygate_requests_total", outcome="auth_flood") >= 30
+
+
+def test_forwarded_for_trusts_only_the_hops_the_trusted_proxy_appended(cargo_build, workdir, stop_after) -> None:
+    """Behind one trusted proxy (`xff_num_trusted_hops: 1`) the client address is the entry the
+    proxy appended, left of the peer Envoy appended: what a client writes further left cannot
+    dodge the lockout or lock out somebody else."""
+    s = limited_stack(
+        workdir, "ext_proc", {}, limits={"failed_auth_per_minute": 5}, network={"xff_num_trusted_hops": 1}
+    )
+    stop_after.append(s)
+
+    def status(xff: str, key: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", s.envoy_port, timeout=10)
+        conn.request("GET", "/v1/models", headers={"authorization": f"Bearer {key}", "x-forwarded-for": xff})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+
+    bad = "kg_live_" + "A" * 30 + "_AAAAAA"
+    attacker, victim = "198.51.100.7", "203.0.113.9"
+    # The attacker writes a fresh address (then the victim's) on the left of every request.
+    spoofed = [f"10.9.{i}.1, {attacker}" for i in range(5)]
+    assert [status(xff, bad) for xff in spoofed] == [401] * 5
+    assert status(f"{victim}, {attacker}", bad) == 429, "locked out by the address the proxy appended"
+    assert status(f"{victim}, {attacker}", bad) == 429
+    assert status(victim, bad) == 401, "the victim's own address was never charged"

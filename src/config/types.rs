@@ -242,9 +242,26 @@ fn default_state_file() -> PathBuf {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
-    /// Use the first `x-forwarded-for` address as the client address. Only behind a trusted proxy.
+    /// How many trusted proxies stand in front of Envoy (Envoy's `xff_num_trusted_hops`). The
+    /// client address is then the entry that many places left of the rightmost one in
+    /// `x-forwarded-for` (the rightmost is the peer Envoy appended); 0 (the default) uses the
+    /// peer itself. Entries further left are written by the client and never trusted.
+    #[serde(default)]
+    pub xff_num_trusted_hops: u32,
+    /// Older spelling of `xff_num_trusted_hops: 1`.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+}
+
+impl NetworkConfig {
+    /// The trusted hops in force, whichever way they were written.
+    pub fn trusted_hops(&self) -> u32 {
+        if self.xff_num_trusted_hops == 0 && self.trust_forwarded_for {
+            1
+        } else {
+            self.xff_num_trusted_hops
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

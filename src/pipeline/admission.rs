@@ -1,6 +1,7 @@
-//! The request phase: one admission per request, in a fixed order: the failed-authentication
-//! guard, authentication and scope, size and request rate, observation (and canary keys),
-//! then the credential.
+//! The request phase: one admission per request, in a fixed order: authentication and scope
+//! (a failure counted by the failed-authentication guard, which answers 429 once an address
+//! fails too often), size and request rate, observation (and canary keys), then the
+//! credential.
 
 use std::time::Instant;
 
@@ -31,13 +32,15 @@ impl Pipeline {
             Admission::Denied(Denial::new(reason, shape))
         };
         let client = source::client_address(req, &settings);
-        if let Err(reason) = s.limiter.check_source(client) {
-            return deny(reason, None);
-        }
         let consumer = match s.gate.authenticate(req) {
             Ok(consumer) => consumer,
             Err(refused) => {
+                // The guard slows key guessing from one address without locking out the
+                // valid keys that share it (a NAT, a load balancer).
                 if refused.reason.status() == 401 {
+                    if let Err(flood) = s.limiter.check_source(client) {
+                        return deny(flood, None);
+                    }
                     s.limiter.failed_auth(client);
                 }
                 return deny(refused.reason, refused.consumer.as_deref());

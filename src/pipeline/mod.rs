@@ -1,6 +1,6 @@
 //! The protocol-free request pipeline. The request phase turns a [`RequestView`] into one
-//! [`Admission`] (source guard → authenticate → scope → size → rate → observation and canary
-//! → credential); the body phase reserves tokens and budget; the [`Exchange`] owns that
+//! [`Admission`] (authenticate, with the failed-authentication guard on its failures → scope
+//! → size → rate → observation and canary → credential); the body phase reserves tokens and budget; the [`Exchange`] owns that
 //! reservation until its response is settled and charged. Each request's outcome is counted
 //! here, once (`keygate_requests_total`). The Envoy edges only translate to and from it.
 //!
@@ -30,8 +30,10 @@ pub use response::{BodyPlan, MAX_ENVOY_BUFFERED, MAX_PARSED_BODY};
 /// The parts of a config the pipeline reads per request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Settings {
-    /// Take the client address from `x-forwarded-for` (`network.trust_forwarded_for`).
-    pub trust_forwarded_for: bool,
+    /// Trusted proxies in front of Envoy (`network.xff_num_trusted_hops`): 0 takes the peer
+    /// as the client address, N the entry N places left of the rightmost in
+    /// `x-forwarded-for`.
+    pub xff_trusted_hops: u32,
     /// Add `stream_options.include_usage` to OpenAI streaming requests that lack it.
     pub include_usage: bool,
 }
@@ -100,7 +102,7 @@ impl Pipeline {
                 accounting,
                 containment,
                 settings: ArcSwap::from_pointee(Settings {
-                    trust_forwarded_for: false,
+                    xff_trusted_hops: 0,
                     include_usage: true,
                 }),
             }),

@@ -85,8 +85,11 @@ impl CredentialCache {
             .collect()
     }
 
-    /// Loads `references` from `source`; successes replace old values, failures keep them.
-    /// Values for other references stay, so a rejected reload never strands the running config.
+    /// Loads `references` from `source`; successes replace old values, and a reference the
+    /// source says it does not have (removed from the secrets file, deleted in Vault) is
+    /// dropped at once, so its consumers get 503 from this refresh on. Other failures (the
+    /// source unreachable) keep the last good value, up to `max_stale`. Values for references
+    /// not asked about stay, so a rejected reload never strands the running config.
     pub async fn refresh(
         &self,
         source: &dyn CredentialSource,
@@ -95,16 +98,25 @@ impl CredentialCache {
         let results = source.load(references).await;
         let mut report = RefreshReport::default();
         let mut fresh = Vec::new();
+        let mut removed = Vec::new();
         for (reference, result) in results {
             match result {
                 Ok(credential) => fresh.push((reference, Arc::new(credential))),
-                Err(e) => report.failures.push((reference, e)),
+                Err(e) => {
+                    if matches!(e, SecretError::Missing { .. } | SecretError::Empty { .. }) {
+                        removed.push(reference.clone());
+                    }
+                    report.failures.push((reference, e));
+                }
             }
         }
         report.loaded = fresh.len();
         self.current.rcu(|old| {
             let mut next: Snapshot = (**old).clone();
             next.extend(fresh.iter().cloned());
+            for reference in &removed {
+                next.remove(reference);
+            }
             next
         });
         report
@@ -135,14 +147,59 @@ mod tests {
                             api_key: Arc::new(SecretString::from(key.to_string())),
                             fetched_at: SystemTime::now(),
                         }),
-                        Err(()) => Err(SecretError::Missing {
+                        Err(()) => Err(SecretError::Source {
                             reference: r.to_string(),
+                            reason: "unreachable".into(),
                         }),
                     };
                     (r.clone(), result)
                 })
                 .collect()
         }
+    }
+
+    /// A source that has the credential, then no longer does.
+    #[derive(Debug)]
+    struct Removed(Mutex<bool>);
+
+    #[async_trait::async_trait]
+    impl CredentialSource for Removed {
+        async fn load(
+            &self,
+            references: &[Arc<str>],
+        ) -> Vec<(Arc<str>, Result<Credential, SecretError>)> {
+            let present = std::mem::replace(&mut *self.0.lock().unwrap(), false);
+            references
+                .iter()
+                .map(|r| {
+                    let result = if present {
+                        Ok(Credential {
+                            api_key: Arc::new(SecretString::from("v1".to_string())),
+                            fetched_at: SystemTime::now(),
+                        })
+                    } else {
+                        Err(SecretError::Missing {
+                            reference: r.to_string(),
+                        })
+                    };
+                    (r.clone(), result)
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_credential_the_source_no_longer_has_is_dropped_at_once() {
+        let cache = CredentialCache::new();
+        let source = Removed(Mutex::new(true));
+        let refs: Vec<Arc<str>> = vec!["a/b".into()];
+        cache.refresh(&source, &refs).await;
+        assert!(cache.get("a/b").is_some());
+        cache.refresh(&source, &refs).await;
+        assert!(
+            cache.get("a/b").is_none(),
+            "removed from the source: not served for up to max_stale"
+        );
     }
 
     #[tokio::test]
