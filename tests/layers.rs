@@ -1,5 +1,6 @@
 //! The module graph is layered, and the build enforces it: every file of `src/` belongs to one
-//! layer (README, "Layout"), and a file may name only files of its own layer or below:
+//! layer (docs/architecture.md, "Layout"), and a file may name only files of its own layer or
+//! below:
 //!
 //! 1. rules, parsers and foundations (no state, no I/O beyond reading a file handed to them);
 //! 2. state and sources (registry, limits stores, ledger, secrets, detectors, sinks);

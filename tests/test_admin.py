@@ -20,7 +20,7 @@ from harness.procs import Proc
 from harness.redis import start_redis
 from harness.replicas import Replicas
 
-# What the revocation test asserts; README publishes it next to the typical time it prints (-s).
+# What the revocation test asserts; docs/security.md publishes it next to the typical time it prints (-s).
 # The command reaches one replica, which applies it and publishes it on Redis; the others apply
 # it on receipt. The time includes running the CLI and a round of requests to every replica.
 REVOCATION_BOUND_S = 0.5

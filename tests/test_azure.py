@@ -1,7 +1,7 @@
 """Azure OpenAI end to end through real Envoy (ext_proc and ext_authz) with the real
 `openai.AzureOpenAI` client: keygate swaps the consumer key for the provider key in `api-key`,
 Envoy routes on the provider's *name* (`x-keygate-provider: azure`) to a route + cluster added the
-way README "Adding a provider" documents (harness.envoy_config.add_provider_route), streams are
+way docs/envoy.md "Adding a provider" documents (harness.envoy_config.add_provider_route), streams are
 accounted as OpenAI, Azure's sensitive endpoints stay closed, and bad keys are 401s."""
 
 from __future__ import annotations
@@ -149,20 +149,20 @@ def test_add_provider_route_mirrors_the_shipped_openai_route(mode: str) -> None:
         add_provider_route(shipped, "openai", 12345)
 
 
-def readme_snippet() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The route and the cluster of README's "Adding a provider" YAML block."""
-    section = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("**Adding a provider.**", 1)[1]
+def docs_snippet() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The route and the cluster of the "Adding a provider" YAML block in docs/envoy.md."""
+    section = (REPO_ROOT / "docs" / "envoy.md").read_text(encoding="utf-8").split("**Adding a provider.**", 1)[1]
     block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     route, cluster = yaml.safe_load(textwrap.dedent(block))
     return route, cluster
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_readme_adding_a_provider_is_what_the_tests_add_and_envoy_accepts_it(mode: str, tmp_path: Path) -> None:
-    """README's snippet is the route add_provider_route() inserts and a copy of the shipped
+def test_docs_adding_a_provider_is_what_the_tests_add_and_envoy_accepts_it(mode: str, tmp_path: Path) -> None:
+    """docs/envoy.md's snippet is the route add_provider_route() inserts and a copy of the shipped
     openai cluster for `<resource>.openai.azure.com` (TLS, SNI, SAN); the shipped config plus
     the snippet passes `envoy --mode validate`."""
-    route, cluster = readme_snippet()
+    route, cluster = docs_snippet()
     host = "<resource>.openai.azure.com"
     shipped = load(REPO_ROOT / "envoy" / f"{mode}.yaml")
     added = add_provider_route(shipped, PROVIDER, 1, host=host)

@@ -2,7 +2,7 @@
 then 20x traffic from new loopback addresses) is detected and the consumer suspended within
 LEAK_BOUND_S with a webhook notification; a canary key is refused and reported within
 CANARY_BOUND_S; an organic 2x ramp suspends no one. Detector windows are scaled down (seconds
-instead of minutes). README's "Containing a leaked key" table publishes the typical times these
+instead of minutes). docs/security.md's "Containing a leaked key" table publishes the typical times these
 tests print (run with -s) next to the bounds they assert."""
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import pytest
 from harness.stack import Stack, start_stack
 from harness.webhook import WebhookReceiver
 
-# What the tests assert; README publishes these bounds next to the measured typical times.
+# What the tests assert; docs/security.md publishes these bounds next to the measured typical times.
 # A spike is judged once a second over the 2 s short window: 80 req/s over a 4 req/s baseline
 # crosses the 5x factor about 0.4 s into the spike, so the next evaluation suspends at most
 # ~1.5 s in; the rest is margin for a loaded 2-core machine under `pytest -n 2`. A canary hit is
 # contained on the request path and its notification queued at once.
 LEAK_BOUND_S = 3.0
 CANARY_BOUND_S = 0.5
-# Detector names as keygate labels keygate_detections_total (README's detector table).
+# Detector names as keygate labels keygate_detections_total (docs/security.md's detector table).
 DETECTORS = {"rate_spike", "spend_velocity", "budget_overrun", "new_sources", "canary"}
 
 DETECT = {

@@ -6,7 +6,7 @@ And a cluster would accept them: every Kubernetes object in deploy/ passes the K
 OpenAPI schemas (kubernetes-validate, strict, oldest and newest shipped minor), every Istio
 object passes Istio's CRD schemas (tests/istio/validate.mjs), offline. The Deployment runs the
 image the way it was built (user 65532, read-only root, no capabilities), probes the admin
-listener keygate's config opens, and the NetworkPolicy opens only what the README says."""
+listener keygate's config opens, and the NetworkPolicy opens only what docs/kubernetes-istio.md says."""
 
 from __future__ import annotations
 
@@ -216,10 +216,10 @@ def test_network_policy_opens_only_the_gateway_metrics_and_admin_ports() -> None
             opened.setdefault(port["port"], []).append(rule["from"])
     assert grpc_port not in opened
     assert set(opened) == {10000, 9090, 50052}
-    # Envoy's port: only namespaces enabled with the label the README and deploy/istio document.
+    # Envoy's port: only namespaces enabled with the label docs/kubernetes-istio.md and deploy/istio document.
     [gateway_from] = opened[10000]
     assert gateway_from == [{"namespaceSelector": {"matchLabels": {"keygate.io/ai-gateway": "enabled"}}}]
-    for doc in (REPO_ROOT / "README.md", DEPLOY / "istio" / "README.md"):
+    for doc in (REPO_ROOT / "docs" / "kubernetes-istio.md", DEPLOY / "istio" / "README.md"):
         assert "kubectl label namespace team-a keygate.io/ai-gateway=enabled" in doc.read_text(), doc
 
 

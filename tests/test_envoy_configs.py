@@ -327,7 +327,7 @@ def test_provider_clusters_use_verified_tls(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 def test_fails_closed_when_keygate_is_down(kind: str, workdir: Path) -> None:
-    """README: "keygate down → 503". Both configs set `status_on_error` to 503 (Envoy's default
+    """docs/envoy.md: "keygate down → 503". Both configs set `status_on_error` to 503 (Envoy's default
     would be 500 for ext_proc and 403 for ext_authz), and Envoy answers with an empty body of
     its own: nothing from an upstream, not the catch-all route's JSON."""
     config_path, listen_port = render_for_test(kind, workdir)

@@ -13,7 +13,7 @@ Containerfile describes, from this machine's binary, libraries and CA bundle):
   chroot as uid 65532), which needs no runtime.
 
 The image is built from the debug binary the suite already has (the release build would add
-minutes to CI); scripts/build-image without --binary builds the release image the README sizes.
+minutes to CI); scripts/build-image without --binary builds the release image docs/kubernetes-istio.md sizes.
 Needs root, buildah, podman, runc and umoci (scripts/setup installs them)."""
 
 from __future__ import annotations

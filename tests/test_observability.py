@@ -66,7 +66,7 @@ NO_DATA_IN_TEST_STACK = {
 BUDGET_CONSUMER = "team-openai"
 BUDGET_USD = 250.0
 
-README = REPO_ROOT / "README.md"
+SRE_DOC = REPO_ROOT / "docs" / "sre.md"
 METRIC_LITERAL = re.compile(r'"(keygate_[a-z_]+)"')
 
 RANDOM_KEY_REQUESTS = 10_000
@@ -275,10 +275,10 @@ def source_metric_names() -> set[str]:
     return names
 
 
-def readme_metric_rows() -> list[str]:
-    """Metric names in the first column of the README's metrics table (For SREs), in order;
+def sre_doc_metric_rows() -> list[str]:
+    """Metric names in the first column of the metrics table in docs/sre.md (Metrics), in order;
     a row may list several (`a`, `b`)."""
-    section = README.read_text(encoding="utf-8").split("## For SREs", 1)[1].split("\n## ", 1)[0]
+    section = SRE_DOC.read_text(encoding="utf-8").split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
     names: list[str] = []
     for line in section.splitlines():
         if line.startswith("| `keygate_"):
@@ -286,14 +286,14 @@ def readme_metric_rows() -> list[str]:
     return names
 
 
-def test_readme_metrics_reference_lists_every_metric_once() -> None:
-    rows = readme_metric_rows()
+def test_sre_doc_metrics_reference_lists_every_metric_once() -> None:
+    rows = sre_doc_metric_rows()
     source = source_metric_names()
     assert len(source) >= 25, f"found only {sorted(source)} in src/"
     duplicates = sorted({n for n in rows if rows.count(n) > 1})
-    assert not duplicates, f"listed more than once in README's metrics table: {duplicates}"
-    assert sorted(source - set(rows)) == [], "metrics keygate exports that README's table lacks"
-    assert sorted(set(rows) - source) == [], "README's table lists metrics keygate does not export"
+    assert not duplicates, f"listed more than once in docs/sre.md's metrics table: {duplicates}"
+    assert sorted(source - set(rows)) == [], "metrics keygate exports that docs/sre.md's table lacks"
+    assert sorted(set(rows) - source) == [], "docs/sre.md's table lists metrics keygate does not export"
 
 
 # ---------------------------------------------------------------- live
@@ -397,8 +397,8 @@ def drive_traffic(s: Stack) -> None:
 
 
 def give_budget(s: Stack, consumer: str, usd: float) -> None:
-    """Set `limits.monthly_budget_usd` on one consumer in keygate's config file (as the README
-    shows) and wait for the reload to publish it as keygate_budget_usd."""
+    """Set `limits.monthly_budget_usd` on one consumer in keygate's config file (as
+    docs/limits-and-budgets.md shows) and wait for the reload to publish it as keygate_budget_usd."""
     config = copy.deepcopy(s.keygate.config)
     entry = next(c for c in config["consumers"] if c["name"] == consumer)
     entry["limits"] = {**entry.get("limits", {}), "monthly_budget_usd": usd}

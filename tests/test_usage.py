@@ -37,7 +37,7 @@ PRICING = [
 ]
 OPENAI_PRICE = {"input": 2, "cached": 1, "output": 8}  # micro-USD per token, from PRICING
 
-# The documented estimate rule (src/usage/estimate.rs, README "When usage is missing").
+# The documented estimate rule (src/usage/estimate.rs, docs/usage-accounting.md "When usage is missing").
 BYTES_PER_TOKEN = 4
 
 

@@ -41,7 +41,7 @@ def bao(cargo_build, workdir) -> Iterator[Bao]:
     b.stop()
 
 
-# README: a new KV version is used "within one refresh_interval". The rotation test writes it
+# docs/vault.md: a new KV version is used "within one refresh_interval". The rotation test writes it
 # just after a refresh (the worst case: the next read is a whole interval away) and allows this
 # much on top for the Vault read, the request that shows it, and a loaded 2-core machine.
 REFRESH_S = 1.0

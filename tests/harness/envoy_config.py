@@ -110,7 +110,7 @@ TEMPLATE_PROVIDER = "openai"
 
 
 def add_provider_route(config: Config, name: str, upstream_port: int, *, host: str | None = None) -> Config:
-    """Add a provider to a rendered config the way README "Adding a provider" documents; return
+    """Add a provider to a rendered config the way docs/envoy.md "Adding a provider" documents; return
     a new dict.
 
     In every virtual host that routes the shipped `openai` provider, a copy of the openai route
