@@ -5,6 +5,7 @@ bad token."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -118,3 +119,31 @@ def test_admin_api_without_a_token_is_unauthenticated(replicas: Replicas, workdi
     assert "grpc-status: 16" in headers, headers
     assert set(replicas.statuses(6)) == {200}
     assert "unauthenticated" in (workdir / "audit.jsonl").read_text()
+
+
+def test_replicas_sharing_only_a_state_file_lose_no_revocation(cargo_build, workdir: Path) -> None:
+    """Without Redis, replicas share the state file alone. A key revoked on one replica and a
+    consumer suspended on another 0.2 s later must both hold on every replica (the second
+    writer used to write its own stale state over the revocation), and a state file that is
+    then emptied or deleted must not bring the revoked key back."""
+    leaks.register(ADMIN_TOKEN)
+    state = workdir / "state.yaml"
+    r = Replicas(workdir, None, extra={"admin": {"state_file": str(state)}}, env={"KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    try:
+        key = r.keys["openai"].key
+        key_id = "kid_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        assert set(r.statuses(6)) == {200}
+        first, second = (f"127.0.0.1:{port}" for port in r.admin_ports[:2])
+        assert cli("revoke", "key", key_id, "--reason", "leaked", targets=first).returncode == 0
+        time.sleep(0.2)
+        assert cli("suspend", "team-anthropic", "--reason", "unrelated", targets=second).returncode == 0
+        time.sleep(2.5)  # every replica re-reads the state file once a second
+        assert all_denied(r, key), "the revocation was lost to the second write"
+        assert key_id in state.read_text() and "team-anthropic" in state.read_text()
+        for lose in (lambda: state.write_text(""), state.unlink):
+            lose()
+            time.sleep(2.5)
+            assert all_denied(r, key), "an emptied or deleted state file dropped the revocation"
+            assert key_id in state.read_text(), "the state file was written again from memory"
+    finally:
+        r.stop()

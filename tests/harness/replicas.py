@@ -21,17 +21,20 @@ LIMIT = 150
 
 
 class Replicas:
-    def __init__(self, workdir: Path, redis_port: int, extra: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, redis_port: int | None, extra: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+        """Three replicas; with `redis_port` they share limits and the admin broadcast through
+        Redis, without it they share nothing but what `extra` names (a state file)."""
         self.workdir = workdir
         self.mock, mock_port = start_mock(workdir)
         self.keys, consumers = standard_consumers()
         provs = providers()
         provs["openai"]["limits"] = {"requests_per_hour": LIMIT}
-        config = {
-            "providers": provs,
-            "consumers": consumers,
-            "limits": {"backend": "redis", "redis": {"url": f"redis://127.0.0.1:{redis_port}/0", "timeout": "20ms", "replicas": 3}},
-        }
+        config: dict[str, Any] = {"providers": provs, "consumers": consumers}
+        if redis_port is not None:
+            config["limits"] = {
+                "backend": "redis",
+                "redis": {"url": f"redis://127.0.0.1:{redis_port}/0", "timeout": "20ms", "replicas": 3},
+            }
         config.update(extra or {})
         self.keygates: list[Keygate] = []
         self.admin_ports: list[int] = []
