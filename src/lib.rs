@@ -44,5 +44,6 @@ pub mod serde_util;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
 pub mod usage;
 pub mod vault;

@@ -48,6 +48,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("a listener task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Runs until SIGTERM or SIGINT, then drains in-flight streams and stops.
@@ -80,9 +82,25 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         consumers = app.gate.registry().consumers().len(),
         "keygate listening"
     );
+    let grpc_tls = match &config.listeners.grpc_tls {
+        Some(tls) => Some(crate::tls::server_config(
+            "listeners.grpc_tls",
+            &tls.cert_file,
+            &tls.key_file,
+            Some(&tls.client_ca_file),
+        )?),
+        None => None,
+    };
+    if grpc_tls.is_none() && !config.listeners.grpc.ip().is_loopback() {
+        tracing::error!(
+            grpc = %config.listeners.grpc,
+            "listeners.grpc is reachable beyond loopback without listeners.grpc_tls: anyone who can reach it with a consumer key gets the provider key back; listen on loopback or a Unix socket (grpc_uds), or require Envoy's client certificate (grpc_tls)"
+        );
+    }
     listeners.spawn(grpc_server(
         app.pipeline.clone(),
         nodelay(TcpListenerStream::new(grpc_tcp)),
+        grpc_tls,
         stop.clone(),
     ));
     if let Some(path) = &config.listeners.grpc_uds {
@@ -92,6 +110,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         listeners.spawn(grpc_server(
             app.pipeline.clone(),
             UnixListenerStream::new(uds),
+            None,
             stop.clone(),
         ));
     }
@@ -184,9 +203,12 @@ fn bind_error(what: &dyn std::fmt::Display, source: std::io::Error) -> ServeErro
     }
 }
 
+/// ext_proc and ext_authz on one listener; with `tls`, only callers with a client
+/// certificate from its CA are answered.
 async fn grpc_server<S, IO, E>(
     pipeline: Pipeline,
     incoming: S,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError>
 where
@@ -205,8 +227,11 @@ where
     let authz_service = AuthorizationServer::new(AuthzService::new(pipeline))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = tls {
+        server = crate::tls::apply("listeners.grpc_tls", server, tls)?;
+    }
+    server
         .add_service(proc_service)
         .add_service(authz_service)
         .serve_with_incoming_shutdown(incoming, async move {

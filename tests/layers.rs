@@ -73,6 +73,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("cli/", 4),
     ("app.rs", 4),
     ("server.rs", 4),
+    ("tls.rs", 4),
     ("reload.rs", 4),
     ("runtime.rs", 4),
     ("lib.rs", 4),

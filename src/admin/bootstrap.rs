@@ -1,6 +1,5 @@
 //! Starting the admin gRPC API for `keygate serve`: its token, its TLS, its listener.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -14,8 +13,8 @@ use crate::config::Config;
 /// Why the admin API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    #[error("admin.tls.{field}: {reason}")]
-    Tls { field: &'static str, reason: String },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr} (admin API): {source}")]
     Bind {
         addr: String,
@@ -40,29 +39,13 @@ pub fn admin_server(config: &Config) -> Result<tonic::transport::Server, Bootstr
     let Some(tls) = &config.admin.tls else {
         return Ok(server);
     };
-    let read = |field: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|e| BootstrapError::Tls {
-            field,
-            reason: format!("{}: {e}", path.display()),
-        })
-    };
-    let identity = tonic::transport::Identity::from_pem(
-        read("cert_file", &tls.cert_file)?,
-        read("key_file", &tls.key_file)?,
-    );
-    let mut settings = tonic::transport::ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &tls.client_ca_file {
-        settings = settings.client_ca_root(tonic::transport::Certificate::from_pem(read(
-            "client_ca_file",
-            ca,
-        )?));
-    }
-    server
-        .tls_config(settings)
-        .map_err(|e| BootstrapError::Tls {
-            field: "cert_file",
-            reason: format!("not a usable certificate and key: {e}"),
-        })
+    let settings = crate::tls::server_config(
+        "admin.tls",
+        &tls.cert_file,
+        &tls.key_file,
+        tls.client_ca_file.as_deref(),
+    )?;
+    Ok(crate::tls::apply("admin.tls", server, settings)?)
 }
 
 /// Serves the admin gRPC API until `stop`.

@@ -1,18 +1,22 @@
-//! `keygate check`: everything `serve` would load, without listening.
+//! `keygate check`: everything `serve` would load, without listening. The config's own files
+//! (TLS certificates) are checked before the credentials, so an unreachable Vault does not
+//! hide a bad certificate path.
 
 use std::path::Path;
 
 use crate::auth::Registry;
+use crate::config::Config;
 use crate::secrets::CredentialCache;
 
 pub fn run(path: &Path) -> anyhow::Result<()> {
+    let config = crate::config::load(path)?;
+    check_listeners(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let cache = CredentialCache::new();
     let prepared = runtime.block_on(crate::reload::prepare(path, &cache, false))?;
     let (config, registry) = (prepared.config, prepared.registry);
-    crate::admin::bootstrap::admin_server(&config)?;
     let unreferenced = unreferenced_credentials(&config, &registry);
     println!(
         "{}: ok ({} providers, {} consumers, {} credentials)",
@@ -27,7 +31,29 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn unreferenced_credentials(config: &crate::config::Config, registry: &Registry) -> Vec<String> {
+/// The admin API's and the gRPC listener's TLS files, and a gRPC listener that would hand
+/// provider keys to the network.
+fn check_listeners(config: &Config) -> anyhow::Result<()> {
+    crate::admin::bootstrap::admin_server(config)?;
+    match &config.listeners.grpc_tls {
+        Some(tls) => {
+            crate::tls::server_config(
+                "listeners.grpc_tls",
+                &tls.cert_file,
+                &tls.key_file,
+                Some(&tls.client_ca_file),
+            )?;
+        }
+        None if !config.listeners.grpc.ip().is_loopback() => println!(
+            "warning: listeners.grpc {} is reachable beyond loopback without listeners.grpc_tls: anyone who can reach it with a consumer key gets the provider key back",
+            config.listeners.grpc
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+fn unreferenced_credentials(config: &Config, registry: &Registry) -> Vec<String> {
     let used = registry.referenced_credentials();
     config
         .providers

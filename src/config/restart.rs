@@ -22,6 +22,10 @@ pub fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static
             "listeners.grpc_uds",
             a.listeners.grpc_uds != b.listeners.grpc_uds,
         ),
+        (
+            "listeners.grpc_tls",
+            a.listeners.grpc_tls != b.listeners.grpc_tls,
+        ),
         ("listeners.admin", a.listeners.admin != b.listeners.admin),
         ("admin.listen", a.admin.listen != b.admin.listen),
         ("admin.token_file", a.admin.token_file != b.admin.token_file),

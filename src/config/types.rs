@@ -62,6 +62,11 @@ impl Config {
         if let Some(uds) = &mut self.listeners.grpc_uds {
             resolve(uds);
         }
+        if let Some(tls) = &mut self.listeners.grpc_tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+            resolve(&mut tls.client_ca_file);
+        }
         if !self.usage.ledger.as_os_str().is_empty() {
             resolve(&mut self.usage.ledger);
         }
@@ -119,8 +124,24 @@ pub struct Listeners {
     /// Optional Unix domain socket serving the same gRPC services (for sidecars).
     #[serde(default)]
     pub grpc_uds: Option<PathBuf>,
+    /// Mutual TLS on the gRPC listener, for deployments where Envoy reaches keygate over a
+    /// network: only a caller with a certificate from `client_ca_file` (Envoy) gets an answer,
+    /// and every answer to an allowed request carries a provider key.
+    #[serde(default)]
+    pub grpc_tls: Option<GrpcTls>,
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+}
+
+/// PEM files for the gRPC listener's mutual TLS, relative to this config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA that signs Envoy's client certificate; required: a server-only TLS listener
+    /// would still answer anyone.
+    pub client_ca_file: PathBuf,
 }
 
 impl Default for Listeners {
@@ -128,6 +149,7 @@ impl Default for Listeners {
         Listeners {
             grpc: default_grpc(),
             grpc_uds: None,
+            grpc_tls: None,
             admin: default_admin(),
         }
     }

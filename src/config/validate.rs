@@ -94,6 +94,29 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
             );
         }
     }
+    if let Some(redis) = &config.limits.redis {
+        if redis.replicas == 0 {
+            return err(
+                "limits.redis.replicas".into(),
+                "must be at least 1: while Redis is away each replica enforces 1/replicas of every limit".into(),
+            );
+        }
+        if redis.url.trim().is_empty() {
+            return err("limits.redis.url".into(), "name the Redis server".into());
+        }
+    }
+    if config.limits.backend == super::LimitsBackend::Redis && config.limits.redis.is_none() {
+        return err(
+            "limits.redis".into(),
+            "backend: redis needs a redis: section with the url".into(),
+        );
+    }
+    if config.network.xff_num_trusted_hops > 16 {
+        return err(
+            "network.xff_num_trusted_hops".into(),
+            "at most 16 trusted proxies".into(),
+        );
+    }
     if let Err(e) = config.detect.validate() {
         return err("detect".into(), e.to_string());
     }
