@@ -178,6 +178,8 @@ impl App {
         self.limiter.configure(limits, redis);
         self.pipeline.configure(Settings {
             xff_trusted_hops: config.network.trusted_hops(),
+            max_assembled_bytes: usize::try_from(config.usage.max_assembled_bytes)
+                .unwrap_or(usize::MAX),
             include_usage: config.usage.include_usage,
         });
         self.detectors.set_config(config.detect.clone());

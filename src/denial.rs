@@ -28,6 +28,8 @@ pub enum DenyReason {
         sensitive: bool,
     },
     BadPath(PathError),
+    /// A consumer key in the URL's query string, where proxies, logs and the provider see it.
+    KeyInQuery,
     CredentialUnavailable,
     /// The body is larger than the consumer's `max_request_bytes`.
     TooLarge {
@@ -58,7 +60,7 @@ pub enum DenyReason {
 impl DenyReason {
     pub fn status(&self) -> u16 {
         match self {
-            DenyReason::BadPath(_) => 400,
+            DenyReason::BadPath(_) | DenyReason::KeyInQuery => 400,
             DenyReason::MissingKey
             | DenyReason::MalformedKey(_)
             | DenyReason::UnreadableCredential
@@ -90,6 +92,7 @@ impl DenyReason {
             DenyReason::Revoked => "revoked",
             DenyReason::OutOfScope { .. } => "out_of_scope",
             DenyReason::BadPath(_) => "bad_path",
+            DenyReason::KeyInQuery => "key_in_query",
             DenyReason::CredentialUnavailable => "credential_unavailable",
             DenyReason::TooLarge { .. } => "too_large",
             DenyReason::RateLimited { .. } => "rate_limited",
@@ -112,6 +115,7 @@ impl DenyReason {
             DenyReason::Revoked => "consumer_revoked",
             DenyReason::OutOfScope { .. } => "out_of_scope",
             DenyReason::BadPath(_) => "invalid_path",
+            DenyReason::KeyInQuery => "key_in_query",
             DenyReason::CredentialUnavailable => "credential_unavailable",
             DenyReason::TooLarge { .. } => "request_too_large",
             DenyReason::RateLimited { .. } => "rate_limit_exceeded",
@@ -155,6 +159,7 @@ impl DenyReason {
                 m
             }
             DenyReason::BadPath(e) => format!("keygate: {e}."),
+            DenyReason::KeyInQuery => "keygate: a keygate API key in the URL is refused (URLs end up in logs); send it in the Authorization header, and replace this key.".into(),
             DenyReason::CredentialUnavailable => {
                 "keygate: the provider credential is unavailable right now; retry later.".into()
             }

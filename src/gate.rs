@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use crate::auth::extract::{presented_key, Presented, CREDENTIAL_HEADERS};
+use crate::auth::extract::{key_in_query, presented_key, Presented, CREDENTIAL_HEADERS};
 use crate::auth::key;
 use crate::auth::overrides::Overrides;
 use crate::auth::registry::{Consumer, Lookup, Registry};
@@ -118,6 +118,9 @@ impl Gate {
         };
         let normalized =
             path::normalize(req.path).map_err(|e| refuse(DenyReason::BadPath(e), None))?;
+        if key_in_query(req.path) {
+            return Err(refuse(DenyReason::KeyInQuery, None));
+        }
         let text = match presented_key(req) {
             Presented::One(text) => text,
             Presented::None => return Err(refuse(DenyReason::MissingKey, None)),

@@ -177,9 +177,7 @@ pub fn check(
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    let sensitive = SENSITIVE
-        .iter()
-        .find(|prefix| segments.len() >= prefix.len() && segments[..prefix.len()] == prefix[..]);
+    let sensitive = sensitive_prefix(&segments);
     let mut wildcard_hit = false;
     for route in routes.iter().filter(|r| r.matches(method, &segments)) {
         match sensitive {
@@ -192,6 +190,35 @@ pub fn check(
     } else {
         ScopeDenial::NotAllowed
     })
+}
+
+/// The sensitive endpoint a path reaches, matched the way providers route: case-insensitive,
+/// ignoring `;parameters` and trailing dots or spaces on a segment (`/v1/Files`,
+/// `/openai/FILES`, `/v1/files;x` and `/v1/files.` all reach the files API).
+fn sensitive_prefix(segments: &[&str]) -> Option<&'static &'static [&'static str]> {
+    SENSITIVE.iter().find(|prefix| {
+        segments.len() >= prefix.len()
+            && prefix
+                .iter()
+                .zip(segments)
+                .all(|(want, seg)| same_endpoint(seg, want))
+    })
+}
+
+/// Whether a path segment names the endpoint `want` (lowercase), as a provider would route it.
+fn same_endpoint(segment: &str, want: &str) -> bool {
+    let mut s = segment.split(';').next().unwrap_or_default();
+    loop {
+        let trimmed = s.trim_end_matches(['.', ' ']);
+        match trimmed.strip_suffix("%20") {
+            Some(rest) => s = rest,
+            None => {
+                s = trimmed;
+                break;
+            }
+        }
+    }
+    s.eq_ignore_ascii_case(want)
 }
 
 #[cfg(test)]
@@ -287,6 +314,28 @@ mod tests {
             check(&named, "GET", "/v1/fine_tuning/jobs"),
             Err(ScopeDenial::NotAllowed)
         );
+    }
+
+    #[test]
+    fn sensitive_endpoints_are_recognised_however_a_client_spells_them() {
+        let wide = routes(&["* /v1/**", "* /openai/**"]);
+        for path in [
+            "/v1/Files",
+            "/v1/FILES/file-abc",
+            "/openai/FILES",
+            "/v1/files;x",
+            "/v1/files.",
+            "/v1/files%20",
+            "/v1/Fine_Tuning/jobs",
+            "/openai/v1/Batches",
+        ] {
+            assert_eq!(
+                check(&wide, "POST", path),
+                Err(ScopeDenial::SensitiveNotNamed),
+                "{path}"
+            );
+        }
+        assert_eq!(check(&wide, "POST", "/v1/filesystem"), Ok(()));
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn response_bytes_are_counted_once_whether_measured_or_skipped() {
 }
 
 #[test]
-fn a_body_too_large_to_read_is_charged_an_estimate() {
+fn a_body_too_large_to_read_is_charged_the_worst_case() {
     let s = setup();
     let mut exchange = s.exchange("/v1/chat/completions", CHAT);
     let plan = exchange.response_headers(200, Some("application/json"), None, None);
@@ -232,9 +232,10 @@ fn a_body_too_large_to_read_is_charged_an_estimate() {
         exchange.response_body(&chunk, false);
     }
     exchange.response_body(&chat_response(true).into_bytes(), true);
-    // Not the 2,000 of the usage at the end: the body was not read, so the estimate is the
-    // prompt's 8 input tokens at $1/M and no output.
-    assert_eq!(s.spent(), 8);
+    // Not the 2,000 of the usage at the end: the body was not read, so it is charged what the
+    // request could have cost: the prompt's 8 input tokens at $1/M and its max_tokens (50) at
+    // $2/M, as its reservation held.
+    assert_eq!(s.spent(), 8 + 50 * 2);
 }
 
 #[test]
@@ -262,4 +263,39 @@ fn a_compressed_answer_without_usage_is_estimated_from_its_decoded_size() {
     // max_tokens to cap them).
     let output = (plain.len() as u64).div_ceil(4);
     assert_eq!(s.spent(), 8 + 2 * output);
+}
+
+#[test]
+fn the_json_assembled_at_once_is_bounded_across_exchanges_and_given_back() {
+    let s = setup();
+    s.pipeline.configure(keygate::pipeline::Settings {
+        max_assembled_bytes: 5_000,
+        ..keygate::pipeline::Settings::default()
+    });
+    let body = chat_response(true);
+    let (head, tail) = body.as_bytes().split_at(3_000);
+    let mut first = s.exchange("/v1/chat/completions", CHAT);
+    let mut second = s.exchange("/v1/chat/completions", CHAT);
+    for exchange in [&mut first, &mut second] {
+        assert_eq!(
+            exchange.response_headers(200, Some("application/json"), None, None),
+            BodyPlan::Streamed
+        );
+        exchange.response_body(head, false);
+    }
+    assert_eq!(
+        s.pipeline.assembling(),
+        3_000,
+        "the second body did not fit beside the first and was let go"
+    );
+    first.response_body(tail, true);
+    second.response_body(tail, true);
+    // The first is read: its usage, 2,000 micro-dollars. The second was not: the worst case of
+    // its request, 8 input tokens at $1/M and 50 output at $2/M.
+    assert_eq!(s.spent(), 2_000 + 8 + 50 * 2);
+    assert_eq!(
+        s.pipeline.assembling(),
+        0,
+        "every byte of the bound given back"
+    );
 }

@@ -183,6 +183,8 @@ def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_af
     assert counter(metrics, "keygate_budget_usd", consumer="team-openai") == pytest.approx(0.0003)
     assert counter(metrics, "keygate_spend_usd_total", consumer="team-openai") == pytest.approx(264e-6, abs=1e-12)
     assert counter(metrics, "keygate_requests_total", consumer="team-openai", outcome="over_budget") == 1
+    assert counter(metrics, "keygate_requests_total", consumer="team-openai", outcome="allowed") == 3, (
+        "a request refused at the body stage is counted once, as over_budget, never also as allowed")
 
     time.sleep(1.2)
     kg = s.keygate

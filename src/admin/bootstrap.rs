@@ -5,6 +5,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tokio::sync::watch;
 
+use super::denied_calls::DeniedCalls;
 use super::grpc::AdminService;
 use super::pb::admin_server::AdminServer;
 use crate::app::App;
@@ -80,5 +81,6 @@ pub fn admin_service(app: &Arc<App>, token: SecretString) -> AdminService {
     AdminService {
         app: app.clone(),
         token,
+        denied: DeniedCalls::default(),
     }
 }

@@ -3,13 +3,14 @@
 //! UNAUTHENTICATED and audited too. Actions go through the override service.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::counter;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
+use super::denied_calls::DeniedCalls;
 use super::pb;
 use super::pb::admin_server::Admin;
 use crate::app::App;
@@ -22,6 +23,8 @@ use crate::telemetry;
 pub struct AdminService {
     pub app: Arc<App>,
     pub token: SecretString,
+    /// Bounds the audit lines of refused calls.
+    pub denied: DeniedCalls,
 }
 
 impl AdminService {
@@ -47,16 +50,20 @@ impl AdminService {
             .as_bytes()
             .ct_eq(self.token.expose_secret().as_bytes())
             .into();
+        let now = Instant::now();
         if ok && !presented.is_empty() {
+            self.denied.flush(&self.app.audit, now);
             return Ok(actor);
         }
         counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => method, "result" => "unauthenticated")
             .increment(1);
-        self.app.audit.record(
+        self.denied.refused(
+            &self.app.audit,
             AuditEntry::new(AuditEvent::AdminCall, &actor)
                 .request(method, "grpc")
                 .result(AuditResult::Denied)
                 .reason("unauthenticated"),
+            now,
         );
         Err(Status::unauthenticated(
             "a valid admin bearer token is required",

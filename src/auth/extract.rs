@@ -43,6 +43,21 @@ pub fn presented_key<'a>(req: &RequestView<'a>) -> Presented<'a> {
     found.map_or(Presented::None, Presented::One)
 }
 
+/// Whether the query string carries a keygate key (`kg_live_` / `kg_test_`, in any case and
+/// however percent-encoded). Such a request is refused: forwarded, the key would reach the
+/// provider and every access log on the way.
+pub fn key_in_query(path: &str) -> bool {
+    let Some((_, query)) = path.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(query).collect::<Vec<u8>>();
+    decoded.windows(7).any(|w| {
+        w[..3].eq_ignore_ascii_case(b"kg_")
+            && (w[3..7].eq_ignore_ascii_case(b"live") || w[3..7].eq_ignore_ascii_case(b"test"))
+    })
+}
+
 fn bearer(value: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(value).ok()?.trim();
     if text.is_empty() {
@@ -119,5 +134,20 @@ mod tests {
             presented_key(&view(&[("authorization", "kg_live_x")])),
             Presented::Unreadable
         );
+    }
+
+    #[test]
+    fn keys_in_the_query_string_are_found_however_encoded() {
+        for path in [
+            "/v1/models?key=kg_live_abc",
+            "/v1/models?a=1&api-key=KG_TEST_abc",
+            "/v1/models?k=kg%5Flive%5Fabc",
+            "/v1/models?k=%6bg_live_x",
+        ] {
+            assert!(key_in_query(path), "{path}");
+        }
+        for path in ["/v1/models", "/v1/kg_live_in_path", "/v1/models?q=kg_other"] {
+            assert!(!key_in_query(path), "{path}");
+        }
     }
 }

@@ -180,6 +180,10 @@ pub struct UsageConfig {
     /// Window of `keygate_source_addresses`.
     #[serde(default = "default_source_window", with = "duration")]
     pub source_window: Duration,
+    /// Bound, in bytes, on the JSON response bodies keygate assembles at once to read their
+    /// usage (default 128 MiB); a body past it is forwarded unread and charged the worst case.
+    #[serde(default = "default_max_assembled")]
+    pub max_assembled_bytes: u64,
 }
 
 impl Default for UsageConfig {
@@ -189,8 +193,13 @@ impl Default for UsageConfig {
             pricing: Vec::new(),
             ledger: default_ledger(),
             source_window: default_source_window(),
+            max_assembled_bytes: default_max_assembled(),
         }
     }
+}
+
+fn default_max_assembled() -> u64 {
+    128 * 1024 * 1024
 }
 
 fn default_true() -> bool {

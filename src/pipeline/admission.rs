@@ -10,8 +10,10 @@ use super::{record, source, Admission, Admitted, Phases, Pipeline};
 use crate::auth::registry::Consumer;
 use crate::denial::{Denial, DenyReason};
 use crate::gate::request_shape;
+use crate::mutation::HeaderValue;
 use crate::request::RequestView;
 use crate::telemetry;
+use crate::usage::decode::readable_accept_encoding;
 
 impl Pipeline {
     /// Admits or denies one request, counting its outcome unless the body phase still has to
@@ -55,10 +57,21 @@ impl Pipeline {
                 return deny(DenyReason::Suspended, Some(&consumer));
             }
         }
-        let mutation = match s.gate.credential(&consumer, req) {
+        let mut mutation = match s.gate.credential(&consumer, req) {
             Ok(mutation) => mutation,
             Err(reason) => return deny(reason, Some(&consumer)),
         };
+        if phases != Phases::HeadersOnly {
+            // Responses come back in a coding keygate reads for their usage.
+            let offered = req
+                .header("accept-encoding")
+                .and_then(|v| std::str::from_utf8(v).ok());
+            if let Some(readable) = offered.and_then(readable_accept_encoding) {
+                mutation
+                    .set
+                    .push(("accept-encoding".into(), HeaderValue::Plain(readable)));
+            }
+        }
         let (exchange, read_body) = match phases {
             Phases::HeadersOnly => (None, false),
             Phases::Full { body_follows } => {

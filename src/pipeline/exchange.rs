@@ -149,8 +149,14 @@ impl Exchange {
             .record(self.allowed_at.elapsed().as_secs_f64());
         counter!(telemetry::RESPONSES_TOTAL, "consumer" => consumer.clone(), "provider" => provider.clone(), "status_class" => status_class(status))
             .increment(1);
-        let (reader, plan) =
-            ResponseReader::plan(self.dialect, status, content_type, encoding, content_length);
+        let (reader, plan) = ResponseReader::plan(
+            self.dialect,
+            status,
+            content_type,
+            encoding,
+            content_length,
+            &self.shared.assembly,
+        );
         self.response = reader;
         if plan == BodyPlan::Skip {
             // A body keygate reads is counted chunk by chunk as it passes.
@@ -183,9 +189,14 @@ impl Exchange {
     /// estimate.
     pub fn finish(&mut self) {
         let estimate = self.estimate.clone().unwrap_or_default();
-        let settled =
-            self.response
-                .settle(self.dialect, &estimate, self.endpoint, &self.consumer.name);
+        let worst_case = self.consumer.limits.worst_case(&estimate);
+        let settled = self.response.settle(
+            self.dialect,
+            &estimate,
+            &worst_case,
+            self.endpoint,
+            &self.consumer.name,
+        );
         let (tokens, charged) = match settled {
             Some((used, estimated)) => {
                 let charge = self.shared.accounting.charge(

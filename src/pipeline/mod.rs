@@ -25,10 +25,12 @@ use crate::mutation::HeaderMutation;
 use crate::telemetry;
 
 pub use exchange::Exchange;
-pub use response::{BodyPlan, MAX_ENVOY_BUFFERED, MAX_PARSED_BODY};
+pub use response::{
+    Assembly, BodyPlan, DEFAULT_MAX_ASSEMBLED, MAX_ENVOY_BUFFERED, MAX_PARSED_BODY,
+};
 
 /// The parts of a config the pipeline reads per request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     /// Trusted proxies in front of Envoy (`network.xff_num_trusted_hops`): 0 takes the peer
     /// as the client address, N the entry N places left of the rightmost in
@@ -36,6 +38,18 @@ pub struct Settings {
     pub xff_trusted_hops: u32,
     /// Add `stream_options.include_usage` to OpenAI streaming requests that lack it.
     pub include_usage: bool,
+    /// Bound on the JSON response bodies assembled at once (`usage.max_assembled_bytes`).
+    pub max_assembled_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            xff_trusted_hops: 0,
+            include_usage: true,
+            max_assembled_bytes: DEFAULT_MAX_ASSEMBLED,
+        }
+    }
 }
 
 /// What the edge can show the pipeline of a request.
@@ -72,6 +86,7 @@ pub(crate) struct Shared {
     accounting: Arc<Accounting>,
     containment: Option<Arc<Containment>>,
     settings: ArcSwap<Settings>,
+    assembly: Arc<Assembly>,
 }
 
 /// The pipeline; cheap to clone.
@@ -101,17 +116,21 @@ impl Pipeline {
                 limiter,
                 accounting,
                 containment,
-                settings: ArcSwap::from_pointee(Settings {
-                    xff_trusted_hops: 0,
-                    include_usage: true,
-                }),
+                settings: ArcSwap::from_pointee(Settings::default()),
+                assembly: Arc::new(Assembly::new(DEFAULT_MAX_ASSEMBLED)),
             }),
         }
     }
 
     /// Applies a (re)loaded config's settings to requests that start from now on.
     pub fn configure(&self, settings: Settings) {
+        self.shared.assembly.set_cap(settings.max_assembled_bytes);
         self.shared.settings.store(Arc::new(settings));
+    }
+
+    /// The JSON response bytes being assembled now.
+    pub fn assembling(&self) -> usize {
+        self.shared.assembly.held()
     }
 
     pub fn gate(&self) -> &Arc<Gate> {

@@ -1,6 +1,13 @@
 //! Reading an upstream response for its usage: how the body should reach keygate, the body
 //! itself (JSON assembled whole, event streams followed chunk by chunk without keeping them),
 //! and what to charge when it ends. Only 2xx responses are read.
+//!
+//! A body keygate cannot read (an encoding it does not decode, JSON past the per-body or the
+//! process-wide assembly bound, unreadable usage) is charged the request's worst case, the
+//! same amount its reservation held: never less than it could have cost.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::usage::{
     self, Dialect, Endpoint, RequestEstimate, StreamAccumulator, StreamDecoder, Usage,
@@ -14,6 +21,70 @@ pub const MAX_PARSED_BODY: usize = 32 * 1024 * 1024;
 /// are streamed and assembled here: Envoy answers 500 when a body it buffers outgrows its
 /// buffer limit (`per_connection_buffer_limit_bytes`, 1 MiB by default).
 pub const MAX_ENVOY_BUFFERED: u64 = 256 * 1024;
+
+/// Default bound on the JSON bodies being assembled at once, across all exchanges.
+pub const DEFAULT_MAX_ASSEMBLED: usize = 128 * 1024 * 1024;
+
+/// The bytes of JSON bodies assembled at once in this process, and their bound.
+#[derive(Debug)]
+pub struct Assembly {
+    held: AtomicUsize,
+    cap: AtomicUsize,
+}
+
+impl Assembly {
+    pub fn new(cap: usize) -> Self {
+        Assembly {
+            held: AtomicUsize::new(0),
+            cap: AtomicUsize::new(cap),
+        }
+    }
+
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Bytes held now (tests, metrics).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes of the bound, or nothing when they would not fit.
+    fn take(&self, n: usize) -> bool {
+        let cap = self.cap.load(Ordering::Relaxed);
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|total| *total <= cap)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// A body's share of the assembly bound, given back when the body is settled or dropped.
+pub struct Held {
+    assembly: Arc<Assembly>,
+    bytes: usize,
+}
+
+impl Held {
+    fn grow(&mut self, n: usize) -> bool {
+        let taken = self.assembly.take(n);
+        if taken {
+            self.bytes += n;
+        }
+        taken
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.assembly.give(self.bytes);
+    }
+}
 
 /// How the response body should reach keygate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +115,16 @@ pub enum ResponseReader {
     Json {
         encoding: Option<String>,
         body: Vec<u8>,
-        /// The body outgrew `MAX_PARSED_BODY`; what was kept is dropped.
+        held: Held,
+        /// The body outgrew `MAX_PARSED_BODY` or the assembly bound; what was kept is dropped.
         truncated: bool,
     },
     Stream {
         decoder: Option<Box<StreamDecoder>>,
         accumulator: Box<StreamAccumulator>,
         first_byte: bool,
+        /// Its content-encoding is one keygate does not decode.
+        undecodable: bool,
     },
     /// Settled.
     Done,
@@ -64,6 +138,7 @@ impl ResponseReader {
         content_type: Option<&str>,
         encoding: Option<&str>,
         content_length: Option<u64>,
+        assembly: &Arc<Assembly>,
     ) -> (ResponseReader, BodyPlan) {
         let (Some(dialect), true) = (dialect, (200..300).contains(&status)) else {
             return (ResponseReader::Skipped, BodyPlan::Skip);
@@ -79,20 +154,21 @@ impl ResponseReader {
             .map(str::trim)
             .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
         if media == "text/event-stream" {
-            let decoder = match encoding
+            let (decoder, undecodable) = match encoding
                 .map(|e| StreamDecoder::new(Some(e), MAX_PARSED_BODY).map(Box::new))
                 .transpose()
             {
-                Ok(d) => d,
+                Ok(d) => (d, false),
                 Err(e) => {
-                    tracing::warn!(error = %e, "stream encoding not understood; usage will be estimated");
-                    None
+                    tracing::warn!(error = %e, "stream encoding not understood; charging the worst case");
+                    (None, true)
                 }
             };
             let reader = ResponseReader::Stream {
                 decoder,
                 accumulator: Box::new(StreamAccumulator::new(dialect)),
                 first_byte: false,
+                undecodable,
             };
             return (reader, BodyPlan::Streamed);
         }
@@ -100,6 +176,10 @@ impl ResponseReader {
             let reader = ResponseReader::Json {
                 encoding: encoding.map(str::to_string),
                 body: Vec::new(),
+                held: Held {
+                    assembly: assembly.clone(),
+                    bytes: 0,
+                },
                 truncated: false,
             };
             let plan = match content_length {
@@ -116,15 +196,19 @@ impl ResponseReader {
         let mut fed = Fed::default();
         match self {
             ResponseReader::Json {
-                body, truncated, ..
+                body,
+                held,
+                truncated,
+                ..
             } => {
                 fed.measured = chunk.len();
                 if !*truncated {
-                    if body.len() + chunk.len() <= MAX_PARSED_BODY {
+                    if body.len() + chunk.len() <= MAX_PARSED_BODY && held.grow(chunk.len()) {
                         body.extend_from_slice(chunk);
                     } else {
                         *truncated = true;
                         *body = Vec::new();
+                        held.assembly.give(std::mem::take(&mut held.bytes));
                     }
                 }
             }
@@ -132,6 +216,7 @@ impl ResponseReader {
                 decoder,
                 accumulator,
                 first_byte,
+                undecodable,
             } => {
                 fed.measured = chunk.len();
                 if !*first_byte && !chunk.is_empty() {
@@ -143,6 +228,7 @@ impl ResponseReader {
                         Ok(plain) => accumulator.feed(&plain),
                         Err(e) => tracing::debug!(error = %e, "stream decode failed"),
                     },
+                    None if *undecodable => {}
                     None => accumulator.feed(chunk),
                 }
             }
@@ -157,6 +243,7 @@ impl ResponseReader {
         &mut self,
         dialect: Option<Dialect>,
         estimate: &RequestEstimate,
+        worst_case: &Usage,
         endpoint: Endpoint,
         consumer: &str,
     ) -> Option<(Usage, bool)> {
@@ -165,12 +252,13 @@ impl ResponseReader {
             used.model = estimate.model.clone();
             Some((used, true))
         };
+        let worst = || Some((worst_case.clone(), true));
         match std::mem::replace(self, ResponseReader::Done) {
             ResponseReader::Json {
                 truncated: true, ..
             } => {
-                tracing::warn!(consumer = %consumer, "response body too large to read; charging an estimate");
-                estimated(0)
+                tracing::warn!(consumer = %consumer, "response body too large to read; charging the worst case");
+                worst()
             }
             ResponseReader::Json { encoding, body, .. } => {
                 let parsed = usage::decompress(encoding.as_deref(), &body, MAX_PARSED_BODY)
@@ -195,11 +283,14 @@ impl ResponseReader {
                         estimated(output_bytes)
                     }
                     Err(e) => {
-                        tracing::warn!(consumer = %consumer, error = %e, "response usage unreadable; charging an estimate");
-                        estimated(0)
+                        tracing::warn!(consumer = %consumer, error = %e, "response usage unreadable; charging the worst case");
+                        worst()
                     }
                 }
             }
+            ResponseReader::Stream {
+                undecodable: true, ..
+            } => worst(),
             ResponseReader::Stream { accumulator, .. } => {
                 let outcome = accumulator.finish();
                 let settlement = usage::settle(&outcome, estimate);

@@ -65,9 +65,18 @@ mod tests {
         // The client wrote 6.6.6.6; the balancer appended the client's address 203.0.113.7;
         // Envoy appended the balancer's 10.0.0.9.
         let req = view(b"6.6.6.6, 203.0.113.7, 10.0.0.9");
-        assert_eq!(client_address(&req, &hops(1)), Some("203.0.113.7".parse().unwrap()));
-        assert_eq!(client_address(&req, &hops(2)), Some("6.6.6.6".parse().unwrap()));
-        assert_eq!(client_address(&req, &hops(0)), Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(
+            client_address(&req, &hops(1)),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            client_address(&req, &hops(2)),
+            Some("6.6.6.6".parse().unwrap())
+        );
+        assert_eq!(
+            client_address(&req, &hops(0)),
+            Some("10.0.0.9".parse().unwrap())
+        );
     }
 
     #[test]

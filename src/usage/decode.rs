@@ -57,6 +57,33 @@ fn codings(content_encoding: Option<&str>) -> Result<Vec<Coding>, UsageError> {
     Ok(out)
 }
 
+/// The `accept-encoding` to send upstream so that the answer comes in a coding keygate can
+/// read for its usage: the client's list without the codings keygate does not decode (zstd,
+/// compress, `*`, …). `None` when the client's list needs no change; `identity` when nothing
+/// of it is left.
+pub fn readable_accept_encoding(value: &str) -> Option<String> {
+    let readable = |token: &str| {
+        let coding = token.split(';').next().unwrap_or_default().trim();
+        ["gzip", "x-gzip", "deflate", "br", "identity"]
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(coding))
+    };
+    let tokens: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.iter().all(|t| readable(t)) {
+        return None;
+    }
+    let kept: Vec<&str> = tokens.into_iter().filter(|t| readable(t)).collect();
+    Some(if kept.is_empty() {
+        "identity".to_string()
+    } else {
+        kept.join(", ")
+    })
+}
+
 /// A zlib stream starts with CMF/FLG: compression method 8, and the pair divisible by 31.
 fn looks_like_zlib(prefix: &[u8]) -> bool {
     match prefix {

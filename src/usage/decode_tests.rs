@@ -214,3 +214,15 @@ fn stream_corruption_and_truncation() {
     assert!(d.feed(b"x").unwrap().is_empty());
     assert!(d.finish().is_err());
 }
+
+#[test]
+fn accept_encoding_keeps_only_the_codings_keygate_reads() {
+    assert_eq!(readable_accept_encoding("gzip, deflate, br"), None);
+    assert_eq!(readable_accept_encoding("gzip;q=1.0, identity"), None);
+    assert_eq!(
+        readable_accept_encoding("zstd, gzip;q=0.8, br"),
+        Some("gzip;q=0.8, br".into())
+    );
+    assert_eq!(readable_accept_encoding("zstd"), Some("identity".into()));
+    assert_eq!(readable_accept_encoding("*"), Some("identity".into()));
+}

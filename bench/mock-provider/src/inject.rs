@@ -18,6 +18,9 @@ pub const CACHED_TOKENS: &str = "x-mock-cached-tokens";
 pub const REASONING_TOKENS: &str = "x-mock-reasoning-tokens";
 /// Reported as Anthropic `cache_creation_input_tokens`.
 pub const CACHE_CREATION_TOKENS: &str = "x-mock-cache-creation-tokens";
+/// Label the (uncompressed) response with this `content-encoding`, as a provider answering in
+/// a coding the gateway does not decode would.
+pub const CONTENT_ENCODING: &str = "x-mock-content-encoding";
 
 /// Everything a handler needs to know about the request besides its body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +34,8 @@ pub struct Inject {
     pub cache_creation_tokens: u64,
     /// The client accepts gzip (`Accept-Encoding` mentions it).
     pub gzip: bool,
+    /// `x-mock-content-encoding`: overrides the response's `content-encoding` (body untouched).
+    pub content_encoding: Option<String>,
     /// The request carries `anthropic-version` (used to pick the shape of
     /// `GET /v1/models`).
     pub anthropic_client: bool,
@@ -55,7 +60,11 @@ impl Inject {
             cached_tokens: parse(headers, CACHED_TOKENS).unwrap_or(0),
             reasoning_tokens: parse(headers, REASONING_TOKENS).unwrap_or(0),
             cache_creation_tokens: parse(headers, CACHE_CREATION_TOKENS).unwrap_or(0),
-            gzip,
+            gzip: gzip && !headers.contains_key(CONTENT_ENCODING),
+            content_encoding: headers
+                .get(CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             anthropic_client: headers.contains_key("anthropic-version"),
         }
     }

@@ -91,6 +91,14 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Bo
     if let Ok(value) = HeaderValue::from_str(&new_id("req_")) {
         resp.headers_mut().insert(flavor.request_id_header(), value);
     }
+    if let Some(Ok(value)) = inject
+        .content_encoding
+        .as_deref()
+        .map(HeaderValue::from_str)
+    {
+        resp.headers_mut()
+            .insert(axum::http::header::CONTENT_ENCODING, value);
+    }
     resp
 }
 
