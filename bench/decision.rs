@@ -133,6 +133,7 @@ fn view<'a>(bearer: &'a str) -> RequestView<'a> {
             h("x-request-id", "5a1c7c0e-8d4f-4b8e-9a53-0c2f7b5e9d11"),
         ],
         peer: None,
+        header_count: 0,
     }
 }
 

@@ -180,6 +180,7 @@ impl App {
             xff_trusted_hops: config.network.trusted_hops(),
             max_assembled_bytes: usize::try_from(config.usage.max_assembled_bytes)
                 .unwrap_or(usize::MAX),
+            max_request_headers: config.network.max_request_headers,
             include_usage: config.usage.include_usage,
         });
         self.detectors.set_config(config.detect.clone());

@@ -30,6 +30,10 @@ pub enum DenyReason {
     BadPath(PathError),
     /// A consumer key in the URL's query string, where proxies, logs and the provider see it.
     KeyInQuery,
+    /// With keygate's headers added, the request would have more headers than Envoy allows.
+    TooManyHeaders {
+        limit: usize,
+    },
     CredentialUnavailable,
     /// The body is larger than the consumer's `max_request_bytes`.
     TooLarge {
@@ -71,6 +75,7 @@ impl DenyReason {
             DenyReason::Suspended | DenyReason::Revoked | DenyReason::OutOfScope { .. } => 403,
             DenyReason::CredentialUnavailable => 503,
             DenyReason::TooLarge { .. } => 413,
+            DenyReason::TooManyHeaders { .. } => 431,
             DenyReason::RateLimited { .. }
             | DenyReason::TokenLimited { .. }
             | DenyReason::OverBudget { .. }
@@ -93,6 +98,7 @@ impl DenyReason {
             DenyReason::OutOfScope { .. } => "out_of_scope",
             DenyReason::BadPath(_) => "bad_path",
             DenyReason::KeyInQuery => "key_in_query",
+            DenyReason::TooManyHeaders { .. } => "too_many_headers",
             DenyReason::CredentialUnavailable => "credential_unavailable",
             DenyReason::TooLarge { .. } => "too_large",
             DenyReason::RateLimited { .. } => "rate_limited",
@@ -116,6 +122,7 @@ impl DenyReason {
             DenyReason::OutOfScope { .. } => "out_of_scope",
             DenyReason::BadPath(_) => "invalid_path",
             DenyReason::KeyInQuery => "key_in_query",
+            DenyReason::TooManyHeaders { .. } => "request_header_fields_too_large",
             DenyReason::CredentialUnavailable => "credential_unavailable",
             DenyReason::TooLarge { .. } => "request_too_large",
             DenyReason::RateLimited { .. } => "rate_limit_exceeded",
@@ -163,6 +170,9 @@ impl DenyReason {
             DenyReason::CredentialUnavailable => {
                 "keygate: the provider credential is unavailable right now; retry later.".into()
             }
+            DenyReason::TooManyHeaders { limit } => format!(
+                "keygate: the request has too many headers (with keygate's own, more than {limit}); send fewer."
+            ),
             DenyReason::TooLarge { limit } => {
                 format!(
                     "keygate: the request body is larger than this key's limit of {limit} bytes."
@@ -200,7 +210,7 @@ impl DenyReason {
 
     fn openai_type(&self) -> &'static str {
         match self.status() {
-            400 | 413 => "invalid_request_error",
+            400 | 413 | 431 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             429 if matches!(self, DenyReason::OverBudget { .. }) => "insufficient_quota",
@@ -211,7 +221,7 @@ impl DenyReason {
 
     fn anthropic_type(&self) -> &'static str {
         match self.status() {
-            400 => "invalid_request_error",
+            400 | 431 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             413 => "request_too_large",

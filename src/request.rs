@@ -16,6 +16,9 @@ pub struct RequestView<'a> {
     /// `:path` as sent, query included; the gate normalizes it.
     pub path: &'a str,
     pub headers: Vec<Header<'a>>,
+    /// How many headers Envoy holds for the request, pseudo-headers and the ones Envoy added
+    /// included (what Envoy's header count limit counts).
+    pub header_count: usize,
     /// The downstream peer address Envoy reports. The client address the pipeline uses is
     /// this, or `x-forwarded-for` when configured to trust it.
     pub peer: Option<IpAddr>,

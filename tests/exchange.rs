@@ -94,6 +94,7 @@ impl Setup {
                 value: bearer.as_bytes(),
             }],
             peer: None,
+            header_count: 0,
         };
         let admitted = match block(
             self.pipeline

@@ -25,6 +25,7 @@ fn decide(
             })
             .collect(),
         peer: None,
+        header_count: 0,
     };
     gate.decide(&view)
 }

@@ -32,9 +32,9 @@ def check(config_text: str, path) -> subprocess.CompletedProcess[str]:
 
 
 def test_kubernetes_config_parses_with_field_paths(cargo_build, tmp_path) -> None:
-    """`keygate check` validates the whole config (every field, with its path) before it loads
-    a credential, so failing only where it builds the Vault client (whose CA file exists in the
-    pod, not here) means everything before that is valid. A broken field makes it fail earlier,
+    """`keygate check` validates the whole config (every field, with its path) before it reads
+    the files it names, so failing only at the first of those (the admin TLS certificate, which
+    exists in the pod, not here) means everything before that is valid. A broken field makes it fail earlier,
     naming the file and the field path: the control case proves the check got that far."""
     config_map = next(d for d in docs(DEPLOY / "kubernetes" / "keygate.yaml") if d["kind"] == "ConfigMap")
     text = config_map["data"]["keygate.yaml"]
@@ -43,9 +43,10 @@ def test_kubernetes_config_parses_with_field_paths(cargo_build, tmp_path) -> Non
     out = check(text, path)
     assert out.returncode == 1, out
     assert out.stdout == ""
-    # No Vault here: the one error is the credential source's, at the CA file only the pod has.
+    # `check` reads the config's own files before it loads a credential: the one error is the
+    # admin API's certificate, which only the pod has.
     assert out.stderr.splitlines() == [
-        f"keygate: error: credentials: vault configuration: client: Error reading file: {config['credentials']['vault']['ca_cert']}"
+        f"keygate: error: admin.tls.cert_file: {config['admin']['tls']['cert_file']}: No such file or directory (os error 2)"
     ], out.stderr
 
     broken = check(text.replace("method: kubernetes", "method: kubernetez"), path)

@@ -124,3 +124,39 @@ def test_json_past_the_assembly_bound_is_forwarded_whole_and_charged_the_worst_c
         time.sleep(0.02)
     assert counter(full.keygate.metrics(), "keygate_usage_estimated_total", consumer="team-openai") - counter(
         before, "keygate_usage_estimated_total", consumer="team-openai") == 1
+
+
+def with_headers(s: Stack, n: int) -> tuple[int, bytes]:
+    """A request with `n` headers of its own (http.client adds Host and Accept-Encoding)."""
+    conn = http.client.HTTPConnection("127.0.0.1", s.envoy_port, timeout=10)
+    headers = {"authorization": f"Bearer {s.keys['openai'].key}"}
+    headers.update({f"x-extra-{i}": "v" for i in range(n - 1)})
+    conn.request("GET", "/v1/models", headers=headers)
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def test_too_many_headers_get_a_json_error_not_an_empty_one(stack: Stack) -> None:
+    """Envoy allows 100 request headers; keygate adds two. A request near the limit used to
+    get an empty 503 (ext_proc) or 500 (ext_authz) from Envoy's own mutation check; keygate
+    now refuses it first, with a 431 in the provider's error shape."""
+    assert with_headers(stack, 60)[0] == 200
+    mock_clear(stack.mock_port)
+    status, body = with_headers(stack, 95)
+    assert status == 431
+    assert json.loads(body)["error"]["code"] == "request_header_fields_too_large"
+    assert mock_requests(stack.mock_port) == []
+    assert counter(stack.keygate.metrics(), "keygate_requests_total", outcome="too_many_headers") == 1
+
+
+@pytest.mark.parametrize("mode", ["ext_proc", "ext_authz"])
+def test_a_header_limit_set_higher_than_envoys_still_gets_json_from_envoy(cargo_build, workdir, mode: str) -> None:
+    """The safety net for a mismatched `network.max_request_headers`: Envoy's own refusal of
+    keygate's answer is a JSON error through the shipped configs' local replies."""
+    s = start_stack(workdir, mode, {"network": {"max_request_headers": 200}})
+    try:
+        status, body = with_headers(s, 95)
+        assert (status, json.loads(body)["error"]["code"]) in {
+            (431, "request_header_fields_too_large"), (500, "gateway_error")}
+    finally:
+        s.stop()

@@ -84,6 +84,7 @@ mod tests {
                 })
                 .collect(),
             peer: None,
+            header_count: 0,
         }
     }
 

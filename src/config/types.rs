@@ -270,7 +270,7 @@ fn default_state_file() -> PathBuf {
     PathBuf::from("keygate-state.yaml")
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     /// How many trusted proxies stand in front of Envoy (Envoy's `xff_num_trusted_hops`). The
@@ -282,6 +282,25 @@ pub struct NetworkConfig {
     /// Older spelling of `xff_num_trusted_hops: 1`.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// Envoy's limit on a request's headers (`max_request_headers_count`, 100 by default):
+    /// a request that keygate's own headers would take past it gets a 431 from keygate
+    /// instead of an empty error from Envoy.
+    #[serde(default = "default_max_request_headers")]
+    pub max_request_headers: usize,
+}
+
+fn default_max_request_headers() -> usize {
+    100
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            xff_num_trusted_hops: 0,
+            trust_forwarded_for: false,
+            max_request_headers: default_max_request_headers(),
+        }
+    }
 }
 
 impl NetworkConfig {

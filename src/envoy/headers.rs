@@ -45,6 +45,7 @@ pub fn request_view<'a>(
     RequestView {
         method,
         path,
+        header_count: headers.len(),
         headers: headers
             .into_iter()
             .filter(|h| !h.name.starts_with(':'))

@@ -10,7 +10,7 @@ use super::{record, source, Admission, Admitted, Phases, Pipeline};
 use crate::auth::registry::Consumer;
 use crate::denial::{Denial, DenyReason};
 use crate::gate::request_shape;
-use crate::mutation::HeaderValue;
+use crate::mutation::{HeaderMutation, HeaderValue};
 use crate::request::RequestView;
 use crate::telemetry;
 use crate::usage::decode::readable_accept_encoding;
@@ -61,6 +61,9 @@ impl Pipeline {
             Ok(mutation) => mutation,
             Err(reason) => return deny(reason, Some(&consumer)),
         };
+        if let Err(reason) = fits_header_limit(req, &mutation, settings.max_request_headers) {
+            return deny(reason, Some(&consumer));
+        }
         if phases != Phases::HeadersOnly {
             // Responses come back in a coding keygate reads for their usage.
             let offered = req
@@ -98,4 +101,30 @@ impl Pipeline {
             read_body,
         })
     }
+}
+
+/// Whether the request, once keygate's mutation is applied, stays within Envoy's header count
+/// limit; past it Envoy would fail the request with an empty 503.
+fn fits_header_limit(
+    req: &RequestView<'_>,
+    mutation: &HeaderMutation,
+    limit: usize,
+) -> Result<(), DenyReason> {
+    if req.header_count == 0 {
+        return Ok(());
+    }
+    let added = mutation
+        .set
+        .iter()
+        .filter(|(name, _)| req.header(name).is_none())
+        .count();
+    let removed = mutation
+        .remove
+        .iter()
+        .filter(|name| req.header(name).is_some())
+        .count();
+    if (req.header_count + added).saturating_sub(removed) > limit {
+        return Err(DenyReason::TooManyHeaders { limit });
+    }
+    Ok(())
 }

@@ -40,6 +40,8 @@ pub struct Settings {
     pub include_usage: bool,
     /// Bound on the JSON response bodies assembled at once (`usage.max_assembled_bytes`).
     pub max_assembled_bytes: usize,
+    /// Envoy's limit on a request's headers (`network.max_request_headers`).
+    pub max_request_headers: usize,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             xff_trusted_hops: 0,
             include_usage: true,
             max_assembled_bytes: DEFAULT_MAX_ASSEMBLED,
+            max_request_headers: 100,
         }
     }
 }

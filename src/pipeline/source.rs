@@ -50,6 +50,7 @@ mod tests {
                 value: xff,
             }],
             peer: Some("10.0.0.9".parse().unwrap()),
+            header_count: 0,
         }
     }
 
