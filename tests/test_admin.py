@@ -106,6 +106,14 @@ def test_admin_api_refuses_and_audits_a_bad_token(replicas: Replicas, workdir: P
     assert "unauthenticated" in audit
     assert WRONG_TOKEN not in audit and ADMIN_TOKEN not in audit
 
+    # A caller trying tokens does not grow the audit log without bound: 10 refusals a minute
+    # are written one by one, the rest become one summary line when the minute ends.
+    for _ in range(24):
+        cli("consumers", "list", targets=one, token=WRONG_TOKEN)
+    refused = [line for line in (workdir / "audit.jsonl").read_text().splitlines() if '"unauthenticated"' in line]
+    assert len(refused) == 10, len(refused)
+    assert replicas.total("keygate_admin_calls_total", result="unauthenticated") >= 25, "every refusal is counted"
+
 
 def test_admin_api_without_a_token_is_unauthenticated(replicas: Replicas, workdir: Path) -> None:
     """A raw gRPC call with no authorization header (curl speaking HTTP/2 and gRPC framing)."""
