@@ -37,14 +37,9 @@ impl VaultSource {
         let path = self.path_for(reference);
         let data = kv::read(&self.session, &self.mount, &path)
             .await
-            .map_err(|e| match e {
-                VaultError::NotFound { .. } => SecretError::Missing {
-                    reference: reference.to_string(),
-                },
-                e => SecretError::Source {
-                    reference: reference.to_string(),
-                    reason: e.to_string(),
-                },
+            .map_err(|e| SecretError::Source {
+                reference: reference.to_string(),
+                reason: e.to_string(),
             })?;
         let bad = |reason: &str| SecretError::Source {
             reference: reference.to_string(),
