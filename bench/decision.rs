@@ -134,6 +134,7 @@ fn view<'a>(bearer: &'a str) -> RequestView<'a> {
         ],
         peer: None,
         header_count: 0,
+        body_len: None,
     }
 }
 

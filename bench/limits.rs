@@ -110,6 +110,7 @@ fn estimate() -> RequestEstimate {
         max_output_tokens: Some(5),
         prompt_tokens_estimate: 5,
         stream: false,
+        body_bytes: 100,
     }
 }
 
@@ -131,9 +132,9 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 i = i.wrapping_add(1);
                 let consumer = &f.sample[i & mask];
-                let worst = consumer.limits.worst_case(&estimate);
+                let worst = consumer.limits.cost_bound(&estimate);
                 let cost = Cost {
-                    tokens: worst.total_tokens(),
+                    tokens: consumer.limits.token_reservation(&estimate),
                     micro_usd: f
                         .accounting
                         .price(consumer.provider.kind, &worst)

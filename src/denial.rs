@@ -30,6 +30,9 @@ pub enum DenyReason {
     BadPath(PathError),
     /// A consumer key in the URL's query string, where proxies, logs and the provider see it.
     KeyInQuery,
+    /// A budgeted key's request keygate cannot bound: not a JSON object, compressed, or
+    /// naming no model.
+    UnreadableRequest,
     /// With keygate's headers added, the request would have more headers than Envoy allows.
     TooManyHeaders {
         limit: usize,
@@ -64,7 +67,7 @@ pub enum DenyReason {
 impl DenyReason {
     pub fn status(&self) -> u16 {
         match self {
-            DenyReason::BadPath(_) | DenyReason::KeyInQuery => 400,
+            DenyReason::BadPath(_) | DenyReason::KeyInQuery | DenyReason::UnreadableRequest => 400,
             DenyReason::MissingKey
             | DenyReason::MalformedKey(_)
             | DenyReason::UnreadableCredential
@@ -98,6 +101,7 @@ impl DenyReason {
             DenyReason::OutOfScope { .. } => "out_of_scope",
             DenyReason::BadPath(_) => "bad_path",
             DenyReason::KeyInQuery => "key_in_query",
+            DenyReason::UnreadableRequest => "unreadable_request",
             DenyReason::TooManyHeaders { .. } => "too_many_headers",
             DenyReason::CredentialUnavailable => "credential_unavailable",
             DenyReason::TooLarge { .. } => "too_large",
@@ -122,6 +126,7 @@ impl DenyReason {
             DenyReason::OutOfScope { .. } => "out_of_scope",
             DenyReason::BadPath(_) => "invalid_path",
             DenyReason::KeyInQuery => "key_in_query",
+            DenyReason::UnreadableRequest => "unreadable_request",
             DenyReason::TooManyHeaders { .. } => "request_header_fields_too_large",
             DenyReason::CredentialUnavailable => "credential_unavailable",
             DenyReason::TooLarge { .. } => "request_too_large",
@@ -170,6 +175,7 @@ impl DenyReason {
             DenyReason::CredentialUnavailable => {
                 "keygate: the provider credential is unavailable right now; retry later.".into()
             }
+            DenyReason::UnreadableRequest => "keygate: this key has a budget, so its requests must be uncompressed JSON that names the model (for Azure OpenAI, in the deployment path): keygate must bound what a request can cost before it is sent.".into(),
             DenyReason::TooManyHeaders { limit } => format!(
                 "keygate: the request has too many headers (with keygate's own, more than {limit}); send fewer."
             ),

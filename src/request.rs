@@ -19,6 +19,9 @@ pub struct RequestView<'a> {
     /// How many headers Envoy holds for the request, pseudo-headers and the ones Envoy added
     /// included (what Envoy's header count limit counts).
     pub header_count: usize,
+    /// The body's length when the edge already holds the whole body (ext_authz with
+    /// `with_request_body`): chunked uploads are measured without a `content-length`.
+    pub body_len: Option<u64>,
     /// The downstream peer address Envoy reports. The client address the pipeline uses is
     /// this, or `x-forwarded-for` when configured to trust it.
     pub peer: Option<IpAddr>,

@@ -25,6 +25,7 @@ pub const SPEND_MONTH_TO_DATE: &str = "keygate_spend_month_to_date_usd";
 pub const BUDGET_USD: &str = "keygate_budget_usd";
 pub const USAGE_ESTIMATED_TOTAL: &str = "keygate_usage_estimated_total";
 pub const USAGE_UNPRICED_TOTAL: &str = "keygate_usage_unpriced_total";
+pub const USAGE_CLAMPED_TOTAL: &str = "keygate_usage_clamped_total";
 pub const REQUEST_BYTES_TOTAL: &str = "keygate_request_bytes_total";
 pub const RESPONSE_BYTES_TOTAL: &str = "keygate_response_bytes_total";
 pub const UPSTREAM_SECONDS: &str = "keygate_upstream_seconds";
@@ -125,7 +126,11 @@ fn describe() {
     );
     describe_counter!(
         USAGE_UNPRICED_TOTAL,
-        "Responses whose model has no price in the price table."
+        "Responses whose model has no price in the price table (charged at the provider's highest prices)."
+    );
+    describe_counter!(
+        USAGE_CLAMPED_TOTAL,
+        "Responses whose reported usage was implausible and clamped to the per-response ceiling."
     );
     describe_counter!(
         REQUEST_BYTES_TOTAL,

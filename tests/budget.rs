@@ -74,9 +74,9 @@ async fn admit_body_at(
     let prices = PriceTable::defaults()
         .with_overrides(&[serde_yaml::from_str("{provider: openai, model: gpt-test, input_per_mtok_usd: 1.0, output_per_mtok_usd: 1.0}").unwrap()])
         .unwrap();
-    let worst = c.limits.worst_case(estimate);
+    let worst = c.limits.cost_bound(estimate);
     let cost = Cost {
-        tokens: worst.total_tokens(),
+        tokens: c.limits.token_reservation(estimate),
         micro_usd: prices.cost_for(c.provider.kind, &worst).unwrap_or(0),
     };
     limiter.reserve(c, body_len, cost, at).await
@@ -88,6 +88,7 @@ fn estimate() -> RequestEstimate {
         max_output_tokens: Some(10),
         prompt_tokens_estimate: 10,
         stream: false,
+        body_bytes: 10,
     }
 }
 

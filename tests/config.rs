@@ -65,6 +65,10 @@ fn errors_name_the_field_path() {
         (BASE.replace("openai/staging", "openai staging"), "providers.openai.credentials.staging: credential reference"),
         (format!("listeners: {{grpc: nowhere}}\n{BASE}"), "listeners.grpc: invalid socket address syntax"),
         (BASE.replace("providers:\n  openai: {kind: openai", "providers:\n  g: {kind: generic, credentials: {x: g/x}}\n  openai: {kind: openai"), "providers.g.inject: a generic provider must say which header"),
+        (BASE.replace("providers:\n  openai: {kind: openai", "providers:\n  g: {kind: generic, credentials: {x: g/x}, inject: {header: x-key}, limits: {tokens_per_minute: 10}}\n  openai: {kind: openai"), "providers.g.limits.tokens_per_minute: a generic provider's answers carry no usage"),
+        (format!("teams: {{ml: {{monthly_budget_usd: 5}}}}\n{}", BASE.replace("providers:\n  openai: {kind: openai", "providers:\n  g: {kind: generic, credentials: {production: g/x}, inject: {header: x-key}}\n  openai: {kind: openai").replace("  - name: a\n    environment: production\n    provider: openai", "  - name: a\n    team: ml\n    environment: production\n    provider: g")), "consumers[0].team: a generic provider's answers carry no usage"),
+        (BASE.replace("    scope: {routes: [\"GET /v1/models\"]}", "    scope: {routes: [\"GET /v1/models\"]}\nlimits: {redis: {url: \"redis://x\", replicas: 0}}"), "limits.redis.replicas: must be at least 1"),
+        (BASE.replace("    scope: {routes: [\"GET /v1/models\"]}", "    scope: {routes: [\"GET /v1/models\"]}\nlimits: {backend: redis}"), "limits.redis: backend: redis needs"),
         (BASE.replace("\", env: test}]", "\", env: test}, {hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000003\", env: test}, {hash: \"sha256:0000000000000000000000000000000000000000000000000000000000000004\", env: test}]"), "consumers[1].keys: at most two keys per consumer"),
     ];
     for (text, want) in cases {

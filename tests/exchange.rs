@@ -95,6 +95,7 @@ impl Setup {
             }],
             peer: None,
             header_count: 0,
+            body_len: None,
         };
         let admitted = match block(
             self.pipeline
@@ -233,10 +234,10 @@ fn a_body_too_large_to_read_is_charged_the_worst_case() {
         exchange.response_body(&chunk, false);
     }
     exchange.response_body(&chat_response(true).into_bytes(), true);
-    // Not the 2,000 of the usage at the end: the body was not read, so it is charged what the
-    // request could have cost: the prompt's 8 input tokens at $1/M and its max_tokens (50) at
-    // $2/M, as its reservation held.
-    assert_eq!(s.spent(), 8 + 50 * 2);
+    // Not the 2,000 of the usage at the end: the body was not read, so it is charged the most
+    // the request could have cost, as its reservation held: every byte of its body as an input
+    // token at $1/M and its max_tokens (50) at $2/M.
+    assert_eq!(s.spent(), CHAT.len() as u64 + 50 * 2);
 }
 
 #[test]
@@ -291,9 +292,9 @@ fn the_json_assembled_at_once_is_bounded_across_exchanges_and_given_back() {
     );
     first.response_body(tail, true);
     second.response_body(tail, true);
-    // The first is read: its usage, 2,000 micro-dollars. The second was not: the worst case of
-    // its request, 8 input tokens at $1/M and 50 output at $2/M.
-    assert_eq!(s.spent(), 2_000 + 8 + 50 * 2);
+    // The first is read: its usage, 2,000 micro-dollars. The second was not: the most its
+    // request could cost, its body's bytes as input tokens at $1/M and 50 output at $2/M.
+    assert_eq!(s.spent(), 2_000 + CHAT.len() as u64 + 50 * 2);
     assert_eq!(
         s.pipeline.assembling(),
         0,

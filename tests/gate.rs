@@ -26,6 +26,7 @@ fn decide(
             .collect(),
         peer: None,
         header_count: 0,
+        body_len: None,
     };
     gate.decide(&view)
 }

@@ -97,6 +97,12 @@ def test_istio_ext_authz_fails_closed() -> None:
     assert grpc["failOpen"] is False, "keygate unreachable must deny, not allow"
     assert grpc["statusOnError"] == "503", "the same status as the shipped ext_authz config's status_on_error"
     assert (grpc["service"], grpc["port"], grpc["timeout"]) == ("keygate.local", 50051, "0.5s")
+    shipped = yaml.safe_load((REPO_ROOT / "envoy" / "ext_authz.yaml").read_text())
+    hcm = shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    body = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz")["typed_config"]["with_request_body"]
+    assert grpc["includeRequestBodyInCheck"] == {
+        "maxRequestBytes": body["max_request_bytes"], "allowPartialMessage": body["allow_partial_message"],
+        "packAsBytes": body["pack_as_bytes"]}, "the same body check as the shipped ext_authz config"
     policy = docs(path)[0]
     assert policy["spec"]["action"] == "CUSTOM" and policy["spec"]["provider"]["name"] == "keygate"
 

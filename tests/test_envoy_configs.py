@@ -244,7 +244,8 @@ def test_ext_authz_filter_fails_closed() -> None:
     assert f["transport_api_version"] == "V3"
     assert f["encode_raw_headers"] is True
     assert f["clear_route_cache"] is True
-    assert "with_request_body" not in f
+    # Bodies are sent (so keygate measures every one, chunked included), whole or not at all.
+    assert f["with_request_body"] == {"max_request_bytes": 1048576, "allow_partial_message": False, "pack_as_bytes": True}
     assert f["grpc_service"]["envoy_grpc"]["cluster_name"] == KEYGATE_CLUSTER
 
 

@@ -123,17 +123,19 @@ def test_oversized_bodies_are_413_and_never_forwarded(cargo_build, workdir, stop
 
 
 def test_token_reservations_are_reconciled_to_actual_usage(cargo_build, workdir, stop_after) -> None:
-    # 100 tokens a minute; each request reserves its prompt estimate + 40 (default_max_tokens)
-    # but uses ~20: three reservations (3 × ~41 > 100) fit only because each is reconciled.
+    # 100 tokens a minute; each request reserves its prompt estimate + 40 (default_max_tokens,
+    # which keygate also writes into the request as its cap) but the model answers in 16:
+    # three reservations (3 × ~41 > 100) fit only because each is reconciled.
     s = limited_stack(workdir, "ext_proc", {"tokens_per_minute": 100, "default_max_tokens": 40})
     stop_after.append(s)
-    first = chat(s)
+    short = {"extra_headers": {"x-mock-output-tokens": "16"}}
+    first = chat(s, **short)
     assert first.usage.total_tokens < 40
     time.sleep(0.2)
-    second = chat(s)
+    second = chat(s, **short)
     assert second.choices
     time.sleep(0.2)
-    third = chat(s)
+    third = chat(s, **short)
     assert third.choices
     with pytest.raises(openai.RateLimitError) as caught:
         chat(s, max_tokens=90)
@@ -142,12 +144,12 @@ def test_token_reservations_are_reconciled_to_actual_usage(cargo_build, workdir,
 
 
 # The budget test's numbers. PRICING charges gpt-test 2 µUSD per input token and 8 per output
-# token. keygate reserves a request's worst case: the prompt estimate (text bytes / 4, rounded
-# up: "hi" is 1 token) plus max_tokens priced as output. The mock reports the prompt's words
-# + 3 per message as input (4) and max_tokens as output (10).
-BUDGET_MICRO_USD = 300
+# token. keygate reserves the most a request can cost: every byte of its body as an input token
+# (priced as a cache write, here the input price) plus max_tokens (10) priced as output. The
+# mock reports the prompt's words + 3 per message as input (4) and max_tokens as output (10).
+BUDGET_MICRO_USD = 600
 MICRO_USD_PER_TOKEN = {"input": 2, "output": 8}
-RESERVATION_MICRO_USD = 1 * MICRO_USD_PER_TOKEN["input"] + 10 * MICRO_USD_PER_TOKEN["output"]  # 82
+CHARGE_MICRO_USD = 4 * MICRO_USD_PER_TOKEN["input"] + 10 * MICRO_USD_PER_TOKEN["output"]  # 88
 
 
 def wait_for_counter(s: Stack, name: str, want: float, timeout: float = 5.0, **labels: str) -> float:
@@ -163,37 +165,43 @@ def wait_for_counter(s: Stack, name: str, want: float, timeout: float = 5.0, **l
 
 def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_after) -> None:
     """A request is admitted only while spent + reserved + its own reservation fits in the
-    budget (src/limits/limiter.rs), so with a 300 µUSD budget, 82 µUSD reserved and 88 µUSD
-    charged per request exactly three are admitted (82, 88 + 82, 176 + 82 fit; 264 + 82 does
-    not), and the month ends 36 µUSD under the budget. "Admit while spent < budget" would let a
-    fourth through (264 < 300) and overshoot by 52 µUSD; the overshoot the design allows is one
-    request's actual-minus-estimate (here 6 µUSD)."""
+    budget (src/limits/limiter.rs), its reservation being the most it can cost (its body's B
+    bytes as input tokens and its 10 output tokens: R = 2·B + 80 µUSD). Each request costs 88
+    µUSD, less than its reservation, so the month never overshoots: with a 600 µUSD budget the
+    requests admitted are exactly those with (k − 1)·88 + R ≤ 600. "Admit while spent < budget"
+    would let more through."""
     s = limited_stack(workdir, "ext_proc", {"monthly_budget_usd": BUDGET_MICRO_USD / 1e6, "default_max_tokens": 10})
     stop_after.append(s)
-    admitted, spent = 0, 0
+    mock_clear(s.mock_port)
+    admitted, spent, reservation = 0, 0, None
     with pytest.raises(openai.RateLimitError) as caught:
-        for _ in range(10):
+        for _ in range(20):
             usage = chat(s, max_tokens=10).usage
-            assert spent + RESERVATION_MICRO_USD <= BUDGET_MICRO_USD, (
+            if reservation is None:
+                body_len = mock_requests(s.mock_port)[-1]["body_len"]
+                reservation = body_len * MICRO_USD_PER_TOKEN["input"] + 10 * MICRO_USD_PER_TOKEN["output"]
+            assert spent + reservation <= BUDGET_MICRO_USD, (
                 f"request {admitted + 1} was admitted with {spent} µUSD spent: its reservation did not fit")
             admitted += 1
             charge = usage.prompt_tokens * MICRO_USD_PER_TOKEN["input"] + usage.completion_tokens * MICRO_USD_PER_TOKEN["output"]
-            assert charge - RESERVATION_MICRO_USD == 6, (usage, "the mock's usage is not what this test's numbers assume")
+            assert charge == CHARGE_MICRO_USD, (usage, "the mock's usage is not what this test's numbers assume")
             spent += charge
             # The next request must see this one's charge, not its reservation: wait for it.
             assert wait_for_counter(s, "keygate_spend_usd_total", spent / 1e6, consumer="team-openai") == pytest.approx(
                 spent / 1e6, abs=1e-12)
-    assert spent + RESERVATION_MICRO_USD > BUDGET_MICRO_USD, f"refused with {spent} µUSD spent: the next reservation fits"
-    assert (admitted, spent) == (3, 264)
+    assert reservation is not None and reservation > CHARGE_MICRO_USD
+    assert spent + reservation > BUDGET_MICRO_USD, f"refused with {spent} µUSD spent: the next reservation fits"
+    expected = (BUDGET_MICRO_USD - reservation) // CHARGE_MICRO_USD + 1
+    assert (admitted, spent) == (expected, expected * CHARGE_MICRO_USD)
+    assert spent <= BUDGET_MICRO_USD
     assert caught.value.code == "insufficient_quota"
     assert "monthly budget is exhausted" in str(caught.value)
     metrics = s.keygate.metrics()
-    assert counter(metrics, "keygate_budget_usd", consumer="team-openai") == pytest.approx(0.0003)
-    assert counter(metrics, "keygate_spend_usd_total", consumer="team-openai") == pytest.approx(264e-6, abs=1e-12)
+    assert counter(metrics, "keygate_budget_usd", consumer="team-openai") == pytest.approx(BUDGET_MICRO_USD / 1e6)
+    assert counter(metrics, "keygate_spend_usd_total", consumer="team-openai") == pytest.approx(spent / 1e6, abs=1e-12)
     assert counter(metrics, "keygate_requests_total", consumer="team-openai", outcome="over_budget") == 1
-    assert counter(metrics, "keygate_requests_total", consumer="team-openai", outcome="allowed") == 3, (
+    assert counter(metrics, "keygate_requests_total", consumer="team-openai", outcome="allowed") == admitted, (
         "a request refused at the body stage is counted once, as over_budget, never also as allowed")
-
     time.sleep(1.2)
     kg = s.keygate
     kg.proc.stop()
@@ -201,7 +209,7 @@ def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_af
                    env=kg.proc.env)  # the same debug log level: the leak scan reads this log too
     kg.proc.wait_http(f"http://127.0.0.1:{kg.admin_port}/readyz", timeout=20, expect_status=200)
     assert counter(kg.metrics(), "keygate_spend_month_to_date_usd", consumer="team-openai") == pytest.approx(
-        264e-6, abs=1e-12), "the restarted keygate reads the month's spend from its ledger"
+        spent / 1e6, abs=1e-12), "the restarted keygate reads the month's spend from its ledger"
     with pytest.raises(openai.RateLimitError) as again:
         chat(s, max_tokens=10)
     assert again.value.code == "insufficient_quota"

@@ -83,7 +83,25 @@ impl Accounting {
         self.prices.load().cost_for(kind, usage)
     }
 
-    /// Records a finished, successful response: tokens, spend, ledger, gauges.
+    /// Whether `model` has a price on a provider of `kind`.
+    pub fn has_price(&self, kind: ProviderKind, model: &str) -> bool {
+        let probe = Usage {
+            model: Some(model.to_string()),
+            ..Usage::default()
+        };
+        self.prices.load().cost_for(kind, &probe).is_some()
+    }
+
+    /// The cost of `usage`, never zero for a model without a price: that is charged at the
+    /// provider's highest listed prices ([`PriceTable::ceiling`]). Also says whether the
+    /// model had a price.
+    pub fn price_or_ceiling(&self, kind: ProviderKind, usage: &Usage) -> (u64, bool) {
+        self.prices.load().cost_or_ceiling(kind, usage)
+    }
+
+    /// Records a finished, successful response: tokens, spend, ledger, gauges. A report past
+    /// [`crate::usage::MAX_REPORTED_TOKENS`] is clamped to it and counted; a model without a
+    /// price is charged at the provider's highest listed prices and counted.
     pub fn charge(
         &self,
         consumer: &Consumer,
@@ -92,6 +110,13 @@ impl Accounting {
         now: SystemTime,
     ) -> Charge {
         let provider = consumer.provider.name.clone();
+        let (clamped, was_clamped) = crate::usage::clamp(usage);
+        let usage = &clamped;
+        if was_clamped {
+            counter!(telemetry::USAGE_CLAMPED_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.to_string())
+                .increment(1);
+            tracing::warn!(consumer = %consumer.name, "provider reported implausible usage; charged at the ceiling");
+        }
         let model = self.model_label(usage.model.as_deref());
         let labels = |kind: &'static str| {
             [
@@ -114,12 +139,11 @@ impl Accounting {
             counter!(telemetry::USAGE_ESTIMATED_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.to_string())
                 .increment(1);
         }
-        let price = self.price(consumer.provider.kind, usage);
-        if price.is_none() {
+        let (micro_usd, priced) = self.price_or_ceiling(consumer.provider.kind, usage);
+        if !priced {
             counter!(telemetry::USAGE_UNPRICED_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.to_string())
                 .increment(1);
         }
-        let micro_usd = price.unwrap_or(0);
         {
             let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
             *spend
@@ -135,7 +159,7 @@ impl Accounting {
         Charge {
             micro_usd,
             month_to_date_micro_usd: month_to_date,
-            priced: price.is_some(),
+            priced,
         }
     }
 

@@ -85,6 +85,7 @@ mod tests {
                 .collect(),
             peer: None,
             header_count: 0,
+            body_len: None,
         }
     }
 

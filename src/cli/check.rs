@@ -4,9 +4,13 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use crate::auth::Registry;
 use crate::config::Config;
+use crate::providers::ProviderKind;
 use crate::secrets::CredentialCache;
+use crate::usage::PriceTable;
 
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = crate::config::load(path)?;
@@ -28,7 +32,36 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     for reference in unreferenced {
         println!("note: credential {reference:?} is configured but no consumer uses it");
     }
+    for line in unpriced_notes(&config, &registry)? {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// Budgeted consumers may call models the price table does not list; say what those cost.
+fn unpriced_notes(config: &Config, registry: &Registry) -> anyhow::Result<Vec<String>> {
+    let prices = PriceTable::defaults().with_overrides(&config.usage.pricing)?;
+    let mut budgeted: BTreeMap<&str, (ProviderKind, usize)> = BTreeMap::new();
+    for consumer in registry.consumers() {
+        if consumer.limits.budgeted() {
+            let entry = budgeted
+                .entry(&consumer.provider.name)
+                .or_insert((consumer.provider.kind, 0));
+            entry.1 += 1;
+        }
+    }
+    let per_mtok = |micro: u64| micro as f64 / 1e6;
+    Ok(budgeted
+        .into_iter()
+        .map(|(provider, (kind, n))| {
+            let ceiling = prices.ceiling(kind);
+            format!(
+                "note: {n} consumer(s) of provider {provider:?} have a budget and may call models without a price: those are charged at the highest listed prices (${:.2} input, ${:.2} output per million tokens); add pricing entries for the models they use",
+                per_mtok(ceiling.input.max(ceiling.cache_write)),
+                per_mtok(ceiling.output)
+            )
+        })
+        .collect())
 }
 
 /// The admin API's and the gRPC listener's TLS files, and a gRPC listener that would hand

@@ -55,6 +55,11 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
                 );
             }
         }
+        if provider.kind == ProviderKind::Generic {
+            if let Some(field) = uncountable(&provider.limits) {
+                return err(format!("{at}.limits.{field}"), GENERIC_LIMITS.into());
+            }
+        }
         match (&provider.inject, provider.kind) {
             (None, ProviderKind::Generic) => {
                 return err(
@@ -122,6 +127,20 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
     }
     if let Err(e) = crate::usage::PriceTable::defaults().with_overrides(&config.usage.pricing) {
         return err(format!("usage.{}", e.path), e.message);
+    }
+    for (i, consumer) in config.inline_consumers().iter().enumerate() {
+        let generic = config
+            .providers
+            .get(&consumer.provider)
+            .is_some_and(|p| p.kind == ProviderKind::Generic);
+        let team_budget = consumer
+            .team
+            .as_ref()
+            .and_then(|team| config.teams.get(team))
+            .is_some_and(|team| team.monthly_budget_usd.is_some());
+        if generic && team_budget {
+            return err(format!("consumers[{i}].team"), GENERIC_LIMITS.into());
+        }
     }
     validate_consumers(config.inline_consumers(), &config.providers, |i| {
         format!("consumers[{i}]")
@@ -208,7 +227,26 @@ pub fn validate_consumer(
             "list at least one route; scope is deny by default".into(),
         );
     }
+    if provider.kind == ProviderKind::Generic {
+        if let Some(field) = uncountable(&consumer.limits) {
+            return err(format!(".limits.{field}"), GENERIC_LIMITS.into());
+        }
+    }
     Ok(())
+}
+
+/// Why token limits and budgets are refused on `kind: generic` providers.
+const GENERIC_LIMITS: &str = "a generic provider's answers carry no usage keygate can read, so token limits and budgets could never be enforced; use request limits, or a provider kind keygate reads";
+
+/// The first limit that needs token usage to be enforced.
+fn uncountable(limits: &super::LimitSettings) -> Option<&'static str> {
+    [
+        ("tokens_per_minute", limits.tokens_per_minute.is_some()),
+        ("tokens_per_day", limits.tokens_per_day.is_some()),
+        ("monthly_budget_usd", limits.monthly_budget_usd.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(field, set)| set.then_some(field))
 }
 
 fn valid_reference(reference: &str) -> bool {

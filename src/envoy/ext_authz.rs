@@ -68,11 +68,19 @@ pub async fn check(pipeline: &Pipeline, request: &CheckRequest) -> CheckResponse
         .and_then(|a| a.source.as_ref())
         .and_then(|s| s.address.as_ref())
         .and_then(socket_ip);
+    // With `with_request_body` Envoy sends the whole body: its real length is checked, so a
+    // chunked upload without `content-length` cannot pass the size limit unmeasured.
+    let body_len = match (http.raw_body.len(), http.body.len()) {
+        (0, 0) => None,
+        (0, text) => Some(text as u64),
+        (raw, _) => Some(raw as u64),
+    };
     let view = headers::request_view(
         &http.method,
         &http.path,
         header_view(http.header_map.as_ref(), &http.headers),
         peer,
+        body_len,
     );
     match pipeline.admit(&view, Phases::HeadersOnly).await {
         Admission::Allowed(allowed) => CheckResponse {

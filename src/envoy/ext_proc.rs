@@ -125,7 +125,7 @@ impl Session {
         let all = headers::view(h.headers.as_ref());
         let method = headers::text(&all, ":method").unwrap_or_default();
         let path = headers::text(&all, ":path").unwrap_or_default();
-        let view = headers::request_view(method, path, all, source_attribute(message));
+        let view = headers::request_view(method, path, all, source_attribute(message), None);
         let phases = Phases::Full {
             body_follows: !h.end_of_stream,
         };

@@ -41,10 +41,12 @@ pub fn request_view<'a>(
     path: &'a str,
     headers: Vec<Header<'a>>,
     peer: Option<IpAddr>,
+    body_len: Option<u64>,
 ) -> RequestView<'a> {
     RequestView {
         method,
         path,
+        body_len,
         header_count: headers.len(),
         headers: headers
             .into_iter()

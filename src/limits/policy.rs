@@ -92,17 +92,47 @@ impl Policy {
         }
     }
 
-    /// The most a request may use, reserved before it is forwarded: its prompt estimate plus
-    /// its `max_tokens` (or `default_max_tokens` when it names none).
-    pub fn worst_case(&self, estimate: &RequestEstimate) -> Usage {
+    /// The output a request may produce: its `max_tokens` (or the like), or
+    /// `default_max_tokens`, which keygate then writes into the request (see
+    /// [`Policy::bounds_output`]).
+    pub fn output_cap(&self, estimate: &RequestEstimate) -> u64 {
+        estimate
+            .max_output_tokens
+            .unwrap_or(self.default_max_tokens)
+    }
+
+    /// Tokens reserved against the token limits: the prompt estimate plus the output cap,
+    /// reconciled to the provider's count when the response ends.
+    pub fn token_reservation(&self, estimate: &RequestEstimate) -> u64 {
+        estimate
+            .prompt_tokens_estimate
+            .saturating_add(self.output_cap(estimate))
+    }
+
+    /// The most a request can cost, reserved against budgets: every byte of its body as an
+    /// input token, all of them priced as cache writes (never cheaper than plain input), and
+    /// its output cap. What a response actually costs cannot exceed it, so reservations that
+    /// count as spent keep concurrent requests within the budget.
+    pub fn cost_bound(&self, estimate: &RequestEstimate) -> Usage {
+        let input = estimate.body_bytes.max(estimate.prompt_tokens_estimate);
         Usage {
-            input_tokens: estimate.prompt_tokens_estimate,
-            output_tokens: estimate
-                .max_output_tokens
-                .unwrap_or(self.default_max_tokens),
+            input_tokens: input,
+            cache_creation_input_tokens: input,
+            output_tokens: self.output_cap(estimate),
             model: estimate.model.clone(),
             ..Usage::default()
         }
+    }
+
+    /// Whether keygate writes the output cap into requests that name none: when a budget or a
+    /// token limit depends on it.
+    pub fn bounds_output(&self) -> bool {
+        !self.tokens.is_empty() || self.budget_micro_usd.is_some() || self.team_budget.is_some()
+    }
+
+    /// Whether a budget (the consumer's or its team's) applies.
+    pub fn budgeted(&self) -> bool {
+        self.budget_micro_usd.is_some() || self.team_budget.is_some()
     }
 
     /// True when nothing beyond the size check applies.

@@ -48,7 +48,10 @@ impl Pipeline {
                 return deny(refused.reason, refused.consumer.as_deref());
             }
         };
-        let content_length = req.content_length();
+        let content_length = match (req.content_length(), req.body_len) {
+            (Some(declared), Some(real)) => Some(declared.max(real)),
+            (declared, real) => declared.or(real),
+        };
         if let Err(reason) = s.limiter.admit_request(&consumer, content_length).await {
             return deny(reason, Some(&consumer));
         }

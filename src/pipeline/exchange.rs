@@ -13,9 +13,9 @@ use metrics::{counter, histogram};
 use super::response::{BodyPlan, ResponseReader};
 use super::{record, Shared};
 use crate::auth::registry::Consumer;
-use crate::denial::Denial;
+use crate::denial::{Denial, DenyReason};
 use crate::limits::{Cost, Reservation};
-use crate::providers::ErrorShape;
+use crate::providers::{ErrorShape, ProviderKind};
 use crate::request::RequestView;
 use crate::telemetry;
 use crate::usage::{self, Dialect, Endpoint, RequestEstimate};
@@ -30,6 +30,12 @@ pub struct Exchange {
     include_usage: bool,
     rewritable_path: bool,
     endpoint: Endpoint,
+    /// The request field that caps the output at this path, where keygate can write one.
+    cap_field: Option<&'static str>,
+    /// The Azure OpenAI deployment in the path: the model when the body names none.
+    deployment: Option<Arc<str>>,
+    /// The request body is content-encoded: its usage cannot be read.
+    compressed_body: bool,
     /// The admission waits for the body phase (its outcome is not counted yet).
     awaits_body: bool,
     estimate: Option<RequestEstimate>,
@@ -60,11 +66,22 @@ impl Exchange {
         }
         let dialect = Dialect::for_provider(consumer.provider.kind);
         let path = req.path.split('?').next().unwrap_or_default();
+        let deployment = (consumer.provider.kind == ProviderKind::AzureOpenai)
+            .then(|| usage::azure_deployment(path).map(Arc::from))
+            .flatten();
+        let compressed_body = req
+            .header("content-encoding")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .is_some_and(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("identity"));
         Exchange {
             rewritable_path: path.ends_with("/chat/completions")
                 || path.ends_with("/v1/completions"),
             endpoint: Endpoint::of(path),
-            awaits_body: body_follows && req.method == "POST" && dialect.is_some(),
+            cap_field: dialect.and_then(|d| usage::output_cap_field(d, path)),
+            deployment,
+            compressed_body,
+            // Every body is measured against max_request_bytes, whatever the method or provider.
+            awaits_body: body_follows,
             shared,
             consumer,
             source,
@@ -83,29 +100,45 @@ impl Exchange {
         self.awaits_body
     }
 
-    /// The whole request body: checks its size, reserves its worst-case tokens and cost
+    /// The whole request body: checks its size, reserves its tokens and the most it can cost
     /// against the token limits and budgets, and counts the request's outcome. Returns a
-    /// replacement body when keygate rewrote it.
+    /// replacement body when keygate rewrote it (`include_usage`, an output cap).
     pub async fn request_body(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, Denial> {
-        let estimate = match self.dialect {
+        let policy = &self.consumer.limits;
+        let billed = self.dialect.is_some() && self.endpoint != Endpoint::Other;
+        let mut estimate = match self.dialect {
             Some(dialect) => usage::request_estimate(dialect, body),
-            None => RequestEstimate::default(),
+            None => RequestEstimate {
+                body_bytes: body.len() as u64,
+                ..RequestEstimate::default()
+            },
         };
-        let worst = self.consumer.limits.worst_case(&estimate);
-        let cost = Cost {
-            tokens: worst.total_tokens(),
-            micro_usd: self
-                .shared
-                .accounting
-                .price(self.consumer.provider.kind, &worst)
-                .unwrap_or(0),
+        if estimate.model.is_none() {
+            estimate.model = self.deployment.as_deref().map(str::to_string);
+        }
+        let unbounded = self.compressed_body || estimate.model.is_none();
+        let reserved = if billed && policy.budgeted() && unbounded {
+            Err(DenyReason::UnreadableRequest)
+        } else {
+            let cost = Cost {
+                tokens: match self.dialect {
+                    Some(_) => policy.token_reservation(&estimate),
+                    None => 0,
+                },
+                micro_usd: match billed {
+                    true => {
+                        let bound = policy.cost_bound(&estimate);
+                        let kind = self.consumer.provider.kind;
+                        self.shared.accounting.price_or_ceiling(kind, &bound).0
+                    }
+                    false => 0,
+                },
+            };
+            self.shared
+                .limiter
+                .reserve(&self.consumer, body.len() as u64, cost, SystemTime::now())
+                .await
         };
-        self.estimate = Some(estimate);
-        let reserved = self
-            .shared
-            .limiter
-            .reserve(&self.consumer, body.len() as u64, cost, SystemTime::now())
-            .await;
         let pending = std::mem::take(&mut self.awaits_body);
         match reserved {
             Ok(reservation) => {
@@ -119,21 +152,30 @@ impl Exchange {
                 return Err(Denial::new(reason, self.shape));
             }
         }
-        Ok(self.rewrite(body))
+        let rewritten = self.rewrite(body, &estimate);
+        self.estimate = Some(estimate);
+        Ok(rewritten)
     }
 
-    fn rewrite(&self, body: &[u8]) -> Option<Vec<u8>> {
+    /// The body as sent upstream: OpenAI streams made to report usage, and the output cap
+    /// written where the request names none and a budget or token limit depends on it.
+    fn rewrite(&self, body: &[u8], estimate: &RequestEstimate) -> Option<Vec<u8>> {
+        let mut current: Option<Vec<u8>> = None;
         let openai = self.dialect == Some(Dialect::OpenAi);
-        if !(openai && self.include_usage && self.rewritable_path) {
-            return None;
+        if openai && self.include_usage && self.rewritable_path {
+            current = step(usage::ensure_include_usage(body));
         }
-        match usage::ensure_include_usage(body) {
-            Ok(rewritten) => rewritten,
-            Err(e) => {
-                tracing::debug!(error = %e, "request body not rewritten");
-                None
+        let policy = &self.consumer.limits;
+        if let Some(field) = self.cap_field {
+            if policy.bounds_output() && estimate.max_output_tokens.is_none() {
+                let cap = policy.output_cap(estimate);
+                let base = current.as_deref().unwrap_or(body);
+                if let Some(capped) = step(usage::ensure_output_cap(base, field, cap)) {
+                    current = Some(capped);
+                }
             }
         }
+        current
     }
 
     /// Upstream response headers arrived. Returns how the body should be delivered.
@@ -189,16 +231,24 @@ impl Exchange {
     /// estimate.
     pub fn finish(&mut self) {
         let estimate = self.estimate.clone().unwrap_or_default();
-        let worst_case = self.consumer.limits.worst_case(&estimate);
+        let bound = self.consumer.limits.cost_bound(&estimate);
         let settled = self.response.settle(
             self.dialect,
             &estimate,
-            &worst_case,
+            &bound,
             self.endpoint,
             &self.consumer.name,
         );
         let (tokens, charged) = match settled {
-            Some((used, estimated)) => {
+            Some((mut used, estimated)) => {
+                // Azure OpenAI is priced by deployment when the operator priced it (the
+                // reservation was), whatever model name the answer reports.
+                if let Some(deployment) = &self.deployment {
+                    let kind = self.consumer.provider.kind;
+                    if self.shared.accounting.has_price(kind, deployment) {
+                        used.model = Some(deployment.to_string());
+                    }
+                }
                 let charge = self.shared.accounting.charge(
                     &self.consumer,
                     &used,
@@ -236,6 +286,14 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// A rewrite's result; a body that is not JSON is left as it is.
+fn step(rewritten: Result<Option<Vec<u8>>, usage::UsageError>) -> Option<Vec<u8>> {
+    rewritten.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "request body not rewritten");
+        None
+    })
 }
 
 fn status_class(status: u16) -> &'static str {

@@ -51,6 +51,7 @@ mod tests {
             }],
             peer: Some("10.0.0.9".parse().unwrap()),
             header_count: 0,
+            body_len: None,
         }
     }
 

@@ -97,6 +97,7 @@ mod tests {
             max_output_tokens: Some(3),
             prompt_tokens_estimate: 40,
             stream: true,
+            body_bytes: 200,
         }
     }
 
@@ -147,6 +148,7 @@ mod tests {
             max_output_tokens: Some(1000),
             prompt_tokens_estimate: 5,
             stream: true,
+            body_bytes: 30,
         };
         let s = settle(&out, &req);
         assert!(s.estimated);

@@ -37,11 +37,11 @@ pub mod stream;
 mod tests;
 
 pub use decode::{decompress, StreamDecoder};
-pub use endpoint::Endpoint;
+pub use endpoint::{azure_deployment, output_cap_field, Endpoint};
 pub use estimate::{settle, Settlement};
 pub use json::parse_body;
 pub use pricing::{Price, PriceEntry, PriceTable, PricingError};
-pub use request::{ensure_include_usage, request_estimate, RequestEstimate};
+pub use request::{ensure_include_usage, ensure_output_cap, request_estimate, RequestEstimate};
 pub use sse::{SseDecoder, SseEvent};
 pub use stream::{StreamAccumulator, StreamOutcome};
 
@@ -71,6 +71,30 @@ pub struct Usage {
     pub reasoning_tokens: u64,
     /// The model the provider says answered, cut to [`MAX_MODEL_CHARS`].
     pub model: Option<String>,
+}
+
+/// The most tokens of any one kind a single response is believed to use; a provider report
+/// past it (a bug, or a hostile upstream) is clamped to it. Far above any model's context.
+pub const MAX_REPORTED_TOKENS: u64 = 10_000_000;
+
+/// `usage` with every count at most [`MAX_REPORTED_TOKENS`] and the subsets (cached, cache
+/// creation, reasoning) no larger than what they are subsets of; and whether anything changed.
+pub fn clamp(usage: &Usage) -> (Usage, bool) {
+    let cap = |n: u64| n.min(MAX_REPORTED_TOKENS);
+    let input = cap(usage.input_tokens);
+    let output = cap(usage.output_tokens);
+    let cached = cap(usage.cached_input_tokens).min(input);
+    let creation = cap(usage.cache_creation_input_tokens).min(input - cached);
+    let clamped = Usage {
+        input_tokens: input,
+        cached_input_tokens: cached,
+        cache_creation_input_tokens: creation,
+        output_tokens: output,
+        reasoning_tokens: cap(usage.reasoning_tokens).min(output),
+        model: usage.model.clone(),
+    };
+    let changed = clamped != *usage;
+    (clamped, changed)
 }
 
 impl Usage {
@@ -145,6 +169,29 @@ mod unit {
         assert_eq!(bounded_model("gpt-4o").as_deref(), Some("gpt-4o"));
         let long = "é".repeat(300);
         assert_eq!(bounded_model(&long).map(|m| m.chars().count()), Some(128));
+    }
+
+    #[test]
+    fn implausible_reports_are_clamped_and_subsets_kept_within_their_whole() {
+        let huge = Usage {
+            input_tokens: u64::MAX,
+            cached_input_tokens: u64::MAX,
+            output_tokens: 5,
+            reasoning_tokens: 9,
+            ..Usage::default()
+        };
+        let (clamped, changed) = clamp(&huge);
+        assert!(changed);
+        assert_eq!(clamped.input_tokens, MAX_REPORTED_TOKENS);
+        assert_eq!(clamped.cached_input_tokens, MAX_REPORTED_TOKENS);
+        assert_eq!(clamped.cache_creation_input_tokens, 0);
+        assert_eq!(clamped.reasoning_tokens, 5);
+        let fine = Usage {
+            input_tokens: 10,
+            output_tokens: 3,
+            ..Usage::default()
+        };
+        assert_eq!(clamp(&fine), (fine.clone(), false));
     }
 
     #[test]

@@ -201,6 +201,38 @@ impl PriceTable {
         })
     }
 
+    /// The highest price of each kind (input, cached input, output, cache write) among the
+    /// rules for `provider` (Azure OpenAI: OpenAI's), or among all rules when none is named
+    /// for it: what a model without a price is charged, so that no model is free.
+    pub fn ceiling(&self, kind: ProviderKind) -> Price {
+        let named = match kind {
+            ProviderKind::AzureOpenai => "openai",
+            other => other.as_str(),
+        };
+        let max = |rules: &mut dyn Iterator<Item = &Rule>| {
+            rules.fold(Price::default(), |acc, r| Price {
+                input: acc.input.max(r.price.input),
+                cached_input: acc.cached_input.max(r.price.cached_input),
+                output: acc.output.max(r.price.output),
+                cache_write: acc.cache_write.max(r.price.cache_write),
+            })
+        };
+        if self.rules.iter().any(|r| r.provider == named) {
+            max(&mut self.rules.iter().filter(|r| r.provider == named))
+        } else {
+            max(&mut self.rules.iter())
+        }
+    }
+
+    /// The cost of `usage` on a provider of `kind`, and whether its model has a price; an
+    /// unpriced (or absent) model is charged at [`PriceTable::ceiling`].
+    pub fn cost_or_ceiling(&self, kind: ProviderKind, usage: &Usage) -> (u64, bool) {
+        match self.cost_for(kind, usage) {
+            Some(cost) => (cost, true),
+            None => (self.ceiling(kind).cost_micro_usd(usage), false),
+        }
+    }
+
     /// Number of rules.
     pub fn len(&self) -> usize {
         self.rules.len()

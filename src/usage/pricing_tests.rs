@@ -36,7 +36,12 @@ fn most_specific_pattern_wins() {
     assert_eq!(input("o4-mini-2025-04-16"), Some(1_100_000));
     assert_eq!(input("text-embedding-3-large"), Some(130_000));
     assert_eq!(input("text-embedding-3-large-v9"), None);
-    assert_eq!(input("davinci-002"), None);
+    assert_eq!(input("davinci-002"), Some(2_000_000));
+    assert_eq!(input("curie-001"), None);
+    assert_eq!(input("o1-pro-2025-03-19"), Some(150_000_000));
+    assert_eq!(input("gpt-4.5-preview"), Some(75_000_000));
+    assert_eq!(input("gpt-4-turbo"), Some(10_000_000));
+    assert_eq!(input("chatgpt-4o-latest"), Some(5_000_000));
     assert_eq!(table.lookup("anthropic", "gpt-4o"), None);
     let claude = |model: &str| table.lookup("anthropic", model).map(|p| p.output);
     assert_eq!(claude("claude-opus-4-1-20250805"), Some(75_000_000));
@@ -44,6 +49,42 @@ fn most_specific_pattern_wins() {
     assert_eq!(claude("claude-sonnet-4-5"), Some(15_000_000));
     assert_eq!(claude("claude-haiku-4-5-20251001"), Some(5_000_000));
     assert_eq!(claude("claude-3-5-haiku-20241022"), Some(4_000_000));
+    assert_eq!(claude("claude-3-opus-20240229"), Some(75_000_000));
+}
+
+#[test]
+fn an_unpriced_model_costs_its_providers_highest_prices() {
+    use crate::providers::ProviderKind;
+    let table = PriceTable::defaults();
+    let used = Usage {
+        input_tokens: 1_000_000,
+        output_tokens: 1_000_000,
+        model: Some("gpt-9-hypothetical".into()),
+        ..Usage::default()
+    };
+    // OpenAI's highest: o1-pro, $150 in and $600 out per million.
+    assert_eq!(
+        table.cost_or_ceiling(ProviderKind::Openai, &used),
+        (750_000_000, false)
+    );
+    assert_eq!(
+        table.cost_or_ceiling(ProviderKind::AzureOpenai, &used),
+        (750_000_000, false),
+        "Azure takes OpenAI's prices"
+    );
+    let opus = Usage {
+        model: Some("claude-3-opus-20240229".into()),
+        ..used.clone()
+    };
+    assert_eq!(
+        table.cost_or_ceiling(ProviderKind::Anthropic, &opus),
+        (90_000_000, true)
+    );
+    let none = Usage {
+        model: None,
+        ..used
+    };
+    assert!(table.cost_or_ceiling(ProviderKind::Generic, &none).0 >= 750_000_000);
 }
 
 #[test]

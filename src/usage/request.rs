@@ -36,6 +36,9 @@ pub struct RequestEstimate {
     pub prompt_tokens_estimate: u64,
     /// `"stream": true`.
     pub stream: bool,
+    /// The request body's length: an upper bound on its input tokens (a token covers at least
+    /// one byte of what is sent; images sent by URL are the exception).
+    pub body_bytes: u64,
 }
 
 /// For an OpenAI chat-completions or legacy-completions request with `"stream": true`,
@@ -81,6 +84,41 @@ pub fn ensure_include_usage(body: &[u8]) -> Result<Option<Vec<u8>>, UsageError> 
     }
 }
 
+/// The body with `"field": cap` appended when it names no output cap of its own
+/// (`max_completion_tokens`, `max_tokens`, `max_output_tokens`); `Ok(None)` when it names one,
+/// or is not a JSON object. Keeps every other byte as sent; callers must update
+/// `Content-Length`. With it, a provider cannot answer with more than was reserved.
+pub fn ensure_output_cap(
+    body: &[u8],
+    field: &str,
+    cap: u64,
+) -> Result<Option<Vec<u8>>, UsageError> {
+    serde_json::from_slice::<IgnoredAny>(body).map_err(UsageError::from_json)?;
+    let Some(top) = splice::object_at(body, 0) else {
+        return Ok(None);
+    };
+    let named = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .any(|k| top.last(body, k).is_some());
+    if named {
+        return Ok(None);
+    }
+    let member = format!("\"{field}\":{cap}");
+    if top.members.is_empty() {
+        return Ok(splice::replace(
+            body,
+            top.close..top.close,
+            member.as_bytes(),
+        ));
+    }
+    let end = last_value_end(&top);
+    Ok(splice::replace(
+        body,
+        end..end,
+        format!(",{member}").as_bytes(),
+    ))
+}
+
 /// Where to append a member: after the last value (the object is known to be non-empty).
 fn last_value_end(object: &Object) -> usize {
     object.members.last().map_or(object.close, |m| m.value.end)
@@ -92,6 +130,7 @@ pub fn request_estimate(dialect: Dialect, body: &[u8]) -> RequestEstimate {
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
         return RequestEstimate {
             prompt_tokens_estimate: tokens_from_bytes(body.len() as u64).max(1),
+            body_bytes: body.len() as u64,
             ..RequestEstimate::default()
         };
     };
@@ -137,6 +176,7 @@ pub fn request_estimate(dialect: Dialect, body: &[u8]) -> RequestEstimate {
             .saturating_add(size.token_ids)
             .max(1),
         stream: req.get("stream") == Some(&Value::Bool(true)),
+        body_bytes: body.len() as u64,
     }
 }
 

@@ -199,3 +199,32 @@ proptest! {
         prop_assert!(request_estimate(Dialect::OpenAi, &bytes).prompt_tokens_estimate >= 1);
     }
 }
+
+#[test]
+fn an_output_cap_is_written_only_where_none_is_named() {
+    let add = |body: &str| {
+        ensure_output_cap(body.as_bytes(), "max_completion_tokens", 1024)
+            .unwrap()
+            .map(|b| String::from_utf8(b).unwrap())
+    };
+    assert_eq!(
+        add(r#"{"model":"gpt-4o","messages":[]}"#).as_deref(),
+        Some(r#"{"model":"gpt-4o","messages":[],"max_completion_tokens":1024}"#)
+    );
+    assert_eq!(
+        add("{}").as_deref(),
+        Some(r#"{"max_completion_tokens":1024}"#)
+    );
+    for named in [
+        r#"{"model":"m","max_tokens":5}"#,
+        r#"{"model":"m","max_completion_tokens":5}"#,
+        r#"{"model":"m","max_output_tokens":5}"#,
+    ] {
+        assert_eq!(add(named), None, "{named}");
+    }
+    assert_eq!(add("[1,2]"), None);
+    assert!(ensure_output_cap(b"not json", "max_tokens", 1).is_err());
+    let written = add(r#"{ "model" : "m" , "messages": [ ] }"#).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(v["max_completion_tokens"], 1024);
+}

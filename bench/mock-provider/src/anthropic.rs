@@ -28,7 +28,7 @@ const STOP_REASON: &str = "end_turn";
 /// `POST /v1/messages`.
 pub fn messages(body: &Map<String, Value>, inject: &Inject) -> Response<Body> {
     let model = model_of(body);
-    let output = usage::output_tokens(body, &["max_tokens"]);
+    let output = usage::output_tokens(body, &["max_tokens"], inject.output_tokens);
     let tokens = Tokens::new(input_tokens(body), output, inject);
     let id = new_id("msg_");
 

@@ -18,6 +18,9 @@ pub const CACHED_TOKENS: &str = "x-mock-cached-tokens";
 pub const REASONING_TOKENS: &str = "x-mock-reasoning-tokens";
 /// Reported as Anthropic `cache_creation_input_tokens`.
 pub const CACHE_CREATION_TOKENS: &str = "x-mock-cache-creation-tokens";
+/// How many output tokens the model "wants" to generate; the answer is that long unless the
+/// request's own cap (`max_tokens`, …) is smaller, as with a real provider.
+pub const OUTPUT_TOKENS: &str = "x-mock-output-tokens";
 /// Label the (uncompressed) response with this `content-encoding`, as a provider answering in
 /// a coding the gateway does not decode would.
 pub const CONTENT_ENCODING: &str = "x-mock-content-encoding";
@@ -36,6 +39,8 @@ pub struct Inject {
     pub gzip: bool,
     /// `x-mock-content-encoding`: overrides the response's `content-encoding` (body untouched).
     pub content_encoding: Option<String>,
+    /// `x-mock-output-tokens`: the answer's length before the request's cap.
+    pub output_tokens: Option<u64>,
     /// The request carries `anthropic-version` (used to pick the shape of
     /// `GET /v1/models`).
     pub anthropic_client: bool,
@@ -61,6 +66,7 @@ impl Inject {
             reasoning_tokens: parse(headers, REASONING_TOKENS).unwrap_or(0),
             cache_creation_tokens: parse(headers, CACHE_CREATION_TOKENS).unwrap_or(0),
             gzip: gzip && !headers.contains_key(CONTENT_ENCODING),
+            output_tokens: parse(headers, OUTPUT_TOKENS),
             content_encoding: headers
                 .get(CONTENT_ENCODING)
                 .and_then(|v| v.to_str().ok())

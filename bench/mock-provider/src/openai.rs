@@ -47,7 +47,11 @@ fn pacing(inject: &Inject) -> Pacing {
 pub fn chat_completions(body: &Map<String, Value>, inject: &Inject) -> Response<Body> {
     let model = model_of(body);
     let input = usage::messages_tokens(body.get("messages"));
-    let output = usage::output_tokens(body, &["max_completion_tokens", "max_tokens"]);
+    let output = usage::output_tokens(
+        body,
+        &["max_completion_tokens", "max_tokens"],
+        inject.output_tokens,
+    );
     let tokens = Tokens::new(input, output, inject);
     let finish = FINISH_REASON;
     let id = new_id("chatcmpl-");
@@ -125,7 +129,7 @@ pub fn chat_completions(body: &Map<String, Value>, inject: &Inject) -> Response<
 pub fn completions(body: &Map<String, Value>, inject: &Inject) -> Response<Body> {
     let model = model_of(body);
     let input = usage::text_input_tokens(body.get("prompt"));
-    let output = usage::output_tokens(body, &["max_tokens"]);
+    let output = usage::output_tokens(body, &["max_tokens"], inject.output_tokens);
     let tokens = Tokens::new(input, output, inject);
     let finish = FINISH_REASON;
     let id = new_id("cmpl-");

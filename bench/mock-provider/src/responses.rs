@@ -71,7 +71,7 @@ fn response_object(
 
 /// `POST /v1/responses`. Generation always completes (`status: completed`).
 pub fn create(body: &Map<String, Value>, inject: &Inject) -> Response<Body> {
-    let output = usage::output_tokens(body, &["max_output_tokens"]);
+    let output = usage::output_tokens(body, &["max_output_tokens"], inject.output_tokens);
     let tokens = Tokens::new(input_tokens(body), output, inject);
     let id = new_id("resp_");
     let item_id = new_id("msg_");

@@ -123,11 +123,20 @@ pub fn text_input_tokens(input: Option<&Value>) -> u64 {
 /// [`DEFAULT_OUTPUT`]. The generation always ends "naturally"
 /// (`stop` / `end_turn`), never with a length finish reason, so SDK helpers
 /// that reject truncated output keep working.
-pub fn output_tokens(body: &Map<String, Value>, keys: &[&str]) -> u64 {
-    keys.iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .filter(|n| *n <= MAX_REQUESTED_OUTPUT)
-        .unwrap_or(DEFAULT_OUTPUT)
+///
+/// With `wanted` (the `x-mock-output-tokens` header: how long the model "wants" to answer),
+/// the answer is that long, but never longer than the request's cap, as a provider's.
+pub fn output_tokens(body: &Map<String, Value>, keys: &[&str], wanted: Option<u64>) -> u64 {
+    let cap = keys
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64));
+    match (wanted, cap) {
+        (Some(w), Some(c)) => w.min(c),
+        (Some(w), None) => w,
+        (None, cap) => cap
+            .filter(|n| *n <= MAX_REQUESTED_OUTPUT)
+            .unwrap_or(DEFAULT_OUTPUT),
+    }
 }
 
 /// OpenAI chat / legacy completion `usage`.
@@ -237,12 +246,23 @@ mod tests {
     #[test]
     fn output_rule() {
         let keys = ["max_completion_tokens", "max_tokens"];
-        assert_eq!(output_tokens(&obj(json!({})), &keys), 16);
-        assert_eq!(output_tokens(&obj(json!({"max_tokens": 5})), &keys), 5);
-        assert_eq!(output_tokens(&obj(json!({"max_tokens": 64})), &keys), 64);
-        assert_eq!(output_tokens(&obj(json!({"max_tokens": 65})), &keys), 16);
+        assert_eq!(output_tokens(&obj(json!({})), &keys, None), 16);
+        assert_eq!(
+            output_tokens(&obj(json!({"max_tokens": 5})), &keys, None),
+            5
+        );
+        assert_eq!(
+            output_tokens(&obj(json!({"max_tokens": 64})), &keys, None),
+            64
+        );
+        assert_eq!(
+            output_tokens(&obj(json!({"max_tokens": 65})), &keys, None),
+            16
+        );
         let both = obj(json!({"max_completion_tokens": 7, "max_tokens": 9}));
-        assert_eq!(output_tokens(&both, &keys), 7);
+        assert_eq!(output_tokens(&both, &keys, None), 7);
+        assert_eq!(output_tokens(&both, &keys, Some(5_000)), 7, "the cap wins");
+        assert_eq!(output_tokens(&obj(json!({})), &keys, Some(5_000)), 5_000);
     }
 
     #[test]
