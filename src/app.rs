@@ -14,7 +14,6 @@ use crate::config::{self, Config, LimitsBackend};
 use crate::containment::Containment;
 use crate::detect::Detectors;
 use crate::gate::Gate;
-use crate::limits::redis::RedisLimits;
 use crate::limits::Limiter;
 use crate::notify::{Notifications, Notifier};
 use crate::overrides::{Broadcaster, OverrideService, OverrideStore, StateError};
@@ -150,6 +149,8 @@ impl App {
         }
         let app = self.clone();
         tasks.spawn("upkeep", move |stop| app.upkeep(source_window, stop));
+        let limiter = self.limiter.clone();
+        tasks.spawn("limits sync", move |stop| limiter.sync(stop));
     }
 
     /// Puts a prepared config into service: pricing, limits, pipeline settings, detectors,
@@ -164,7 +165,7 @@ impl App {
         let prices = PriceTable::defaults().with_overrides(&config.usage.pricing)?;
         let limits = &config.limits;
         let redis = match (limits.backend, &limits.redis) {
-            (LimitsBackend::Redis, Some(redis)) => Some(RedisLimits::connect(redis)?),
+            (LimitsBackend::Redis, Some(redis)) => Some(self.limiter.connect_redis(redis)?),
             _ => None,
         };
         let notify_changed = running.is_some_and(|r| r.notify != config.notify);

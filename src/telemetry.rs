@@ -34,6 +34,11 @@ pub const SOURCE_ADDRESSES: &str = "keygate_source_addresses";
 pub const LEDGER_FLUSH_TOTAL: &str = "keygate_ledger_flush_total";
 pub const BUDGET_THRESHOLD_TOTAL: &str = "keygate_budget_threshold_total";
 pub const LIMITS_FALLBACK_TOTAL: &str = "keygate_limits_fallback_total";
+/// Decisions in Redis mode that waited for one Redis call because this replica's lease or
+/// allowance ran short (the background sync keeps them topped up; this should stay near 0).
+pub const LIMITS_LEASE_MISS_TOTAL: &str = "keygate_limits_lease_miss_total";
+/// Calls to Redis by operation and result (`ok`, `error`).
+pub const LIMITS_REDIS_CALLS_TOTAL: &str = "keygate_limits_redis_calls_total";
 pub const REVOCATION_PROPAGATION_SECONDS: &str = "keygate_revocation_propagation_seconds";
 pub const ADMIN_CALLS_TOTAL: &str = "keygate_admin_calls_total";
 /// Detections returned by the detectors (after their cooldown), by consumer, detector and
@@ -166,7 +171,15 @@ fn describe() {
     );
     describe_counter!(
         LIMITS_FALLBACK_TOTAL,
-        "Limit operations served by local buckets because Redis was unavailable."
+        "Limit decisions served by this replica's share because Redis was unavailable."
+    );
+    describe_counter!(
+        LIMITS_LEASE_MISS_TOTAL,
+        "Limit decisions that waited for Redis because the local lease ran short."
+    );
+    describe_counter!(
+        LIMITS_REDIS_CALLS_TOTAL,
+        "Calls to Redis by the shared limits, by operation and result."
     );
     describe_gauge!(
         SECRET_AGE_SECONDS,

@@ -11,6 +11,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// key: "YYYY-MM/consumer" → micro-dollars.
 const SPEND: TableDefinition<&str, u64> = TableDefinition::new("spend_micro_usd");
+/// key: "replica" → this ledger's replica id (shared limits name its totals by it).
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// Why the ledger file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +26,20 @@ pub struct LedgerError {
 struct State {
     totals: HashMap<String, u64>,
     dirty: HashSet<String>,
+    /// Keys changed since shared limits last published them.
+    unpublished: HashSet<String>,
 }
 
 pub struct Ledger {
     state: Mutex<State>,
     db: Option<(Database, String)>,
+    replica: String,
+}
+
+/// A fresh random replica id (hex).
+fn new_replica_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    hex::encode(bytes)
 }
 
 impl std::fmt::Debug for Ledger {
@@ -56,7 +67,14 @@ impl Ledger {
         Ledger {
             state: Mutex::new(State::default()),
             db: None,
+            replica: new_replica_id(),
         }
+    }
+
+    /// This ledger's replica id: stable across restarts for a ledger file, so the totals a
+    /// replica publishes to shared limits are replaced, never added twice.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Opens (or creates) the ledger file and loads every stored month.
@@ -68,11 +86,28 @@ impl Ledger {
         };
         let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
         let mut totals = HashMap::new();
-        {
+        let replica = {
             let txn = db.begin_write().map_err(|e| fail(e.to_string()))?;
             txn.open_table(SPEND).map_err(|e| fail(e.to_string()))?;
+            let replica = {
+                let mut meta = txn.open_table(META).map_err(|e| fail(e.to_string()))?;
+                let stored = meta
+                    .get("replica")
+                    .map_err(|e| fail(e.to_string()))?
+                    .map(|v| v.value().to_string());
+                match stored {
+                    Some(id) => id,
+                    None => {
+                        let id = new_replica_id();
+                        meta.insert("replica", id.as_str())
+                            .map_err(|e| fail(e.to_string()))?;
+                        id
+                    }
+                }
+            };
             txn.commit().map_err(|e| fail(e.to_string()))?;
-        }
+            replica
+        };
         let txn = db.begin_read().map_err(|e| fail(e.to_string()))?;
         let table = txn.open_table(SPEND).map_err(|e| fail(e.to_string()))?;
         for entry in table.iter().map_err(|e| fail(e.to_string()))? {
@@ -85,8 +120,10 @@ impl Ledger {
             state: Mutex::new(State {
                 totals,
                 dirty: HashSet::new(),
+                unpublished: HashSet::new(),
             }),
             db: Some((db, shown)),
+            replica,
         })
     }
 
@@ -101,7 +138,8 @@ impl Ledger {
         let total = state.totals.entry(key.clone()).or_insert(0);
         *total = total.saturating_add(micro_usd);
         let total = *total;
-        state.dirty.insert(key);
+        state.dirty.insert(key.clone());
+        state.unpublished.insert(key);
         total
     }
 
@@ -125,6 +163,39 @@ impl Ledger {
             .totals
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|c| (c.to_string(), *v)))
+            .collect()
+    }
+
+    /// The (month, key, total) of every key changed since the last call: what shared limits
+    /// must publish.
+    pub fn take_unpublished(&self) -> Vec<(String, String, u64)> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = std::mem::take(&mut state.unpublished);
+        keys.into_iter()
+            .filter_map(|k| {
+                let total = *state.totals.get(&k)?;
+                let (month, key) = k.split_once('/')?;
+                Some((month.to_string(), key.to_string(), total))
+            })
+            .collect()
+    }
+
+    /// Puts a key back among the unpublished (its publication failed).
+    pub fn mark_unpublished(&self, month: &str, key: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.unpublished.insert(Ledger::key(month, key));
+    }
+
+    /// Every (month, key, total): what a rebuild of shared limits publishes.
+    pub fn all_totals(&self) -> Vec<(String, String, u64)> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .totals
+            .iter()
+            .filter_map(|(k, v)| {
+                let (month, key) = k.split_once('/')?;
+                Some((month.to_string(), key.to_string(), *v))
+            })
             .collect()
     }
 

@@ -88,14 +88,20 @@ pub enum LimitsBackend {
 pub struct RedisConfig {
     /// e.g. `redis://127.0.0.1:6379/0`.
     pub url: String,
-    /// Per call; past it the decision falls back to local buckets.
+    /// Per call a decision waits on (a lease that ran short); past it the decision is served
+    /// by this replica's share. Background calls get ten times as long (at least 250 ms).
     #[serde(default = "default_redis_timeout", with = "duration")]
     pub timeout: Duration,
-    /// How many replicas share the limits: in fallback each takes `1/replicas` of every limit.
+    /// How many replicas share the limits: while Redis is away each admits `1/replicas` of
+    /// every limit and of what was left of each budget.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// Prefix of every key (no `{` or `}`: keygate adds the Redis Cluster hash tags).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// How often leases and allowances are topped up and this replica's spend is published.
+    #[serde(default = "default_sync_interval", with = "duration")]
+    pub sync_interval: Duration,
 }
 
 fn default_unknown_key_limit() -> u64 {
@@ -106,6 +112,9 @@ fn default_soft_threshold() -> f64 {
 }
 fn default_redis_timeout() -> Duration {
     Duration::from_millis(5)
+}
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(100)
 }
 fn default_replicas() -> u32 {
     1

@@ -109,6 +109,21 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
         if redis.url.trim().is_empty() {
             return err("limits.redis.url".into(), "name the Redis server".into());
         }
+        if redis.key_prefix.is_empty() || redis.key_prefix.contains(['{', '}']) {
+            return err(
+                "limits.redis.key_prefix".into(),
+                "must be non-empty, without { or } (keygate adds the Redis Cluster hash tags)"
+                    .into(),
+            );
+        }
+        if redis.sync_interval < std::time::Duration::from_millis(10)
+            || redis.sync_interval > std::time::Duration::from_secs(10)
+        {
+            return err(
+                "limits.redis.sync_interval".into(),
+                "must be between 10ms and 10s".into(),
+            );
+        }
     }
     if config.limits.backend == super::LimitsBackend::Redis && config.limits.redis.is_none() {
         return err(

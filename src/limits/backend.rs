@@ -1,83 +1,62 @@
-//! Which store the limiter counts in: this process, or Redis shared by every replica with this
-//! process as the fallback. A Redis failure never fails a decision: the operation is served
-//! locally at this replica's share of each limit, and counted (`keygate_limits_fallback_total`).
+//! Which store the limiter counts in: this process alone, or Redis shared by every replica
+//! (decided from local leases, with this replica's share as the counted fallback).
 
 use std::sync::Arc;
 
 use super::bucket::Rate;
 use super::local::LocalStore;
 use super::policy::Window;
-use super::redis::RedisLimits;
+use super::shared::SharedStore;
 use super::store::{Kind, LimitStore, Refusal};
 
 pub enum Backend {
     Local(LocalStore),
-    Shared {
-        redis: Arc<RedisLimits>,
-        fallback: LocalStore,
-    },
+    Shared(Arc<SharedStore>),
 }
 
 impl Backend {
-    /// The local store decisions fall back to.
-    fn local(&self) -> &LocalStore {
+    /// Spent on `key` this `month` by every replica as of the last contact with Redis
+    /// (shared store only).
+    pub fn spent_seen(&self, key: &str, month: &str) -> Option<u64> {
         match self {
-            Backend::Local(local)
-            | Backend::Shared {
-                fallback: local, ..
-            } => local,
+            Backend::Local(_) => None,
+            Backend::Shared(shared) => shared.spent_seen(key, month),
         }
     }
+}
 
-    /// The share of each limit this replica enforces when it counts locally.
-    pub fn share(&self) -> u32 {
-        self.local().share()
-    }
-
-    pub async fn take(
+impl LimitStore for Backend {
+    async fn take(
         &self,
         consumer: &Arc<str>,
         kind: Kind,
         rates: &[(Window, Rate)],
         cost: u64,
     ) -> Result<(), Refusal> {
-        if let Backend::Shared { redis, .. } = self {
-            if let Ok(result) = redis.take(consumer, kind, rates, cost).await {
-                return result;
-            }
+        match self {
+            Backend::Local(local) => local.take_now(consumer, kind, rates, cost),
+            Backend::Shared(shared) => shared.take(consumer, kind, rates, cost).await,
         }
-        self.local().take_now(consumer, kind, rates, cost)
     }
 
-    pub async fn adjust(
-        &self,
-        consumer: &Arc<str>,
-        kind: Kind,
-        rates: &[(Window, Rate)],
-        delta: i64,
-    ) {
-        if let Backend::Shared { redis, .. } = self {
-            if redis.adjust(consumer, kind, rates, delta).await.is_ok() {
-                return;
-            }
+    fn adjust(&self, consumer: &Arc<str>, kind: Kind, rates: &[(Window, Rate)], delta: i64) {
+        match self {
+            Backend::Local(local) => local.adjust(consumer, kind, rates, delta),
+            Backend::Shared(shared) => shared.adjust(consumer, kind, rates, delta),
         }
-        self.local().adjust_now(consumer, kind, rates, delta);
     }
 
-    /// Month-to-date spend: shared when Redis answers, else this replica's ledger.
-    pub async fn spent(&self, key: &str, month: &str) -> u64 {
-        if let Backend::Shared { redis, .. } = self {
-            if let Ok(spent) = redis.spent(key, month).await {
-                return spent;
-            }
+    async fn reserve_budget(&self, key: &Arc<str>, month: &str, budget: u64, cost: u64) -> bool {
+        match self {
+            Backend::Local(local) => local.reserve_budget(key, month, budget, cost).await,
+            Backend::Shared(shared) => shared.reserve_budget(key, month, budget, cost).await,
         }
-        self.local().spent_now(key, month)
     }
 
-    /// Publishes a charge to the shared spend (this replica's ledger already holds it).
-    pub async fn add_spend(&self, keys: &[Arc<str>], month: &str, micro_usd: u64) {
-        if let Backend::Shared { redis, .. } = self {
-            let _ = redis.add_spend(keys, month, micro_usd).await;
+    fn settle_budget(&self, key: &Arc<str>, month: &str, reserved: u64, actual: u64) {
+        match self {
+            Backend::Local(local) => local.settle_budget(key, month, reserved, actual),
+            Backend::Shared(shared) => shared.settle_budget(key, month, reserved, actual),
         }
     }
 }

@@ -5,19 +5,22 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use metrics::counter;
+use tokio::sync::watch;
 
 use super::backend::Backend;
 use super::bucket::Rate;
 use super::guard::SourceGuard;
 use super::local::{LocalBuckets, LocalStore};
+use super::local_budget::LocalBudgets;
 use super::policy::Window;
 use super::redis::RedisLimits;
-use super::store::{Kind, Refusal};
+use super::shared::SharedStore;
+use super::store::{Kind, LimitStore, Refusal};
 use crate::accounting::ledger::{month_of, team_key, Ledger};
 use crate::auth::registry::Consumer;
 use crate::config::LimitsConfig;
@@ -37,6 +40,8 @@ pub struct Reservation {
     pub tokens: u64,
     pub micro_usd: u64,
     budget_keys: Vec<Arc<str>>,
+    /// The month the budgets were reserved in (a request may settle in the next one).
+    month: String,
 }
 
 #[derive(Debug, Clone)]
@@ -47,11 +52,14 @@ struct Settings {
 
 pub struct Limiter {
     buckets: Arc<LocalBuckets>,
+    budgets: Arc<LocalBudgets>,
     guard: SourceGuard,
     ledger: Arc<Ledger>,
     backend: ArcSwap<Backend>,
-    /// Budget reservations of requests still in flight, per ledger key.
-    reserved: DashMap<Arc<str>, u64>,
+    /// The shared store, kept across reloads (its leases and allowances are held in Redis).
+    shared: Mutex<Option<Arc<SharedStore>>>,
+    /// This process's id in Redis (what it holds is recorded under it).
+    incarnation: String,
     settings: ArcSwap<Settings>,
     warned: Mutex<HashSet<String>>,
     /// consumer → (limit divisor, until): a detector's tightened limits.
@@ -86,13 +94,16 @@ impl Limiter {
     /// A limiter with local counts; budgets read `ledger`.
     pub fn new(ledger: Arc<Ledger>) -> Self {
         let buckets = Arc::new(LocalBuckets::default());
-        let local = LocalStore::new(buckets.clone(), ledger.clone(), 1);
+        let budgets = Arc::new(LocalBudgets::new(ledger.clone()));
+        let local = LocalStore::new(buckets.clone(), budgets.clone(), 1);
         Limiter {
             buckets,
+            budgets,
             guard: SourceGuard::default(),
             ledger,
             backend: ArcSwap::from_pointee(Backend::Local(local)),
-            reserved: DashMap::new(),
+            shared: Mutex::new(None),
+            incarnation: hex::encode(rand::random::<[u8; 8]>()),
             settings: ArcSwap::from_pointee(Settings {
                 failed_auth: Rate::per(30, Window::Minute.duration()),
                 soft_threshold: 0.8,
@@ -102,8 +113,16 @@ impl Limiter {
         }
     }
 
-    /// Applies a (re)loaded config: Redis (`redis`, shared by `limits.redis.replicas`
-    /// replicas) or local counts. Bucket levels kept in this process survive a reload.
+    /// Connects to the Redis of `config` as this replica (lazily: nothing is sent yet).
+    pub fn connect_redis(
+        &self,
+        config: &crate::config::RedisConfig,
+    ) -> Result<Arc<RedisLimits>, super::redis::RedisSetupError> {
+        RedisLimits::connect(config, self.ledger.replica(), &self.incarnation)
+    }
+
+    /// Applies a (re)loaded config: shared through `redis` (by `limits.redis.replicas`
+    /// replicas) or local counts. Bucket levels, leases and allowances survive a reload.
     pub fn configure(&self, config: &LimitsConfig, redis: Option<Arc<RedisLimits>>) {
         self.settings.store(Arc::new(Settings {
             failed_auth: Rate::per(
@@ -112,19 +131,80 @@ impl Limiter {
             ),
             soft_threshold: config.budget_soft_threshold,
         }));
-        let backend = match redis {
-            Some(redis) => {
-                let replicas = config.redis.as_ref().map_or(1, |r| r.replicas.max(1));
-                let fallback = LocalStore::new(self.buckets.clone(), self.ledger.clone(), replicas);
-                Backend::Shared { redis, fallback }
+        let backend = match (redis, &config.redis) {
+            (Some(redis), Some(settings)) => {
+                let replicas = settings.replicas.max(1);
+                let fallback =
+                    LocalStore::new(self.buckets.clone(), self.budgets.clone(), replicas);
+                let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                let store = match &*shared {
+                    Some(store) => {
+                        store.reconfigure(redis, fallback, replicas, settings.sync_interval);
+                        store.clone()
+                    }
+                    None => {
+                        let store = Arc::new(SharedStore::new(
+                            redis,
+                            fallback,
+                            self.ledger.clone(),
+                            replicas,
+                            settings.sync_interval,
+                        ));
+                        *shared = Some(store.clone());
+                        store
+                    }
+                };
+                Backend::Shared(store)
             }
-            None => Backend::Local(LocalStore::new(
+            _ => Backend::Local(LocalStore::new(
                 self.buckets.clone(),
-                self.ledger.clone(),
+                self.budgets.clone(),
                 1,
             )),
         };
         self.backend.store(Arc::new(backend));
+    }
+
+    /// Keeps the shared store's leases and allowances topped up and its totals published
+    /// until `stop`, then gives back what it holds. Does nothing in local mode.
+    pub async fn sync(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let backend = self.backend.load_full();
+            let pause = match &*backend {
+                Backend::Shared(shared) => {
+                    if let Err(e) = shared.sync_once().await {
+                        tracing::debug!(error = %e, "limits sync pass stopped early");
+                    }
+                    shared.sync_interval()
+                }
+                Backend::Local(_) => Duration::from_secs(1),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = crate::tasks::stopped(&mut stop) => break,
+            }
+        }
+        if let Backend::Shared(shared) = &*self.backend.load_full() {
+            if let Err(e) = shared.drain().await {
+                tracing::warn!(error = %e, "could not give back the shared limits held at shutdown");
+            }
+        }
+    }
+
+    /// One sync pass of the shared store now (tests; the `sync` loop runs it periodically).
+    /// True when budgets are shared after it (Redis answered, its epoch current, no rebuild).
+    pub async fn sync_now(&self) -> bool {
+        match &*self.backend.load_full() {
+            Backend::Shared(shared) => shared.sync_once().await.is_ok() && shared.is_trusted(),
+            Backend::Local(_) => false,
+        }
+    }
+
+    /// Gives back everything the shared store holds, as at shutdown (tests).
+    pub async fn drain(&self) {
+        if let Backend::Shared(shared) = &*self.backend.load_full() {
+            let _ = shared.drain().await;
+        }
     }
 
     /// Tightens a consumer's request and token limits to `factor` of their value for `period`
@@ -216,18 +296,22 @@ impl Limiter {
                 limit: policy.max_request_bytes,
             });
         }
-        let budget_keys = self.reserve_budgets(consumer, cost.micro_usd, now).await?;
+        let month = month_of(now);
+        let budget_keys = self
+            .reserve_budgets(consumer, &month, cost.micro_usd)
+            .await?;
         if let Err(denied) = self
             .take(consumer, Kind::Tokens, &policy.tokens, cost.tokens)
             .await
         {
-            self.release(&budget_keys, cost.micro_usd);
+            self.release(&budget_keys, &month, cost.micro_usd, 0);
             return Err(denied);
         }
         Ok(Reservation {
             tokens: cost.tokens,
             micro_usd: cost.micro_usd,
             budget_keys,
+            month,
         })
     }
 
@@ -235,8 +319,8 @@ impl Limiter {
     async fn reserve_budgets(
         &self,
         consumer: &Consumer,
+        month: &str,
         micro_usd: u64,
-        now: SystemTime,
     ) -> Result<Vec<Arc<str>>, DenyReason> {
         let policy = &consumer.limits;
         let mut budgets: Vec<(Arc<str>, u64, Option<String>)> = Vec::new();
@@ -246,92 +330,48 @@ impl Limiter {
         if let Some((team, b)) = &policy.team_budget {
             budgets.push((team_key(team).into(), *b, Some(team.to_string())));
         }
-        let month = month_of(now);
         let backend = self.backend.load_full();
         let mut taken = Vec::new();
         for (key, budget, team) in budgets {
-            let spent = backend.spent(&key, &month).await;
-            let mut reserved = self.reserved.entry(key.clone()).or_insert(0);
-            let committed = spent.saturating_add(*reserved);
-            if committed >= budget || committed.saturating_add(micro_usd) > budget {
-                drop(reserved);
-                self.release(&taken, micro_usd);
+            if !backend.reserve_budget(&key, month, budget, micro_usd).await {
+                self.release(&taken, month, micro_usd, 0);
                 return Err(DenyReason::OverBudget { team });
             }
-            *reserved += micro_usd;
-            drop(reserved);
             taken.push(key);
         }
         Ok(taken)
     }
 
-    fn release(&self, keys: &[Arc<str>], micro_usd: u64) {
+    fn release(&self, keys: &[Arc<str>], month: &str, reserved: u64, actual: u64) {
+        let backend = self.backend.load();
         for key in keys {
-            if let Some(mut r) = self.reserved.get_mut(key) {
-                *r = r.saturating_sub(micro_usd);
-            }
+            backend.settle_budget(key, month, reserved, actual);
         }
     }
 
     /// The response was charged (or never came): release the reservation, reconcile tokens to
-    /// the actual usage, publish shared spend and warn at the soft threshold.
+    /// the actual usage and warn at the soft threshold. The charge itself is already in the
+    /// ledger (which the shared store publishes).
     pub fn settle(
-        self: &Arc<Self>,
+        &self,
         consumer: &Arc<Consumer>,
         reservation: &Reservation,
         actual_tokens: u64,
         charged_micro_usd: u64,
     ) {
-        self.settle_at(
-            consumer,
-            reservation,
-            actual_tokens,
+        self.release(
+            &reservation.budget_keys,
+            &reservation.month,
+            reservation.micro_usd,
             charged_micro_usd,
-            SystemTime::now(),
         );
-    }
-
-    /// [`Limiter::settle`] for a charge made at `now` (budgets are per calendar month).
-    pub fn settle_at(
-        self: &Arc<Self>,
-        consumer: &Arc<Consumer>,
-        reservation: &Reservation,
-        actual_tokens: u64,
-        charged_micro_usd: u64,
-        now: SystemTime,
-    ) {
-        self.release(&reservation.budget_keys, reservation.micro_usd);
         let delta = i64::try_from(actual_tokens)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(reservation.tokens).unwrap_or(i64::MAX));
-        let month = month_of(now);
-        let backend = self.backend.load_full();
-        match (&*backend, tokio::runtime::Handle::try_current()) {
-            (Backend::Shared { .. }, Ok(runtime)) => {
-                let mut spend_keys: Vec<Arc<str>> = vec![consumer.name.clone()];
-                if let Some((team, _)) = &consumer.limits.team_budget {
-                    spend_keys.push(team_key(team).into());
-                }
-                let (consumer, month) = (consumer.clone(), month.clone());
-                runtime.spawn(async move {
-                    let tokens = &consumer.limits.tokens;
-                    backend
-                        .adjust(&consumer.name, Kind::Tokens, tokens, delta)
-                        .await;
-                    backend
-                        .add_spend(&spend_keys, &month, charged_micro_usd)
-                        .await;
-                });
-            }
-            _ => self.buckets.adjust(
-                &consumer.name,
-                Kind::Tokens,
-                &consumer.limits.tokens,
-                delta,
-                backend.share(),
-            ),
-        }
-        self.soft_threshold(consumer, &month);
+        self.backend
+            .load()
+            .adjust(&consumer.name, Kind::Tokens, &consumer.limits.tokens, delta);
+        self.soft_threshold(consumer, &month_of(SystemTime::now()));
     }
 
     /// Forgets limiter state that is back to full.
@@ -348,7 +388,9 @@ impl Limiter {
         let Some(budget) = consumer.limits.budget_micro_usd else {
             return;
         };
-        let spent = self.ledger.month_total(&consumer.name, month);
+        let own = self.ledger.month_total(&consumer.name, month);
+        let shared = self.backend.load().spent_seen(&consumer.name, month);
+        let spent = shared.map_or(own, |s| s.max(own));
         if (spent as f64) < budget as f64 * self.settings.load().soft_threshold {
             return;
         }

@@ -1,7 +1,7 @@
 //! Limit state in this process: one set of buckets per consumer and kind (sharded map, one
 //! short lock per decision). Idle state is evicted once its buckets are full again, so memory
-//! does not grow with key churn. [`LocalStore`] puts it behind the [`LimitStore`] seam, with
-//! month-to-date spend read from this replica's ledger.
+//! does not grow with key churn. [`LocalStore`] puts it, with this replica's budgets
+//! ([`LocalBudgets`]), behind the [`LimitStore`] seam.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::bucket::{Bucket, Rate};
+use super::local_budget::LocalBudgets;
 use super::policy::Window;
-use super::store::{Kind, LimitStore, Refusal, StoreError};
-use crate::accounting::ledger::Ledger;
+use super::store::{Kind, LimitStore, Refusal};
 
 /// The milliseconds clock every bucket uses (monotonic, from process start).
 #[derive(Debug, Clone, Copy)]
@@ -246,32 +246,25 @@ impl LocalBuckets {
     }
 }
 
-/// This process's buckets behind the store seam. `share` scales every rate (1/replicas while
-/// the shared store is unavailable); spend is this replica's ledger, which the charge itself
-/// already wrote, so [`LimitStore::add_spend`] has nothing left to do.
+/// This process's buckets and budgets behind the store seam. `share` scales every rate
+/// (1/replicas when it is the fallback of the shared store while Redis is away).
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     buckets: Arc<LocalBuckets>,
-    ledger: Arc<Ledger>,
+    budgets: Arc<LocalBudgets>,
     share: u32,
 }
 
 impl LocalStore {
-    pub fn new(buckets: Arc<LocalBuckets>, ledger: Arc<Ledger>, share: u32) -> Self {
+    pub fn new(buckets: Arc<LocalBuckets>, budgets: Arc<LocalBudgets>, share: u32) -> Self {
         LocalStore {
             buckets,
-            ledger,
+            budgets,
             share: share.max(1),
         }
     }
-}
 
-impl LocalStore {
-    pub fn share(&self) -> u32 {
-        self.share
-    }
-
-    /// [`LimitStore::take`], which never waits or fails here.
+    /// [`LimitStore::take`], which never waits here.
     pub fn take_now(
         &self,
         consumer: &Arc<str>,
@@ -280,23 +273,6 @@ impl LocalStore {
         cost: u64,
     ) -> Result<(), Refusal> {
         self.buckets.take(consumer, kind, rates, cost, self.share)
-    }
-
-    /// [`LimitStore::adjust`], which never waits or fails here.
-    pub fn adjust_now(
-        &self,
-        consumer: &Arc<str>,
-        kind: Kind,
-        rates: &[(Window, Rate)],
-        delta: i64,
-    ) {
-        self.buckets
-            .adjust(consumer, kind, rates, delta, self.share);
-    }
-
-    /// [`LimitStore::spent`]: this replica's ledger.
-    pub fn spent_now(&self, key: &str, month: &str) -> u64 {
-        self.ledger.month_total(key, month)
     }
 }
 
@@ -307,27 +283,27 @@ impl LimitStore for LocalStore {
         kind: Kind,
         rates: &[(Window, Rate)],
         cost: u64,
-    ) -> Result<Result<(), Refusal>, StoreError> {
-        Ok(self.take_now(consumer, kind, rates, cost))
+    ) -> Result<(), Refusal> {
+        self.take_now(consumer, kind, rates, cost)
     }
 
-    async fn adjust(
+    fn adjust(&self, consumer: &Arc<str>, kind: Kind, rates: &[(Window, Rate)], delta: i64) {
+        self.buckets
+            .adjust(consumer, kind, rates, delta, self.share);
+    }
+
+    async fn reserve_budget(
         &self,
-        consumer: &Arc<str>,
-        kind: Kind,
-        rates: &[(Window, Rate)],
-        delta: i64,
-    ) -> Result<(), StoreError> {
-        self.adjust_now(consumer, kind, rates, delta);
-        Ok(())
+        key: &Arc<str>,
+        month: &str,
+        budget: u64,
+        micro_usd: u64,
+    ) -> bool {
+        self.budgets.reserve(key, month, budget, micro_usd)
     }
 
-    async fn spent(&self, key: &str, month: &str) -> Result<u64, StoreError> {
-        Ok(self.spent_now(key, month))
-    }
-
-    async fn add_spend(&self, _: &[Arc<str>], _: &str, _: u64) -> Result<(), StoreError> {
-        Ok(())
+    fn settle_budget(&self, key: &Arc<str>, _month: &str, reserved: u64, _actual: u64) {
+        self.budgets.settle(key, reserved);
     }
 }
 

@@ -1,8 +1,12 @@
-//! Limits shared by every replica through Redis: one atomic script call per decision covering
-//! all of a consumer's windows, reconciliation and shared month spend as a second call off the
-//! request path. Any Redis error or timeout is a [`StoreError`] so the caller falls back to local
-//! buckets (each replica taking its share); the fallback is logged once per outage and
-//! counted, and Redis is tried again after a short pause, so sharing resumes on its own.
+//! The Redis side of the shared limits: keys, script calls and their outcome. Decisions never
+//! call this directly; [`SharedStore`](super::shared::SharedStore) calls it when a lease or
+//! allowance runs short and its background sync calls it to keep them topped up.
+//!
+//! Keys are hash-tagged for Redis Cluster: a consumer's buckets share the consumer's slot;
+//! every budget hash shares one slot with the epoch, so a shard that loses its data loses the
+//! epoch with it and the loss is noticed. Any error or timeout is a [`StoreError`]; after one,
+//! calls are skipped for a short pause (no timeout per decision while Redis is away), the
+//! outage is logged once, and every call is counted by result.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,83 +18,61 @@ use redis::Script;
 
 use super::bucket::Rate;
 use super::policy::Window;
-use super::store::{Kind, LimitStore, Refusal, StoreError};
+use super::redis_scripts;
+use super::store::{Kind, StoreError};
 use crate::config::RedisConfig;
 use crate::telemetry;
 
-/// While Redis is failing, skip it for this long between attempts (no timeout per request).
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// While Redis is failing, skip it for this long between attempts.
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Shared month spend is kept a little over two months.
 const SPEND_TTL_SECS: u64 = 70 * 86_400;
+/// A holding not refreshed for this long belongs to a process that is gone.
+pub const HOLDING_LIFETIME: Duration = Duration::from_secs(600);
 
-const TAKE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cost = tonumber(ARGV[1])
-local levels = {}
-local worst_i, worst_wait = 0, 0
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 + (i - 1) * 3])
-  local window = tonumber(ARGV[3 + (i - 1) * 3])
-  local cap = tonumber(ARGV[4 + (i - 1) * 3])
-  local per_ms = limit / window
-  local v = redis.call('HMGET', KEYS[i], 'l', 't')
-  local level = tonumber(v[1]) or cap
-  local ts = tonumber(v[2]) or now
-  if now > ts then level = math.min(cap, level + (now - ts) * per_ms) end
-  levels[i] = level
-  local need = math.min(cost, cap)
-  if level < need then
-    local wait = math.ceil((need - level) / per_ms)
-    if wait > worst_wait then worst_wait = wait; worst_i = i end
-  end
-end
-if worst_i > 0 then return {0, worst_i, worst_wait} end
-for i = 1, #KEYS do
-  local window = tonumber(ARGV[3 + (i - 1) * 3])
-  redis.call('HSET', KEYS[i], 'l', tostring(levels[i] - cost), 't', tostring(now))
-  redis.call('PEXPIRE', KEYS[i], window * 2)
-end
-return {1, 0, 0}
-"#;
+/// What a bucket grant gave, and when it fell short, the window that refused and how long
+/// until the units needed would be there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketGrant {
+    pub granted: u64,
+    pub short: Option<(usize, Duration)>,
+}
 
-/// KEYS: buckets; ARGV: delta, then limit/window/capacity per bucket.
-const ADJUST: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local delta = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 + (i - 1) * 3])
-  local window = tonumber(ARGV[3 + (i - 1) * 3])
-  local cap = tonumber(ARGV[4 + (i - 1) * 3])
-  local v = redis.call('HMGET', KEYS[i], 'l', 't')
-  local level = tonumber(v[1]) or cap
-  local ts = tonumber(v[2]) or now
-  if now > ts then level = math.min(cap, level + (now - ts) * limit / window) end
-  redis.call('HSET', KEYS[i], 'l', tostring(math.min(cap, level - delta)), 't', tostring(now))
-  redis.call('PEXPIRE', KEYS[i], window * 2)
-end
-return 1
-"#;
+/// One replica's record of a budget key: its month total and what this process holds.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetRecord<'a> {
+    pub key: &'a str,
+    pub month: &'a str,
+    pub total: u64,
+    pub holding: u64,
+}
 
-/// KEYS: spend keys; ARGV: charge, ttl in seconds.
-const ADD_SPEND: &str = r#"
-for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[1])
-  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2]))
-end
-return 1
-"#;
+/// A budget key as Redis sees it after a record or grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetView {
+    /// Granted to this process; `None` when budgets are not trusted (stale epoch, rebuild).
+    pub granted: Option<u64>,
+    /// Spent by every replica this month.
+    pub spent: u64,
+    /// Spent plus every live holding.
+    pub committed: u64,
+}
 
 pub struct RedisLimits {
     conn: ConnectionManager,
     prefix: String,
+    /// For calls a decision waits on.
     timeout: Duration,
-    take: Script,
-    adjust: Script,
-    add_spend: Script,
+    /// For background calls.
+    sync_timeout: Duration,
+    replica: String,
+    incarnation: String,
+    grant: Script,
+    give_back: Script,
+    budget_grant: Script,
+    budget_publish: Script,
+    epoch: Script,
     down: AtomicBool,
-    /// Milliseconds since `started` of the last failure (for the retry pause).
     failed_at_ms: AtomicU64,
     started: Instant,
 }
@@ -109,12 +91,18 @@ impl std::fmt::Debug for RedisLimits {
 pub struct RedisSetupError(String);
 
 impl RedisLimits {
-    /// Prepares a lazily connecting client: keygate starts (in fallback) even if Redis is down.
-    pub fn connect(config: &RedisConfig) -> Result<Arc<Self>, RedisSetupError> {
+    /// Prepares a lazily connecting client for the replica whose ledger is `replica` (this
+    /// process is `incarnation`): keygate starts, in fallback, even if Redis is down.
+    pub fn connect(
+        config: &RedisConfig,
+        replica: &str,
+        incarnation: &str,
+    ) -> Result<Arc<Self>, RedisSetupError> {
         let client =
             redis::Client::open(config.url.as_str()).map_err(|e| RedisSetupError(e.to_string()))?;
+        let sync_timeout = (config.timeout * 10).max(Duration::from_millis(250));
         let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.timeout))
+            .set_response_timeout(Some(sync_timeout))
             .set_connection_timeout(Some(Duration::from_millis(250)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
@@ -125,79 +113,86 @@ impl RedisLimits {
             conn,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
-            take: Script::new(TAKE),
-            adjust: Script::new(ADJUST),
-            add_spend: Script::new(ADD_SPEND),
+            sync_timeout,
+            replica: replica.to_string(),
+            incarnation: incarnation.to_string(),
+            grant: Script::new(redis_scripts::GRANT),
+            give_back: Script::new(redis_scripts::GIVE_BACK),
+            budget_grant: Script::new(&redis_scripts::budget_grant()),
+            budget_publish: Script::new(&redis_scripts::budget_publish()),
+            epoch: Script::new(redis_scripts::EPOCH),
             down: AtomicBool::new(false),
             failed_at_ms: AtomicU64::new(0),
             started: Instant::now(),
         }))
     }
 
-    fn bucket_key(&self, consumer: &str, kind: &str, window: Window) -> String {
-        format!("{}:b:{consumer}:{kind}:{}", self.prefix, window.as_str())
+    fn bucket_key(&self, consumer: &str, kind: Kind, window: Window) -> String {
+        format!(
+            "{}:b:{{{consumer}}}:{}:{}",
+            self.prefix,
+            kind.as_str(),
+            window.as_str()
+        )
     }
 
-    fn spend_key(&self, key: &str, month: &str) -> String {
-        format!("{}:spend:{month}:{key}", self.prefix)
+    fn budget_key(&self, key: &str, month: &str) -> String {
+        format!("{{{}}}:budget:{month}:{key}", self.prefix)
     }
 
-    fn skip(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+    fn epoch_keys(&self) -> [String; 2] {
+        [
+            format!("{{{}}}:epoch", self.prefix),
+            format!("{{{}}}:rebuilding", self.prefix),
+        ]
+    }
+
+    /// False while calls are being skipped after a failure.
+    pub fn available(&self) -> bool {
+        !(self.down.load(Ordering::Relaxed)
             && (self.started.elapsed().as_millis() as u64)
                 .saturating_sub(self.failed_at_ms.load(Ordering::Relaxed))
-                < RETRY_PAUSE.as_millis() as u64
-    }
-
-    fn failed(&self, what: &'static str, error: &str) {
-        self.failed_at_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        counter!(telemetry::LIMITS_FALLBACK_TOTAL, "operation" => what).increment(1);
-        if !self.down.swap(true, Ordering::Relaxed) {
-            tracing::error!(error, "redis unavailable: limits fall back to local buckets (each replica takes its share)");
-        }
-    }
-
-    fn succeeded(&self) {
-        if self.down.swap(false, Ordering::Relaxed) {
-            tracing::info!("redis is back: limits are shared again");
-        }
+                < RETRY_PAUSE.as_millis() as u64)
     }
 
     async fn run<T: redis::FromRedisValue>(
         &self,
         what: &'static str,
+        background: bool,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        if self.skip() {
-            counter!(telemetry::LIMITS_FALLBACK_TOTAL, "operation" => what).increment(1);
+        if !self.available() {
             return Err(StoreError("redis is down; retrying shortly".into()));
         }
+        let timeout = if background {
+            self.sync_timeout
+        } else {
+            self.timeout
+        };
         let mut conn = self.conn.clone();
-        let outcome =
-            tokio::time::timeout(self.timeout, invocation.invoke_async::<T>(&mut conn)).await;
-        self.settle_call(
-            what,
-            outcome
-                .map_err(|_| ())
-                .map(|r| r.map_err(|e| e.to_string())),
-        )
-    }
-
-    fn settle_call<T>(
-        &self,
-        what: &'static str,
-        outcome: Result<Result<T, String>, ()>,
-    ) -> Result<T, StoreError> {
+        let outcome = tokio::time::timeout(timeout, invocation.invoke_async::<T>(&mut conn)).await;
         let error = match outcome {
             Ok(Ok(v)) => {
-                self.succeeded();
+                counter!(telemetry::LIMITS_REDIS_CALLS_TOTAL, "operation" => what, "result" => "ok")
+                    .increment(1);
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("redis is back: limits are shared again");
+                }
                 return Ok(v);
             }
-            Ok(Err(e)) => e,
-            Err(()) => "timed out".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
         };
-        self.failed(what, &error);
+        counter!(telemetry::LIMITS_REDIS_CALLS_TOTAL, "operation" => what, "result" => "error")
+            .increment(1);
+        self.failed_at_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                error,
+                "redis unavailable: each replica limits to its share until it is back"
+            );
+        }
         Err(StoreError(error))
     }
 
@@ -209,90 +204,117 @@ impl RedisLimits {
         rates: &[(Window, Rate)],
     ) {
         for (window, rate) in rates {
-            invocation.key(self.bucket_key(consumer, kind.as_str(), *window));
+            invocation.key(self.bucket_key(consumer, kind, *window));
             invocation
                 .arg(rate.limit)
-                .arg(rate.window.as_millis() as u64)
+                .arg(u64::try_from(rate.window.as_millis()).unwrap_or(u64::MAX))
                 .arg(rate.capacity);
         }
     }
-}
 
-impl LimitStore for RedisLimits {
-    async fn take(
+    /// Takes up to `want` units from a consumer's buckets of `kind` for a lease; short when
+    /// fewer than `need` were there. `background`: a top-up, not a decision waiting on it.
+    pub async fn grant(
         &self,
-        consumer: &Arc<str>,
+        consumer: &str,
         kind: Kind,
         rates: &[(Window, Rate)],
-        cost: u64,
-    ) -> Result<Result<(), Refusal>, StoreError> {
-        if rates.is_empty() {
-            return Ok(Ok(()));
-        }
-        let mut invocation = self.take.prepare_invoke();
-        invocation.arg(cost);
+        want: u64,
+        need: u64,
+        background: bool,
+    ) -> Result<BucketGrant, StoreError> {
+        let mut invocation = self.grant.prepare_invoke();
+        invocation.arg(want).arg(need);
         self.bucket_args(&mut invocation, consumer, kind, rates);
-        let (ok, index, wait): (i64, usize, u64) = self.run("take", invocation).await?;
-        if ok == 1 {
-            return Ok(Ok(()));
-        }
-        let (window, rate) = rates
-            .get(index.saturating_sub(1))
-            .copied()
-            .ok_or_else(|| StoreError(format!("take named bucket {index} of {}", rates.len())))?;
-        Ok(Err(Refusal {
-            window,
-            limit: rate.limit,
-            retry_after: Duration::from_millis(wait.max(1)),
-        }))
+        let (granted, index, wait): (i64, usize, u64) =
+            self.run("grant", background, invocation).await?;
+        let granted = u64::try_from(granted).unwrap_or(0);
+        let short =
+            (granted < need && index > 0).then(|| (index - 1, Duration::from_millis(wait.max(1))));
+        Ok(BucketGrant { granted, short })
     }
 
-    async fn adjust(
+    /// Returns `units` of a lease to the buckets (negative: takes a debt).
+    pub async fn give_back(
         &self,
-        consumer: &Arc<str>,
+        consumer: &str,
         kind: Kind,
         rates: &[(Window, Rate)],
-        delta: i64,
+        units: i64,
     ) -> Result<(), StoreError> {
-        if rates.is_empty() || delta == 0 {
-            return Ok(());
-        }
-        let mut invocation = self.adjust.prepare_invoke();
-        invocation.arg(delta);
+        let mut invocation = self.give_back.prepare_invoke();
+        invocation.arg(units);
         self.bucket_args(&mut invocation, consumer, kind, rates);
-        self.run::<i64>("reconcile", invocation).await.map(drop)
+        self.run::<i64>("give_back", true, invocation)
+            .await
+            .map(drop)
     }
 
-    async fn spent(&self, key: &str, month: &str) -> Result<u64, StoreError> {
-        if self.skip() {
-            return Err(StoreError("redis is down; retrying shortly".into()));
-        }
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("GET").arg(self.spend_key(key, month)).clone();
-        let outcome =
-            tokio::time::timeout(self.timeout, cmd.query_async::<Option<u64>>(&mut conn)).await;
-        self.settle_call(
-            "spend",
-            outcome
-                .map_err(|_| ())
-                .map(|r| r.map(Option::unwrap_or_default).map_err(|e| e.to_string())),
-        )
+    fn budget_args(&self, invocation: &mut redis::ScriptInvocation<'_>, record: &BudgetRecord) {
+        let [epoch, rebuilding] = self.epoch_keys();
+        invocation
+            .key(self.budget_key(record.key, record.month))
+            .key(epoch)
+            .key(rebuilding)
+            .arg(&self.replica)
+            .arg(&self.incarnation)
+            .arg(record.total)
+            .arg(record.holding)
+            .arg(SPEND_TTL_SECS)
+            .arg(u64::try_from(HOLDING_LIFETIME.as_millis()).unwrap_or(u64::MAX));
     }
 
-    async fn add_spend(
+    /// Records `record` and asks for up to `want` more of `budget`, if `epoch` is current.
+    pub async fn budget_grant(
         &self,
-        keys: &[Arc<str>],
-        month: &str,
-        micro_usd: u64,
-    ) -> Result<(), StoreError> {
-        if keys.is_empty() || micro_usd == 0 {
-            return Ok(());
+        record: &BudgetRecord<'_>,
+        want: u64,
+        budget: u64,
+        epoch: &str,
+        background: bool,
+    ) -> Result<BudgetView, StoreError> {
+        let mut invocation = self.budget_grant.prepare_invoke();
+        self.budget_args(&mut invocation, record);
+        invocation.arg(want).arg(budget).arg(epoch);
+        let (granted, spent, committed): (i64, u64, u64) =
+            self.run("budget_grant", background, invocation).await?;
+        Ok(BudgetView {
+            granted: u64::try_from(granted).ok(),
+            spent,
+            committed,
+        })
+    }
+
+    /// Records `record` without asking for more.
+    pub async fn budget_publish(
+        &self,
+        record: &BudgetRecord<'_>,
+    ) -> Result<BudgetView, StoreError> {
+        let mut invocation = self.budget_publish.prepare_invoke();
+        self.budget_args(&mut invocation, record);
+        let (spent, committed): (u64, u64) = self.run("budget_publish", true, invocation).await?;
+        Ok(BudgetView {
+            granted: None,
+            spent,
+            committed,
+        })
+    }
+
+    /// The current epoch (made, with a rebuild window, if Redis has none) and whether a
+    /// rebuild is under way.
+    pub async fn epoch(
+        &self,
+        new_id: &str,
+        window: Duration,
+    ) -> Result<(String, bool), StoreError> {
+        let mut invocation = self.epoch.prepare_invoke();
+        for key in self.epoch_keys() {
+            invocation.key(key);
         }
-        let mut invocation = self.add_spend.prepare_invoke();
-        invocation.arg(micro_usd).arg(SPEND_TTL_SECS);
-        for key in keys {
-            invocation.key(self.spend_key(key, month));
-        }
-        self.run::<i64>("reconcile", invocation).await.map(drop)
+        invocation
+            .arg(new_id)
+            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        let (epoch, rebuilding): (String, i64) = self.run("epoch", true, invocation).await?;
+        Ok((epoch, rebuilding == 1))
     }
 }

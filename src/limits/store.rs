@@ -1,8 +1,9 @@
 //! The storage seam of the limits: where bucket levels and month-to-date spend live.
 //!
 //! [`LimitStore`] is implemented by [`LocalStore`](super::local::LocalStore) (this process;
-//! spend from this replica's ledger) and [`RedisLimits`](super::redis::RedisLimits) (shared by
-//! every replica). The limiter decides what to take and when; a store only keeps counts.
+//! spend from this replica's ledger) and [`SharedStore`](super::shared::SharedStore) (shared
+//! by every replica through Redis, deciding from local leases). The limiter decides what to
+//! take and when; a store only keeps counts.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,12 +36,13 @@ pub struct Refusal {
     pub retry_after: Duration,
 }
 
-/// The store could not answer (Redis down or too slow); the caller falls back.
+/// Redis could not answer (down or too slow); the shared store falls back to its share.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("limits store unavailable: {0}")]
 pub struct StoreError(pub String);
 
-/// Bucket levels and spend, local or shared.
+/// Bucket levels and budgets, local or shared. A store always answers: the shared one decides
+/// from its leases, and from this replica's share while Redis is away.
 pub trait LimitStore: Send + Sync {
     /// Takes `cost` from every bucket of `kind` (one per rate, in order), all or none; a
     /// refusal names the bucket that would wait longest.
@@ -50,27 +52,22 @@ pub trait LimitStore: Send + Sync {
         kind: Kind,
         rates: &[(Window, Rate)],
         cost: u64,
-    ) -> impl Future<Output = Result<Result<(), Refusal>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), Refusal>> + Send;
 
     /// Moves every bucket of `kind` by `delta` after the fact (positive takes more, negative
     /// gives back), never refusing; a bucket may go into debt.
-    fn adjust(
-        &self,
-        consumer: &Arc<str>,
-        kind: Kind,
-        rates: &[(Window, Rate)],
-        delta: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn adjust(&self, consumer: &Arc<str>, kind: Kind, rates: &[(Window, Rate)], delta: i64);
 
-    /// Month-to-date spend of a budget key (a consumer, or a team's key), in micro-dollars.
-    fn spent(&self, key: &str, month: &str)
-        -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// Adds a settled charge to the month's spend of each key.
-    fn add_spend(
+    /// Reserves `micro_usd` of `key`'s monthly `budget` (a consumer, or a team's key) for
+    /// `month`; false when spend, reservations in flight and this one would pass it.
+    fn reserve_budget(
         &self,
-        keys: &[Arc<str>],
+        key: &Arc<str>,
         month: &str,
+        budget: u64,
         micro_usd: u64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = bool> + Send;
+
+    /// Ends a reservation of `reserved` that was charged `actual` (already in the ledger).
+    fn settle_budget(&self, key: &Arc<str>, month: &str, reserved: u64, actual: u64);
 }
