@@ -44,8 +44,9 @@ def allowed(replicas: Replicas) -> list[float]:
 
 def test_redis_outage_falls_back_without_errors_and_sharing_resumes(redis, workdir) -> None:
     """While Redis is down each replica enforces its share of the limit (`replicas: 3`: a third
-    of 150 per hour, 50, all of it available as burst) on its own: round robin sends each about
-    70 of 210 requests, and each admits exactly its 50 (one more would take 72 s of refill)."""
+    of 150 per hour, 50, all of it available as burst) on its own, plus what its lease of the
+    shared bucket still held (a lease is 1 % of the limit per replica, at least 1): round robin
+    sends each about 70 of 210 requests, and each admits its 50 and at most one more."""
     proc, port = redis
     replicas = Replicas(workdir, port)
     try:
@@ -56,15 +57,15 @@ def test_redis_outage_falls_back_without_errors_and_sharing_resumes(redis, workd
         during = replicas.statuses(3 * share + 60)
         assert all(s in (200, 429) for s in during), f"no 5xx while Redis is down: {set(during)}"
         per_replica = [a - b for a, b in zip(allowed(replicas), before)]
-        assert per_replica == [share] * 3, f"each replica admits its share of {LIMIT}/3 during the outage: {per_replica}"
-        assert during.count(200) == 3 * share
+        assert all(share <= n <= share + 1 for n in per_replica), \
+            f"each replica admits its share of {LIMIT}/3 (and its lease) during the outage: {per_replica}"
         assert replicas.total("keygate_limits_fallback_total") > 0
         assert any("redis unavailable" in k.proc.log_text() for k in replicas.keygates)
 
         restarted, _ = start_redis(workdir, port=port)
         try:
             deadline = time.monotonic() + 10
-            while b"keygate:b:team-openai" not in command(port, "KEYS", "keygate:*"):
+            while b"keygate:b:{team-openai}" not in command(port, "KEYS", "keygate:*"):
                 assert time.monotonic() < deadline, "limits were not shared again after Redis came back"
                 replicas.statuses(3)
                 time.sleep(0.2)
