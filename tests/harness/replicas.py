@@ -73,6 +73,15 @@ class Replicas:
             out.append(r.status)
         return out
 
+    def restart(self, i: int) -> None:
+        """Stops replica `i` (SIGTERM: it drains) and starts it again on the same ports and
+        files (its ledger among them)."""
+        old = self.keygates[i]
+        old.proc.stop()
+        proc = Proc(old.proc.cmd, old.proc.log_path.parent, name="keygate", env=old.proc.env)
+        self.keygates[i] = Keygate(proc, old.grpc_port, old.admin_port, old.config_path, old.config)
+        proc.wait_http(f"http://127.0.0.1:{old.admin_port}/readyz", timeout=30, expect_status=200)
+
     def total(self, name: str, **labels: str) -> float:
         return sum(counter(k.metrics(), name, **labels) for k in self.keygates)
 
