@@ -1,7 +1,8 @@
 """Limits and budgets through real Envoy with the real openai SDK: the 61st request in a
 minute is a RateLimitError with OpenAI's headers, oversized bodies (declared or chunked) are
 413 and never forwarded, token reservations are reconciled to actual usage, budgets hold
-across a restart, and an address that keeps failing authentication is locked out."""
+across a restart, and an address that keeps failing authentication is locked out. The limit and
+budget tests run on both limit stores: local, and shared through a real Redis."""
 
 from __future__ import annotations
 
@@ -17,9 +18,23 @@ import pytest
 from harness.keygate import counter, keygate_bin
 from harness.mock import mock_clear, mock_requests
 from harness.procs import Proc
+from harness.redis import start_redis
 from harness.stack import Stack, start_stack
 
 PRICING = [{"provider": "openai", "model": "gpt-test", "input_per_mtok_usd": 2.0, "output_per_mtok_usd": 8.0}]
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest, workdir: Path) -> Iterator[dict[str, Any]]:
+    """The global `limits` config of each limit store (redis: a real redis-server)."""
+    if request.param == "local":
+        yield {}
+        return
+    proc, port = start_redis(workdir)
+    try:
+        yield {"limits": {"backend": "redis", "redis": {"url": f"redis://127.0.0.1:{port}/0", "timeout": "50ms"}}}
+    finally:
+        proc.stop()
 
 
 def limited_stack(workdir: Path, mode: str, provider_limits: dict[str, Any], **extra: Any) -> Stack:
@@ -46,8 +61,9 @@ def stop_after() -> Iterator[list[Stack]]:
 
 
 @pytest.mark.parametrize("mode", ["ext_proc", "ext_authz"])
-def test_sixty_first_request_is_a_rate_limit_error_with_openai_headers(cargo_build, workdir, stop_after, mode) -> None:
-    s = limited_stack(workdir, mode, {"requests_per_minute": 60})
+def test_sixty_first_request_is_a_rate_limit_error_with_openai_headers(cargo_build, workdir, stop_after, mode,
+                                                                     backend) -> None:
+    s = limited_stack(workdir, mode, {"requests_per_minute": 60}, **backend)
     stop_after.append(s)
     conn = http.client.HTTPConnection("127.0.0.1", s.envoy_port, timeout=10)
     started = time.monotonic()
@@ -122,11 +138,11 @@ def test_oversized_bodies_are_413_and_never_forwarded(cargo_build, workdir, stop
     assert counter(s.keygate.metrics(), "keygate_requests_total", outcome="too_large") == 1
 
 
-def test_token_reservations_are_reconciled_to_actual_usage(cargo_build, workdir, stop_after) -> None:
+def test_token_reservations_are_reconciled_to_actual_usage(cargo_build, workdir, stop_after, backend) -> None:
     # 100 tokens a minute; each request reserves its prompt estimate + 40 (default_max_tokens,
     # which keygate also writes into the request as its cap) but the model answers in 16:
     # three reservations (3 × ~41 > 100) fit only because each is reconciled.
-    s = limited_stack(workdir, "ext_proc", {"tokens_per_minute": 100, "default_max_tokens": 40})
+    s = limited_stack(workdir, "ext_proc", {"tokens_per_minute": 100, "default_max_tokens": 40}, **backend)
     stop_after.append(s)
     short = {"extra_headers": {"x-mock-output-tokens": "16"}}
     first = chat(s, **short)
@@ -163,14 +179,15 @@ def wait_for_counter(s: Stack, name: str, want: float, timeout: float = 5.0, **l
     return got
 
 
-def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_after) -> None:
+def test_budget_is_enforced_and_survives_a_restart(cargo_build, workdir, stop_after, backend) -> None:
     """A request is admitted only while spent + reserved + its own reservation fits in the
     budget (src/limits/limiter.rs), its reservation being the most it can cost (its body's B
     bytes as input tokens and its 10 output tokens: R = 2·B + 80 µUSD). Each request costs 88
     µUSD, less than its reservation, so the month never overshoots: with a 600 µUSD budget the
     requests admitted are exactly those with (k − 1)·88 + R ≤ 600. "Admit while spent < budget"
     would let more through."""
-    s = limited_stack(workdir, "ext_proc", {"monthly_budget_usd": BUDGET_MICRO_USD / 1e6, "default_max_tokens": 10})
+    s = limited_stack(workdir, "ext_proc", {"monthly_budget_usd": BUDGET_MICRO_USD / 1e6, "default_max_tokens": 10},
+                      **backend)
     stop_after.append(s)
     mock_clear(s.mock_port)
     admitted, spent, reservation = 0, 0, None

@@ -24,7 +24,15 @@ use crate::config::RedisConfig;
 use crate::telemetry;
 
 /// While Redis is failing, skip it for this long between attempts.
-pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(500);
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long budgets wait, after Redis was found empty, for every replica to publish its
+/// ledger: a replica that saw Redis fail retries after `RETRY_PAUSE`, then syncs within an
+/// interval, so the window covers both with room for a slow pass.
+pub fn rebuild_window(sync_interval: Duration) -> Duration {
+    (RETRY_PAUSE + sync_interval * 5).max(Duration::from_secs(1))
+}
+
 /// Shared month spend is kept a little over two months.
 const SPEND_TTL_SECS: u64 = 70 * 86_400;
 /// A holding not refreshed for this long belongs to a process that is gone.

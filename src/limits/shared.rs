@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use metrics::counter;
@@ -21,7 +21,7 @@ use super::bucket::Rate;
 use super::lease::{Leases, Taken};
 use super::local::LocalStore;
 use super::policy::Window;
-use super::redis::{BudgetRecord, RedisLimits};
+use super::redis::{rebuild_window, BudgetRecord, RedisLimits};
 use super::store::{Kind, LimitStore, Refusal};
 use crate::accounting::ledger::Ledger;
 use crate::telemetry;
@@ -125,6 +125,20 @@ impl SharedStore {
         self.fallback.load().take_now(consumer, kind, rates, cost)
     }
 
+    /// Whether budgets are granted from Redis; while Redis is up but being rebuilt (it was
+    /// found empty, or this replica has just started), waits for the rebuild window to pass
+    /// rather than refusing on a share this replica cannot know yet. Bounded by the window.
+    async fn wait_for_trust(&self) -> bool {
+        let deadline = Instant::now() + rebuild_window(self.sync_interval());
+        while !self.trusted.load(Ordering::Relaxed) {
+            if Instant::now() >= deadline || !self.redis.load().available() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     fn outage_reserve(&self, key: &Arc<str>, month: &str, cost: u64) -> bool {
         counter!(telemetry::LIMITS_FALLBACK_TOTAL, "operation" => "budget").increment(1);
         self.allowances
@@ -198,7 +212,7 @@ impl LimitStore for SharedStore {
             Taken::Short(need) => need,
         };
         let redis = self.redis.load_full();
-        let trusted = self.trusted.load(Ordering::Relaxed) && redis.available();
+        let trusted = redis.available() && self.wait_for_trust().await;
         let Some(epoch) = self.epoch.load_full().filter(|_| trusted) else {
             return self.outage_reserve(key, month, cost);
         };

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::redis::{BudgetRecord, RedisLimits, RETRY_PAUSE};
+use super::redis::{rebuild_window, BudgetRecord, RedisLimits};
 use super::shared::{allowance_size, SharedStore};
 use super::store::StoreError;
 use crate::accounting::ledger::month_of;
@@ -18,13 +18,6 @@ use crate::accounting::ledger::month_of;
 const ACTIVE: Duration = Duration::from_secs(2);
 /// Leases and allowances unused for this long are given back.
 const IDLE: Duration = Duration::from_secs(5);
-
-/// How long budgets wait, after Redis was found empty, for every replica to publish its
-/// ledger: a replica that saw Redis fail retries after `RETRY_PAUSE`, then syncs within an
-/// interval, so the window covers both with room for a slow pass.
-pub fn rebuild_window(sync_interval: Duration) -> Duration {
-    (RETRY_PAUSE + sync_interval * 5).max(Duration::from_secs(1))
-}
 
 /// What a sync pass did (for tests and the debug log).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
