@@ -93,11 +93,12 @@ impl Store {
             Store::Local => limiter.configure(&LimitsConfig::default(), None),
             Store::Redis(server) => {
                 let redis = RedisConfig {
-                    url: server.url(),
+                    url: Some(server.url()),
                     timeout: Duration::from_millis(500),
                     replicas,
                     key_prefix: format!("kg-test-{prefix}"),
                     sync_interval: Duration::from_millis(20),
+                    ..RedisConfig::default()
                 };
                 let config = LimitsConfig {
                     backend: LimitsBackend::Redis,
