@@ -55,7 +55,7 @@ pub(super) enum Link {
     /// A Redis Cluster; each script call goes to the node that owns its keys' slot.
     Cluster(ClusterConnection),
     /// The master of a Sentinel group, looked up again after a failed call.
-    Sentinel(SentinelLink),
+    Sentinel(Box<SentinelLink>),
 }
 
 impl Link {
@@ -94,14 +94,14 @@ impl Link {
                     client.get_pending_async_connection_with_config(cluster_config),
                 ))
             }
-            RedisServers::Sentinel(sentinel) => Ok(Link::Sentinel(SentinelLink {
+            RedisServers::Sentinel(sentinel) => Ok(Link::Sentinel(Box::new(SentinelLink {
                 sentinels: tokio::sync::Mutex::new(sentinel_client(sentinel)?),
                 master: Mutex::new(None),
                 address: Mutex::new(None),
                 config: AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(response_timeout)),
-            })),
+            }))),
         }
     }
 
