@@ -35,7 +35,7 @@ pub enum AppError {
     State(#[from] StateError),
     #[error("notify: {0}")]
     Notify(String),
-    #[error("limits.redis.url (admin broadcast): {0}")]
+    #[error("{0} (admin broadcast)")]
     Broadcast(String),
 }
 
@@ -93,7 +93,7 @@ impl App {
             Some(redis) => {
                 let origin = format!("{}-{}", std::process::id(), config.listeners.grpc);
                 Some(
-                    Broadcaster::new(&redis.url, &redis.key_prefix, origin)
+                    Broadcaster::new(redis, origin)
                         .map_err(|e| AppError::Broadcast(e.to_string()))?,
                 )
             }

@@ -6,7 +6,12 @@ use super::Config;
 /// The restart-only settings that differ between the running config and a reloaded one.
 pub fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static str> {
     let (a, b) = (running, reloaded);
-    let redis_url = |c: &Config| c.limits.redis.as_ref().map(|r| r.url.clone());
+    let redis_servers = |c: &Config| {
+        c.limits
+            .redis
+            .as_ref()
+            .map(|r| (r.url.clone(), r.cluster.clone(), r.sentinel.clone()))
+    };
     let tls = |c: &Config| {
         c.admin.tls.as_ref().map(|t| {
             (
@@ -39,8 +44,8 @@ pub fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static
             a.usage.source_window != b.usage.source_window,
         ),
         (
-            "limits.redis.url (admin broadcast)",
-            redis_url(a) != redis_url(b),
+            "limits.redis url, cluster or sentinel (admin broadcast)",
+            redis_servers(a) != redis_servers(b),
         ),
     ]
     .into_iter()

@@ -100,35 +100,14 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
         }
     }
     if let Some(redis) = &config.limits.redis {
-        if redis.replicas == 0 {
-            return err(
-                "limits.redis.replicas".into(),
-                "must be at least 1: while Redis is away each replica enforces 1/replicas of every limit".into(),
-            );
-        }
-        if redis.url.trim().is_empty() {
-            return err("limits.redis.url".into(), "name the Redis server".into());
-        }
-        if redis.key_prefix.is_empty() || redis.key_prefix.contains(['{', '}']) {
-            return err(
-                "limits.redis.key_prefix".into(),
-                "must be non-empty, without { or } (keygate adds the Redis Cluster hash tags)"
-                    .into(),
-            );
-        }
-        if redis.sync_interval < std::time::Duration::from_millis(10)
-            || redis.sync_interval > std::time::Duration::from_secs(10)
-        {
-            return err(
-                "limits.redis.sync_interval".into(),
-                "must be between 10ms and 10s".into(),
-            );
-        }
+        redis
+            .validate()
+            .map_err(|(field, message)| ConfigError::field(file, field, message))?;
     }
     if config.limits.backend == super::LimitsBackend::Redis && config.limits.redis.is_none() {
         return err(
             "limits.redis".into(),
-            "backend: redis needs a redis: section with the url".into(),
+            "backend: redis needs a redis: section naming the servers".into(),
         );
     }
     if config.network.xff_num_trusted_hops > 16 {

@@ -14,6 +14,7 @@ pub mod local;
 pub mod local_budget;
 pub mod policy;
 pub mod redis;
+pub mod redis_link;
 pub mod redis_scripts;
 pub mod shared;
 pub mod shared_sync;

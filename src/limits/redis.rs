@@ -2,9 +2,17 @@
 //! call this directly; [`SharedStore`](super::shared::SharedStore) calls it when a lease or
 //! allowance runs short and its background sync calls it to keep them topped up.
 //!
-//! Keys are hash-tagged for Redis Cluster: a consumer's buckets share the consumer's slot;
-//! every budget hash shares one slot with the epoch, so a shard that loses its data loses the
-//! epoch with it and the loss is noticed. Any error or timeout is a [`StoreError`]; after one,
+//! Redis is one server, a Redis Cluster or a Sentinel group ([`Link`]). Keys are hash-tagged
+//! for Redis Cluster, where every key of one script call must sit in one slot: a consumer's
+//! buckets share the consumer's slot (`{prefix}:b:{consumer}:...`), so consumers spread over
+//! the cluster; every budget hash shares the prefix's slot with the epoch keys
+//! (`{prefix}:budget:...`, `{prefix}:epoch`, `{prefix}:rebuilding`), because a budget script
+//! reads the epoch, and because a shard that loses its data then loses the epoch with it and
+//! the loss is noticed. That puts every budget call on one node; budgets are touched rarely
+//! (an allowance is 1 % of a budget per replica, and each sync pass sends one epoch call plus
+//! one call per budget whose spend changed or whose allowance runs low), while the bucket
+//! calls, the bulk of the traffic, spread over the consumers' slots.
+//! Any error or timeout is a [`StoreError`]; after one,
 //! calls are skipped for a short pause (no timeout per decision while Redis is away), the
 //! outage is logged once, and every call is counted by result.
 
@@ -13,11 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::counter;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use super::bucket::Rate;
 use super::policy::Window;
+use super::redis_link::Link;
 use super::redis_scripts;
 use super::store::{Kind, StoreError};
 use crate::config::RedisConfig;
@@ -66,8 +74,10 @@ pub struct BudgetView {
     pub committed: u64,
 }
 
+pub use super::redis_link::RedisSetupError;
+
 pub struct RedisLimits {
-    conn: ConnectionManager,
+    link: Link,
     prefix: String,
     /// For calls a decision waits on.
     timeout: Duration,
@@ -93,11 +103,6 @@ impl std::fmt::Debug for RedisLimits {
     }
 }
 
-/// Why Redis could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("limits.redis.url: {0}")]
-pub struct RedisSetupError(String);
-
 impl RedisLimits {
     /// Prepares a lazily connecting client for the replica whose ledger is `replica` (this
     /// process is `incarnation`): keygate starts, in fallback, even if Redis is down.
@@ -106,19 +111,10 @@ impl RedisLimits {
         replica: &str,
         incarnation: &str,
     ) -> Result<Arc<Self>, RedisSetupError> {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| RedisSetupError(e.to_string()))?;
         let sync_timeout = (config.timeout * 10).max(Duration::from_millis(250));
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(sync_timeout))
-            .set_connection_timeout(Some(Duration::from_millis(250)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_lazy(manager_config)
-            .map_err(|e| RedisSetupError(e.to_string()))?;
+        let link = Link::open(config, sync_timeout)?;
         Ok(Arc::new(RedisLimits {
-            conn,
+            link,
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             sync_timeout,
@@ -135,6 +131,7 @@ impl RedisLimits {
         }))
     }
 
+    /// In the consumer's slot: one consumer's windows go to one script call.
     fn bucket_key(&self, consumer: &str, kind: Kind, window: Window) -> String {
         format!(
             "{}:b:{{{consumer}}}:{}:{}",
@@ -144,6 +141,7 @@ impl RedisLimits {
         )
     }
 
+    /// In the prefix's slot, with the epoch keys (see the module doc).
     fn budget_key(&self, key: &str, month: &str) -> String {
         format!("{{{}}}:budget:{month}:{key}", self.prefix)
     }
@@ -163,7 +161,7 @@ impl RedisLimits {
                 < RETRY_PAUSE.as_millis() as u64)
     }
 
-    async fn run<T: redis::FromRedisValue>(
+    async fn run<T: redis::FromRedisValue + Send>(
         &self,
         what: &'static str,
         background: bool,
@@ -177,8 +175,7 @@ impl RedisLimits {
         } else {
             self.timeout
         };
-        let mut conn = self.conn.clone();
-        let outcome = tokio::time::timeout(timeout, invocation.invoke_async::<T>(&mut conn)).await;
+        let outcome = tokio::time::timeout(timeout, self.link.invoke::<T>(&invocation)).await;
         let error = match outcome {
             Ok(Ok(v)) => {
                 counter!(telemetry::LIMITS_REDIS_CALLS_TOTAL, "operation" => what, "result" => "ok")
@@ -193,6 +190,7 @@ impl RedisLimits {
         };
         counter!(telemetry::LIMITS_REDIS_CALLS_TOTAL, "operation" => what, "result" => "error")
             .increment(1);
+        self.link.failed();
         self.failed_at_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {

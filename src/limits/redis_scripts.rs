@@ -1,6 +1,7 @@
 //! The Lua scripts the shared limits run in Redis, each atomic. Time is Redis's own clock, so
 //! replicas never disagree about it. Bucket scripts take the keys of one consumer's windows of
-//! one kind (hash-tagged into one Redis Cluster slot); budget scripts one budget hash.
+//! one kind (hash-tagged into one Redis Cluster slot); budget scripts one budget hash and the
+//! epoch keys (all tagged with the key prefix, so in one slot too).
 
 /// Grants up to `want` units of a bucket set to a replica's lease.
 /// KEYS: the window buckets. ARGV: want, need, then limit/window_ms/capacity per bucket.

@@ -12,6 +12,7 @@ use tokio_stream::StreamExt;
 
 use super::action::Action;
 use super::store::OverrideStore;
+use crate::limits::redis_link::{Endpoint, RedisSetupError};
 use crate::tasks::stopped;
 use crate::telemetry;
 
@@ -33,16 +34,21 @@ pub fn now_ms() -> u64 {
 /// Publishes actions and applies the ones other replicas publish.
 #[derive(Debug, Clone)]
 pub struct Broadcaster {
-    client: redis::Client,
+    endpoint: Endpoint,
     channel: String,
     origin: String,
 }
 
 impl Broadcaster {
-    pub fn new(url: &str, prefix: &str, origin: String) -> Result<Self, redis::RedisError> {
+    /// Broadcasts through the Redis of `limits.redis` (a server, a Cluster node that answers,
+    /// or a Sentinel group's current master).
+    pub fn new(
+        redis: &crate::config::RedisConfig,
+        origin: String,
+    ) -> Result<Self, RedisSetupError> {
         Ok(Broadcaster {
-            client: redis::Client::open(url)?,
-            channel: format!("{prefix}:admin"),
+            endpoint: Endpoint::new(redis)?,
+            channel: format!("{}:admin", redis.key_prefix),
             origin,
         })
     }
@@ -58,12 +64,24 @@ impl Broadcaster {
             return;
         };
         let result = async {
-            let mut conn = self.client.get_multiplexed_async_connection().await?;
-            redis::cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(payload)
-                .query_async::<i64>(&mut conn)
-                .await
+            let mut last = None;
+            for client in self.endpoint.clients().await? {
+                let sent = async {
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("PUBLISH")
+                        .arg(&self.channel)
+                        .arg(&payload)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                };
+                match sent.await {
+                    Ok(n) => return Ok(n),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::Io, "no redis server to publish on"))
+            }))
         };
         match tokio::time::timeout(Duration::from_secs(1), result).await {
             Ok(Ok(_)) => {}
@@ -85,8 +103,22 @@ impl Broadcaster {
     }
 
     async fn subscribe(&self, store: &OverrideStore) {
+        let mut next = 0usize;
         loop {
-            match self.client.get_async_pubsub().await {
+            // A server that failed is followed by the next one (Cluster nodes in turn).
+            next = next.wrapping_add(1);
+            let client = match self.endpoint.clients().await {
+                Ok(clients) => clients.get(next % clients.len().max(1)).cloned(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "admin broadcast: redis unavailable");
+                    None
+                }
+            };
+            let Some(client) = client else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            match client.get_async_pubsub().await {
                 Ok(mut pubsub) => {
                     if let Err(e) = pubsub.subscribe(&self.channel).await {
                         tracing::warn!(error = %e, "admin broadcast subscribe failed");

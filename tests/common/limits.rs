@@ -1,10 +1,13 @@
 //! Limiter replicas for the limits suites: each with its own ledger and accounting, counting
-//! in this process or in a real `redis-server` shared with the other replicas.
+//! in this process or in a real Redis shared with the other replicas (one `redis-server`, a
+//! three-node Redis Cluster, or a Sentinel group).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::redis_cluster::RedisCluster;
+use super::redis_sentinel::RedisSentinel;
 use super::redis_server::RedisServer;
 use keygate::accounting::{Accounting, Ledger};
 use keygate::auth::{Consumer, Registry};
@@ -17,6 +20,8 @@ use keygate::usage::{PriceTable, Usage};
 pub enum Store {
     Local,
     Redis(RedisServer),
+    Cluster(RedisCluster),
+    Sentinel(RedisSentinel),
 }
 
 /// One replica: its limiter, ledger and accounting.
@@ -67,8 +72,24 @@ impl Store {
     pub fn server(&mut self) -> &mut RedisServer {
         match self {
             Store::Redis(server) => server,
-            Store::Local => panic!("a local store has no server"),
+            _ => panic!("only a single-server store has one server"),
         }
+    }
+
+    /// The `limits.redis` servers of this store (`None`: local).
+    fn servers(&self) -> Option<RedisConfig> {
+        let (url, cluster, sentinel) = match self {
+            Store::Local => return None,
+            Store::Redis(server) => (Some(server.url()), None, None),
+            Store::Cluster(cluster) => (None, Some(cluster.urls()), None),
+            Store::Sentinel(group) => (None, None, Some(group.config())),
+        };
+        Some(RedisConfig {
+            url,
+            cluster,
+            sentinel,
+            ..RedisConfig::default()
+        })
     }
 
     /// A replica counting in this store; `replicas` is how many share it.
@@ -89,15 +110,15 @@ impl Store {
             .unwrap();
         let accounting = Arc::new(Accounting::new(prices, ledger.clone()));
         let limiter = Arc::new(Limiter::new(ledger.clone()));
-        match self {
-            Store::Local => limiter.configure(&LimitsConfig::default(), None),
-            Store::Redis(server) => {
+        match self.servers() {
+            None => limiter.configure(&LimitsConfig::default(), None),
+            Some(servers) => {
                 let redis = RedisConfig {
-                    url: server.url(),
                     timeout: Duration::from_millis(500),
                     replicas,
                     key_prefix: format!("kg-test-{prefix}"),
                     sync_interval: Duration::from_millis(20),
+                    ..servers
                 };
                 let config = LimitsConfig {
                     backend: LimitsBackend::Redis,
@@ -112,7 +133,7 @@ impl Store {
             accounting,
             ledger,
         };
-        if matches!(self, Store::Redis(_)) {
+        if !matches!(self, Store::Local) {
             replica.shared().await;
         }
         replica

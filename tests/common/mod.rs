@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod limits;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 
 use std::path::PathBuf;
