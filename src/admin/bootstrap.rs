@@ -23,7 +23,8 @@ pub enum BootstrapError {
     },
 }
 
-/// The admin token, from its file or environment variable; None disables the admin API.
+/// The legacy shared admin token, from its file or environment variable (the operator
+/// `shared-token`); with no operators either, the admin API is off.
 pub fn admin_token(config: &Config) -> Option<SecretString> {
     let text = match &config.admin.token_file {
         Some(path) => std::fs::read_to_string(path).ok()?,
@@ -76,11 +77,10 @@ pub async fn serve_admin(
     Ok(())
 }
 
-/// The service, with what it needs from the running keygate.
-pub fn admin_service(app: &Arc<App>, token: SecretString) -> AdminService {
+/// The service, with what it needs from the running keygate (its operators included).
+pub fn admin_service(app: &Arc<App>) -> AdminService {
     AdminService {
         app: app.clone(),
-        token,
         denied: DeniedCalls::default(),
     }
 }
