@@ -77,7 +77,9 @@ impl AdminService {
             now,
         );
         Err(if result == "unauthenticated" {
-            Status::unauthenticated("a valid operator token or client certificate is required")
+            Status::unauthenticated(
+                "a valid admin bearer token (an operator's) or client certificate is required",
+            )
         } else {
             Status::permission_denied(reason)
         })
