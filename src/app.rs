@@ -191,7 +191,7 @@ impl App {
             None
         };
         let operators =
-            Operators::load(&config.admin, crate::admin::bootstrap::admin_token(config))?;
+            Operators::load(&config.admin, crate::admin::operators::shared_token(config))?;
 
         self.accounting.set_prices(prices);
         self.limiter.configure(limits, redis);

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
 use tokio::sync::watch;
 
 use super::denied_calls::DeniedCalls;
@@ -23,16 +22,8 @@ pub enum BootstrapError {
     },
 }
 
-/// The legacy shared admin token, from its file or environment variable (the operator
-/// `shared-token`); with no operators either, the admin API is off.
-pub fn admin_token(config: &Config) -> Option<SecretString> {
-    let text = match &config.admin.token_file {
-        Some(path) => std::fs::read_to_string(path).ok()?,
-        None => std::env::var(&config.admin.token_env).ok()?,
-    };
-    let text = text.trim();
-    (!text.is_empty()).then(|| SecretString::from(text.to_string()))
-}
+/// The legacy shared admin token (see [`super::operators::shared_token`]).
+pub use super::operators::shared_token as admin_token;
 
 /// The admin gRPC server, with TLS when configured. Certificates are read and checked here,
 /// at startup, so a bad file stops `serve` with the field named instead of failing later.

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use metrics::counter;
 use tonic::{Response, Status};
 
-use super::grpc::AdminService;
 use super::operators::Identity;
 use super::pb;
+use crate::app::App;
 use crate::audit::{AuditEntry, AuditEvent, AuditResult};
 use crate::auth::{KeyEnv, KeyHash};
 use crate::leaks::report::{Leak, LeakLocation, Scanner};
@@ -21,11 +21,10 @@ pub const MAX_LEAKS_PER_CALL: usize = 10_000;
 
 /// `UnthrottleConsumer`: lifts a detector's throttle on this replica.
 pub fn unthrottle(
-    service: &AdminService,
+    app: &App,
     identity: &Identity,
     request: pb::ConsumerRequest,
 ) -> Result<Response<pb::ActionReply>, Status> {
-    let app = &service.app;
     let name = request.consumer;
     if app.gate.registry().consumer(&name).is_none() {
         return Err(Status::not_found(format!("no consumer named {name:?}")));
@@ -66,7 +65,7 @@ pub fn unthrottle(
 /// `ReportLeaks`: each reported key keygate knows is revoked fleet-wide. The reply counts what
 /// arrived and nothing else, whatever keygate knew.
 pub async fn report_leaks(
-    service: &AdminService,
+    app: &App,
     identity: &Identity,
     request: pb::ReportLeaksRequest,
 ) -> Result<Response<pb::ReportLeaksReply>, Status> {
@@ -81,9 +80,14 @@ pub async fn report_leaks(
         .enumerate()
         .map(|(i, l)| to_leak(l).map_err(|e| Status::invalid_argument(format!("leaks[{i}]: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let app = &service.app;
     let received = app.leaks.report(&leaks, &identity.name).await;
-    service.audit_call("ReportLeaks", &identity.name);
+    counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => "ReportLeaks", "result" => "ok")
+        .increment(1);
+    app.audit.record(
+        AuditEntry::new(AuditEvent::AdminCall, &identity.name)
+            .request("ReportLeaks", "grpc")
+            .result(AuditResult::Ok),
+    );
     Ok(Response::new(pb::ReportLeaksReply {
         received: u32::try_from(received.leaks).unwrap_or(u32::MAX),
         message: format!(

@@ -32,7 +32,7 @@ impl AdminService {
     /// The caller's identity, if it proved one and its role allows `needed`. A refusal is
     /// counted, audited (bounded; with the operator's name when one proof named them) and
     /// answered UNAUTHENTICATED or PERMISSION_DENIED.
-    pub(super) fn authorize<T>(
+    fn authorize<T>(
         &self,
         method: &'static str,
         needed: Role,
@@ -116,7 +116,7 @@ impl AdminService {
         }))
     }
 
-    pub(super) fn audit_call(&self, method: &'static str, actor: &str) {
+    fn audit_call(&self, method: &'static str, actor: &str) {
         counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => method, "result" => "ok").increment(1);
         self.app.audit.record(
             AuditEntry::new(AuditEvent::AdminCall, actor)
@@ -274,7 +274,7 @@ impl Admin for AdminService {
         request: Request<pb::ConsumerRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
         let identity = self.authorize("UnthrottleConsumer", Role::Operator, &request)?;
-        super::calls::unthrottle(self, &identity, request.into_inner())
+        super::calls::unthrottle(&self.app, &identity, request.into_inner())
     }
 
     async fn report_leaks(
@@ -282,7 +282,7 @@ impl Admin for AdminService {
         request: Request<pb::ReportLeaksRequest>,
     ) -> Result<Response<pb::ReportLeaksReply>, Status> {
         let identity = self.authorize("ReportLeaks", Role::Operator, &request)?;
-        super::calls::report_leaks(self, &identity, request.into_inner()).await
+        super::calls::report_leaks(&self.app, &identity, request.into_inner()).await
     }
 
     async fn who_am_i(

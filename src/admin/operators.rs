@@ -11,7 +11,18 @@ use crate::auth::KeyHash;
 use crate::config::operators::{
     check_operators, CertMatch, OperatorConfig, OperatorsFile, SHARED_TOKEN_OPERATOR,
 };
-use crate::config::{AdminConfig, Role};
+use crate::config::{AdminConfig, Config, Role};
+
+/// The legacy shared admin token, from `admin.token_file` or the environment variable
+/// `admin.token_env`: the operator `shared-token`. None when unset or empty.
+pub fn shared_token(config: &Config) -> Option<SecretString> {
+    let text = match &config.admin.token_file {
+        Some(path) => std::fs::read_to_string(path).ok()?,
+        None => std::env::var(&config.admin.token_env).ok()?,
+    };
+    let text = text.trim();
+    (!text.is_empty()).then(|| SecretString::from(text.to_string()))
+}
 
 /// How a caller proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
