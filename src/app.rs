@@ -8,12 +8,14 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Notify};
 
 use crate::accounting::{Accounting, Ledger};
+use crate::admin::operators::Operators;
 use crate::audit::AuditLog;
 use crate::auth::registry::Registry;
 use crate::config::{self, Config, LimitsBackend};
 use crate::containment::Containment;
 use crate::detect::Detectors;
 use crate::gate::Gate;
+use crate::leaks::intake::LeakIntake;
 use crate::limits::Limiter;
 use crate::notify::{Notifications, Notifier};
 use crate::overrides::{Broadcaster, OverrideService, OverrideStore, StateError};
@@ -48,6 +50,8 @@ pub enum ActivateError {
     Redis(#[from] crate::limits::redis::RedisSetupError),
     #[error("notify: {0}")]
     Notify(String),
+    #[error(transparent)]
+    Operators(#[from] crate::admin::operators::OperatorsError),
 }
 
 pub struct App {
@@ -62,6 +66,11 @@ pub struct App {
     pub pipeline: Pipeline,
     /// Wakes the reloader (the admin API's credential refresh).
     pub refresh: Arc<Notify>,
+    /// Who may call the admin API (admin.operators, operators_file, the shared token),
+    /// replaced on every reload.
+    pub operators: arc_swap::ArcSwap<Operators>,
+    /// Acts on leaked keys reported by secret scanners.
+    pub leaks: Arc<LeakIntake>,
     broadcaster: Option<Broadcaster>,
 }
 
@@ -117,6 +126,12 @@ impl App {
             audit.clone(),
             notifications.clone(),
         ));
+        let leaks = Arc::new(LeakIntake::new(
+            gate.clone(),
+            overrides.clone(),
+            audit.clone(),
+            notifications.clone(),
+        ));
         let pipeline = Pipeline::new(
             gate.clone(),
             limiter.clone(),
@@ -134,6 +149,8 @@ impl App {
             containment,
             pipeline,
             refresh: Arc::new(Notify::new()),
+            operators: arc_swap::ArcSwap::from_pointee(Operators::default()),
+            leaks,
             broadcaster,
         })
     }
@@ -174,6 +191,8 @@ impl App {
         } else {
             None
         };
+        let operators =
+            Operators::load(&config.admin, crate::admin::operators::shared_token(config))?;
 
         self.accounting.set_prices(prices);
         self.limiter.configure(limits, redis);
@@ -185,6 +204,7 @@ impl App {
             include_usage: config.usage.include_usage,
         });
         self.detectors.set_config(config.detect.clone());
+        self.operators.store(Arc::new(operators));
         if let Some(next) = next_notifier {
             self.notifications.replace(next);
             tracing::info!("notification webhooks replaced");

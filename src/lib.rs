@@ -28,6 +28,7 @@ pub mod detect;
 pub mod envoy;
 pub mod gate;
 pub mod heap;
+pub mod leaks;
 pub mod limits;
 pub mod mutation;
 pub mod notify;

@@ -66,6 +66,29 @@ enum Command {
         #[command(flatten)]
         target: cli::admin::Target,
     },
+    /// Lift a detector's throttle from a consumer (on every target keygate).
+    Unthrottle {
+        name: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
+    /// Show the operator and role the admin API sees you as.
+    Whoami {
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
+    /// Report leaked keys found by a secret scanner (gitleaks) so keygate revokes them.
+    Leaks {
+        #[command(subcommand)]
+        command: cli::leaks::LeaksCommand,
+    },
+    /// Operator credentials for the admin API.
+    Admin {
+        #[command(subcommand)]
+        command: cli::operator_token::AdminCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +136,19 @@ fn main() -> ExitCode {
             &target,
             cli::admin::Command::Consumers(what),
         )),
+        Command::Unthrottle {
+            name,
+            reason,
+            target,
+        } => report(cli::admin::run(
+            &target,
+            cli::admin::Command::Unthrottle { name, reason },
+        )),
+        Command::Whoami { target } => report(cli::admin::run(&target, cli::admin::Command::WhoAmI)),
+        Command::Leaks {
+            command: cli::leaks::LeaksCommand::Report(args),
+        } => report(cli::leaks::report(&args)),
+        Command::Admin { command } => report(cli::operator_token::run(command)),
     }
 }
 

@@ -40,7 +40,8 @@ impl Reloader {
                 None
             }
         };
-        let mut last = fingerprint(&self.path, secrets_file(&current).as_deref());
+        let mut last = fingerprint(&self.path, secrets_file(&current).as_deref())
+            .map(|f| (f, fingerprint_files(&admin_files(&current))));
         loop {
             let forced = tokio::select! {
                 _ = tokio::time::sleep(current.reload.watch_interval) => false,
@@ -48,7 +49,8 @@ impl Reloader {
                 _ = self.app.refresh.notified() => true,
                 _ = stopped(&mut stop) => return,
             };
-            let now = fingerprint(&self.path, secrets_file(&current).as_deref());
+            let now = fingerprint(&self.path, secrets_file(&current).as_deref())
+                .map(|f| (f, fingerprint_files(&admin_files(&current))));
             if !forced && now == last {
                 continue;
             }
@@ -58,7 +60,8 @@ impl Reloader {
                 Ok((config, next)) => {
                     _background = next;
                     current = config;
-                    last = fingerprint(&self.path, secrets_file(&current).as_deref());
+                    last = fingerprint(&self.path, secrets_file(&current).as_deref())
+                        .map(|f| (f, fingerprint_files(&admin_files(&current))));
                     telemetry::record_reload(true);
                     let _ = tokio::task::spawn_blocking(crate::heap::trim).await;
                     let consumers = self.app.gate.registry().consumers().len();
@@ -87,7 +90,26 @@ fn secrets_file(config: &Config) -> Option<PathBuf> {
     }
 }
 
+/// Other files whose change is a reload: the admin operators file and the shared token's.
+fn admin_files(config: &Config) -> Vec<PathBuf> {
+    [&config.admin.operators_file, &config.admin.token_file]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+}
+
 type Fingerprint = Option<[u8; 32]>;
+
+/// The content of `files` (a missing one counts as empty).
+fn fingerprint_files(files: &[PathBuf]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(std::fs::read(f).unwrap_or_default());
+        hasher.update([0]);
+    }
+    hasher.finalize().into()
+}
 
 fn fingerprint(config: &Path, secrets: Option<&Path>) -> Fingerprint {
     let mut hasher = Sha256::new();

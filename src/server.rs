@@ -50,6 +50,8 @@ pub enum ServeError {
     Task(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Alerts(#[from] crate::admin::github_alerts::AlertsError),
 }
 
 /// Runs until SIGTERM or SIGINT, then drains in-flight streams and stops.
@@ -119,28 +121,37 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
         accounting: app.accounting.clone(),
         metrics,
     });
-    match bootstrap::admin_token(&config) {
-        Some(token) => {
-            let service = bootstrap::admin_service(&app, token);
-            let server = bootstrap::admin_server(&config)?;
-            let listen = config.admin.listen;
-            if !listen.ip().is_loopback() && config.admin.tls.is_none() {
-                tracing::warn!(
-                    admin_grpc = %listen,
-                    "the admin API listens beyond loopback without admin.tls: bearer tokens cross the network in clear"
-                );
-            }
-            let stop = stop.clone();
-            listeners.spawn(async move {
-                bootstrap::serve_admin(server, listen, service, stop)
-                    .await
-                    .map_err(ServeError::from)
-            });
-        }
-        None => tracing::warn!(
+    if app.operators.load().is_empty() {
+        tracing::warn!(
             env = %config.admin.token_env,
-            "no admin token configured (admin.token_file or the environment): the admin API is off"
-        ),
+            "no admin operators (admin.operators, admin.operators_file) and no shared token (admin.token_file or the environment): the admin API is off"
+        );
+    } else {
+        let service = bootstrap::admin_service(&app);
+        let server = bootstrap::admin_server(&config)?;
+        let listen = config.admin.listen;
+        if !listen.ip().is_loopback() && config.admin.tls.is_none() {
+            tracing::warn!(
+                admin_grpc = %listen,
+                "the admin API listens beyond loopback without admin.tls: bearer tokens cross the network in clear"
+            );
+        }
+        let stop = stop.clone();
+        listeners.spawn(async move {
+            bootstrap::serve_admin(server, listen, service, stop)
+                .await
+                .map_err(ServeError::from)
+        });
+    }
+    if let Some(github) = &config.leaks.github {
+        let receiver = admin::github_alerts::receiver(&app, github)?;
+        let listen = github.listen;
+        let stop = stop.clone();
+        listeners.spawn(async move {
+            admin::github_alerts::serve(receiver, listen, stop)
+                .await
+                .map_err(ServeError::from)
+        });
     }
     let mut admin_stop = stop.clone();
     listeners.spawn(async move {

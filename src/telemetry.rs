@@ -49,6 +49,12 @@ pub const DETECTIONS_TOTAL: &str = "keygate_detections_total";
 pub const NOTIFICATIONS_TOTAL: &str = "keygate_notifications_total";
 /// Audit lines that could not be written to the audit file.
 pub const AUDIT_ERRORS_TOTAL: &str = "keygate_audit_errors_total";
+/// Leaked keys reported by secret scanners, by scanner and what keygate did: `revoked`,
+/// `already_revoked`, `unknown_key` or `failed`.
+pub const LEAK_REPORTS_TOTAL: &str = "keygate_leak_reports_total";
+/// GitHub secret-scanning alert requests by result: `ok`, `unsigned`, `bad_signature`,
+/// `too_large`, `bad_request`.
+pub const LEAK_ALERTS_TOTAL: &str = "keygate_leak_alerts_total";
 
 /// The label value used for requests whose key matched no consumer.
 pub const UNKNOWN: &str = "unknown";
@@ -212,6 +218,14 @@ fn describe() {
     describe_counter!(
         AUDIT_ERRORS_TOTAL,
         "Audit lines that could not be written to the audit file."
+    );
+    describe_counter!(
+        LEAK_REPORTS_TOTAL,
+        "Leaked keys reported by scanners, by scanner and outcome."
+    );
+    describe_counter!(
+        LEAK_ALERTS_TOTAL,
+        "GitHub secret-scanning alert requests by result."
     );
 }
 

@@ -164,3 +164,33 @@ consumers:
     }
     assert_eq!(admitted, 10, "a quarter of 40 per minute");
 }
+
+#[tokio::test]
+async fn unthrottle_lifts_a_detector_throttle_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = load_consumer(
+        dir.path(),
+        r#"
+providers:
+  openai: {kind: openai, credentials: {production: openai/production}, limits: {requests_per_minute: 40}}
+consumers:
+  - name: busy
+    environment: production
+    provider: openai
+    keys: [{hash: "sha256:0000000000000000000000000000000000000000000000000000000000000003"}]
+    scope: {routes: ["GET /v1/models"]}
+"#,
+    );
+    let (_, limiter) = limiter(Ledger::in_memory());
+    assert!(!limiter.unthrottle(&c.name), "nothing to lift yet");
+    limiter.throttle(&c.name, 0.25, std::time::Duration::from_secs(60));
+    while limiter.admit_request(&c, None).await.is_ok() {}
+    assert!(limiter.unthrottle(&c.name));
+    let mut admitted = 0;
+    while limiter.admit_request(&c, None).await.is_ok() {
+        admitted += 1;
+        assert!(admitted <= 40);
+    }
+    assert_eq!(admitted, 30, "the rest of the consumer's own 40 per minute");
+    assert!(!limiter.unthrottle(&c.name));
+}

@@ -50,6 +50,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("notify/redact.rs", 1),
     ("audit/entry.rs", 1),
     ("overrides/action.rs", 1),
+    ("leaks/report.rs", 1),
+    ("leaks/github.rs", 1),
+    ("leaks/gitleaks.rs", 1),
+    ("leaks/signature.rs", 1),
     // 2: state and sources
     ("auth/", 2),
     ("limits/", 2),
@@ -67,6 +71,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pipeline/", 3),
     ("containment.rs", 3),
     ("overrides/", 3),
+    ("leaks/", 3),
     // 4: edges and planes
     ("envoy/", 4),
     ("admin/", 4),

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use secrecy::SecretString;
 use tokio::sync::watch;
 
 use super::denied_calls::DeniedCalls;
@@ -23,15 +22,8 @@ pub enum BootstrapError {
     },
 }
 
-/// The admin token, from its file or environment variable; None disables the admin API.
-pub fn admin_token(config: &Config) -> Option<SecretString> {
-    let text = match &config.admin.token_file {
-        Some(path) => std::fs::read_to_string(path).ok()?,
-        None => std::env::var(&config.admin.token_env).ok()?,
-    };
-    let text = text.trim();
-    (!text.is_empty()).then(|| SecretString::from(text.to_string()))
-}
+/// The legacy shared admin token (see [`super::operators::shared_token`]).
+pub use super::operators::shared_token as admin_token;
 
 /// The admin gRPC server, with TLS when configured. Certificates are read and checked here,
 /// at startup, so a bad file stops `serve` with the field named instead of failing later.
@@ -76,11 +68,10 @@ pub async fn serve_admin(
     Ok(())
 }
 
-/// The service, with what it needs from the running keygate.
-pub fn admin_service(app: &Arc<App>, token: SecretString) -> AdminService {
+/// The service, with what it needs from the running keygate (its operators included).
+pub fn admin_service(app: &Arc<App>) -> AdminService {
     AdminService {
         app: app.clone(),
-        token,
         denied: DeniedCalls::default(),
     }
 }

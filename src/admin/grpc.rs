@@ -1,73 +1,88 @@
-//! The admin gRPC service. Every call needs `authorization: Bearer <admin token>` (compared in
-//! constant time), is counted, and is written to the audit log; a bad or missing token is
-//! UNAUTHENTICATED and audited too. Actions go through the override service.
+//! The admin gRPC service. Every call needs an operator's credential (a bearer token or a
+//! client certificate, [`super::identity`]) whose role allows it, is counted, and is written
+//! to the audit log under the operator's name; a refused call is UNAUTHENTICATED or
+//! PERMISSION_DENIED and audited too. Actions go through the override service.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::counter;
-use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
 use super::denied_calls::DeniedCalls;
+use super::identity::identify;
+use super::operators::Identity;
 use super::pb;
 use super::pb::admin_server::Admin;
 use crate::app::App;
 use crate::audit::{AuditEntry, AuditEvent, AuditResult};
 use crate::auth::KeyId;
+use crate::config::Role;
 use crate::detect::Detection;
 use crate::overrides::{Action, Actor, OverrideError};
 use crate::telemetry;
 
 pub struct AdminService {
     pub app: Arc<App>,
-    pub token: SecretString,
     /// Bounds the audit lines of refused calls.
     pub denied: DeniedCalls,
 }
 
 impl AdminService {
-    fn authorize<T>(&self, method: &'static str, request: &Request<T>) -> Result<String, Status> {
-        let actor = request
-            .metadata()
-            .get("x-keygate-actor")
-            .and_then(|v| v.to_str().ok())
-            .map(|a| {
-                a.chars()
-                    .filter(|c| c.is_ascii_graphic())
-                    .take(64)
-                    .collect::<String>()
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        let ok: bool = presented
-            .as_bytes()
-            .ct_eq(self.token.expose_secret().as_bytes())
-            .into();
+    /// The caller's identity, if it proved one and its role allows `needed`. A refusal is
+    /// counted, audited (bounded; with the operator's name when one proof named them) and
+    /// answered UNAUTHENTICATED or PERMISSION_DENIED.
+    fn authorize<T>(
+        &self,
+        method: &'static str,
+        needed: Role,
+        request: &Request<T>,
+    ) -> Result<Identity, Status> {
+        let bearer = request.metadata().get("authorization").map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+        });
+        let certs = request.peer_certs();
+        let peer = certs.as_ref().and_then(|c| c.first());
+        let operators = self.app.operators.load();
         let now = Instant::now();
-        if ok && !presented.is_empty() {
-            self.denied.flush(&self.app.audit, now);
-            return Ok(actor);
-        }
-        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => method, "result" => "unauthenticated")
-            .increment(1);
+        let (result, actor, reason) = match identify(&operators, bearer, peer) {
+            Ok(identity) if identity.role.allows(needed) => {
+                self.denied.flush(&self.app.audit, now);
+                return Ok(identity);
+            }
+            Ok(identity) => (
+                "permission_denied",
+                identity.name,
+                format!(
+                    "permission denied: role {} may not call {method}",
+                    identity.role.as_str()
+                ),
+            ),
+            Err(refused) => (
+                "unauthenticated",
+                refused.known_as.unwrap_or_else(|| "unknown".into()),
+                refused.reason.to_string(),
+            ),
+        };
+        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => method, "result" => result).increment(1);
         self.denied.refused(
             &self.app.audit,
             AuditEntry::new(AuditEvent::AdminCall, &actor)
                 .request(method, "grpc")
                 .result(AuditResult::Denied)
-                .reason("unauthenticated"),
+                .reason(&reason),
             now,
         );
-        Err(Status::unauthenticated(
-            "a valid admin bearer token is required",
-        ))
+        Err(if result == "unauthenticated" {
+            Status::unauthenticated(
+                "a valid admin bearer token (an operator's) or client certificate is required",
+            )
+        } else {
+            Status::permission_denied(reason)
+        })
     }
 
     async fn act<T>(
@@ -77,11 +92,11 @@ impl AdminService {
         action: impl FnOnce(&T) -> Result<Action, Status>,
         reason: impl FnOnce(T) -> String,
     ) -> Result<Response<pb::ActionReply>, Status> {
-        let actor = self.authorize(method, &request)?;
+        let identity = self.authorize(method, Role::Operator, &request)?;
         let body = request.into_inner();
         let action = action(&body)?;
         let actor = Actor::Operator {
-            name: actor,
+            name: identity.name,
             method,
         };
         let applied = self
@@ -187,7 +202,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListConsumersRequest>,
     ) -> Result<Response<pb::ListConsumersReply>, Status> {
-        let actor = self.authorize("ListConsumers", &request)?;
+        let actor = self
+            .authorize("ListConsumers", Role::ReadOnly, &request)?
+            .name;
         let registry = self.app.gate.registry();
         let overrides = self.app.gate.overrides();
         let accounting = &self.app.accounting;
@@ -222,7 +239,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
-        let actor = self.authorize("RefreshCredentials", &request)?;
+        let actor = self
+            .authorize("RefreshCredentials", Role::Operator, &request)?
+            .name;
         self.app.refresh.notify_one();
         self.audit_call("RefreshCredentials", &actor);
         Ok(Response::new(pb::ActionReply {
@@ -235,7 +254,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListDetectionsRequest>,
     ) -> Result<Response<pb::ListDetectionsReply>, Status> {
-        let actor = self.authorize("ListDetections", &request)?;
+        let actor = self
+            .authorize("ListDetections", Role::ReadOnly, &request)?
+            .name;
         let limit = request.get_ref().limit.clamp(1, 1000) as usize;
         let detections = self
             .app
@@ -246,6 +267,35 @@ impl Admin for AdminService {
             .collect();
         self.audit_call("ListDetections", &actor);
         Ok(Response::new(pb::ListDetectionsReply { detections }))
+    }
+
+    async fn unthrottle_consumer(
+        &self,
+        request: Request<pb::ConsumerRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let identity = self.authorize("UnthrottleConsumer", Role::Operator, &request)?;
+        super::calls::unthrottle(&self.app, &identity, request.into_inner())
+    }
+
+    async fn report_leaks(
+        &self,
+        request: Request<pb::ReportLeaksRequest>,
+    ) -> Result<Response<pb::ReportLeaksReply>, Status> {
+        let identity = self.authorize("ReportLeaks", Role::Operator, &request)?;
+        super::calls::report_leaks(&self.app, &identity, request.into_inner()).await
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIReply>, Status> {
+        let identity = self.authorize("WhoAmI", Role::ReadOnly, &request)?;
+        self.audit_call("WhoAmI", &identity.name);
+        Ok(Response::new(pb::WhoAmIReply {
+            name: identity.name,
+            role: identity.role.as_str().into(),
+            authenticated_by: identity.proof.as_str().into(),
+        }))
     }
 }
 

@@ -2,9 +2,13 @@
 //! API (suspend, resume, revoke, list, refresh), which acts through the override service.
 
 pub mod bootstrap;
+mod calls;
 pub mod denied_calls;
+pub mod github_alerts;
 pub mod grpc;
 mod http;
+pub mod identity;
+pub mod operators;
 
 /// Generated from `proto/keygate/admin/v1/admin.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::auth::key_id::KeyId;
 use crate::detect::action::Action;
 use crate::detect::detection::{Detection, DetectorKind, Evidence};
+use crate::leaks::report::{LeakLocation, Scanner};
 use crate::notify::redact::redact;
 use crate::serde_util::rfc3339;
 
@@ -25,6 +26,8 @@ pub enum AuditEvent {
     ConsumerUnthrottled,
     Detection,
     AdminCall,
+    /// A scanner reported a keygate key as leaked.
+    KeyLeaked,
 }
 
 impl AuditEvent {
@@ -39,6 +42,7 @@ impl AuditEvent {
             AuditEvent::ConsumerUnthrottled => "consumer_unthrottled",
             AuditEvent::Detection => "detection",
             AuditEvent::AdminCall => "admin_call",
+            AuditEvent::KeyLeaked => "key_leaked",
         }
     }
 }
@@ -73,6 +77,11 @@ pub struct AuditEntry {
     request: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     evidence: Option<Evidence>,
+    /// For `key_leaked`: which scanner, and where the key was found (cleaned; never the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scanner: Option<Scanner>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<LeakLocation>,
 }
 
 impl AuditEntry {
@@ -90,6 +99,8 @@ impl AuditEntry {
             action: None,
             request: None,
             evidence: None,
+            scanner: None,
+            location: None,
         }
     }
 
@@ -143,6 +154,13 @@ impl AuditEntry {
     pub fn request(mut self, method: &str, path: &str) -> Self {
         let path = path.split('?').next().unwrap_or_default();
         self.request = Some(redact(&format!("{method} {path}")));
+        self
+    }
+
+    /// Where a scanner found a leaked key ([`LeakLocation`] fields are cleaned when built).
+    pub fn leak(mut self, scanner: Scanner, location: &LeakLocation) -> Self {
+        self.scanner = Some(scanner);
+        self.location = Some(location.clone().cleaned());
         self
     }
 

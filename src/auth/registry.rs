@@ -223,6 +223,16 @@ impl Registry {
         }
     }
 
+    /// The consumer holding the key with this hash and environment, expired or not (a leak
+    /// report names a key by its hash; the key itself may never reach keygate).
+    pub fn consumer_of_key(&self, hash: &KeyHash, env: KeyEnv) -> Option<&Arc<Consumer>> {
+        let entry = self.keys.get(hash)?;
+        if entry.env != env {
+            return None;
+        }
+        self.consumers.get(entry.consumer)
+    }
+
     pub fn consumers(&self) -> &[Arc<Consumer>] {
         &self.consumers
     }

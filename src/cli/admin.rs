@@ -1,4 +1,6 @@
-//! `keygate revoke|suspend|resume|consumers`: admin API calls to one or many running keygates.
+//! `keygate revoke|suspend|resume|unthrottle|consumers|whoami|leaks report`: admin API calls to
+//! one or many running keygates, as the operator the token (KEYGATE_ADMIN_TOKEN or
+//! --token-file) or the client certificate (--tls-cert/--tls-key) names.
 //! The replica that receives a command persists it (state file) and broadcasts it (Redis);
 //! calling every replica as well makes the effect immediate even without Redis. With
 //! `--config` naming a Vault consumer store, the command is also written there, so it
@@ -14,7 +16,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use super::vault_store::Change;
 use crate::admin::pb::admin_client::AdminClient;
-use crate::admin::pb::{ConsumerRequest, KeyRequest, ListConsumersRequest};
+use crate::admin::pb::{
+    ConsumerRequest, KeyRequest, LeakedKey, ListConsumersRequest, ReportLeaksRequest, WhoAmIRequest,
+};
 use crate::config::ConsumerStatus;
 
 /// Where the admin API is and how to authenticate.
@@ -29,12 +33,14 @@ pub struct Target {
         global = true
     )]
     pub targets: String,
-    /// File holding the admin bearer token (else KEYGATE_ADMIN_TOKEN).
+    /// File holding your operator token (else KEYGATE_ADMIN_TOKEN; neither is needed when
+    /// your client certificate, --tls-cert, identifies you).
     #[arg(long, env = "KEYGATE_ADMIN_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
-    /// Who is acting, for the audit log (default: $USER).
-    #[arg(long, env = "USER", default_value = "unknown", global = true)]
-    pub actor: String,
+    /// Ignored: the audit log names the operator your token or certificate identifies. Kept so
+    /// older scripts still run.
+    #[arg(long, global = true, hide = true)]
+    pub actor: Option<String>,
     /// keygate config naming the consumer store: when consumers live in Vault, suspend,
     /// resume and revoke are also written there (with this config's Vault connection).
     #[arg(short, long, env = "KEYGATE_CONFIG", global = true)]
@@ -128,21 +134,26 @@ pub enum Command {
     Suspend { name: String, reason: String },
     Resume { name: String, reason: String },
     Consumers(ConsumersCommand),
+    Unthrottle { name: String, reason: String },
+    WhoAmI,
+    ReportLeaks(Vec<LeakedKey>),
 }
 
-fn token(target: &Target) -> anyhow::Result<String> {
+/// The operator token: --token-file, else KEYGATE_ADMIN_TOKEN; none when a client
+/// certificate identifies the caller instead.
+fn token(target: &Target) -> anyhow::Result<Option<String>> {
     let token = match &target.token_file {
         Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?
+            Some(std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?)
         }
-        None => std::env::var("KEYGATE_ADMIN_TOKEN")
-            .context("set KEYGATE_ADMIN_TOKEN or --token-file")?,
+        None => std::env::var("KEYGATE_ADMIN_TOKEN").ok(),
     };
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        bail!("the admin token is empty");
+    match token.map(|t| t.trim().to_string()) {
+        Some(t) if !t.is_empty() => Ok(Some(t)),
+        Some(_) => bail!("the admin token is empty"),
+        None if target.tls.tls_cert.is_some() => Ok(None),
+        None => bail!("set KEYGATE_ADMIN_TOKEN or --token-file, or give a client certificate (--tls-cert/--tls-key)"),
     }
-    Ok(token)
 }
 
 /// One keygate to call: its socket address, and for `dns:` targets the name it was found by
@@ -189,7 +200,7 @@ pub fn run(target: &Target, command: Command) -> anyhow::Result<()> {
     for resolved in resolve(&target.targets)? {
         let addr = &resolved.addr;
         let tls = target.tls.config(resolved.name.as_deref())?;
-        match runtime.block_on(call(addr, tls, &token, &target.actor, &command)) {
+        match runtime.block_on(call(addr, tls, token.as_deref(), &command)) {
             Ok(line) => println!("{addr}: {line}"),
             Err(e) => {
                 failures += 1;
@@ -231,7 +242,10 @@ impl Command {
             }
             Command::Suspend { name, .. } => Some(status(name, ConsumerStatus::Suspended)),
             Command::Resume { name, .. } => Some(status(name, ConsumerStatus::Active)),
-            Command::Consumers(_) => None,
+            Command::Consumers(_)
+            | Command::Unthrottle { .. }
+            | Command::WhoAmI
+            | Command::ReportLeaks(_) => None,
         }
     }
 }
@@ -239,8 +253,7 @@ impl Command {
 async fn call(
     addr: &str,
     tls: Option<ClientTlsConfig>,
-    token: &str,
-    actor: &str,
+    token: Option<&str>,
     command: &Command,
 ) -> anyhow::Result<String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -251,13 +264,14 @@ async fn call(
         endpoint = endpoint.tls_config(tls)?;
     }
     let channel = endpoint.connect().await?;
-    let bearer: MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let actor: MetadataValue<_> = actor
-        .parse()
-        .unwrap_or_else(|_| MetadataValue::from_static("unknown"));
+    let bearer: Option<MetadataValue<_>> = token
+        .map(|t| format!("Bearer {t}").parse())
+        .transpose()
+        .context("the admin token is not a valid header value")?;
     let mut client = AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", bearer.clone());
-        req.metadata_mut().insert("x-keygate-actor", actor.clone());
+        if let Some(bearer) = &bearer {
+            req.metadata_mut().insert("authorization", bearer.clone());
+        }
         Ok(req)
     });
     let reply = match command {
@@ -289,6 +303,35 @@ async fn call(
             })
             .await?
             .into_inner(),
+        Command::Unthrottle { name, reason } => client
+            .unthrottle_consumer(ConsumerRequest {
+                consumer: name.clone(),
+                reason: reason.clone(),
+            })
+            .await?
+            .into_inner(),
+        Command::WhoAmI => {
+            let me = client.who_am_i(WhoAmIRequest {}).await?.into_inner();
+            return Ok(format!(
+                "{} (role {}, by {})",
+                me.name, me.role, me.authenticated_by
+            ));
+        }
+        Command::ReportLeaks(leaks) => {
+            let mut received = 0;
+            let mut message = String::from("no leaks to report");
+            for chunk in leaks.chunks(1000) {
+                let reply = client
+                    .report_leaks(ReportLeaksRequest {
+                        leaks: chunk.to_vec(),
+                    })
+                    .await?
+                    .into_inner();
+                received += reply.received;
+                message = reply.message;
+            }
+            return Ok(format!("{received} sent: {message}"));
+        }
         Command::Consumers(ConsumersCommand::List) => {
             let list = client
                 .list_consumers(ListConsumersRequest {})

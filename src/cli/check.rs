@@ -68,6 +68,13 @@ fn unpriced_notes(config: &Config, registry: &Registry) -> anyhow::Result<Vec<St
 /// provider keys to the network.
 fn check_listeners(config: &Config) -> anyhow::Result<()> {
     crate::admin::bootstrap::admin_server(config)?;
+    crate::admin::operators::Operators::load(
+        &config.admin,
+        crate::admin::bootstrap::admin_token(config),
+    )?;
+    if let Some(github) = &config.leaks.github {
+        crate::admin::github_alerts::signing_keys(github)?;
+    }
     match &config.listeners.grpc_tls {
         Some(tls) => {
             crate::tls::server_config(

@@ -37,6 +37,10 @@ pub struct CreateArgs {
     /// A scope route such as "POST /v1/chat/completions"; repeat for several.
     #[arg(long = "route")]
     pub routes: Vec<String>,
+    /// Audit log to append the key's creation to (default: `admin.audit_log` of --config;
+    /// without either, the audit line is printed to stderr as a `# audit:` comment).
+    #[arg(long, env = "KEYGATE_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::key_record::{CreateArgs, KeyRecord, StoreArg};
+use crate::audit::{AuditEntry, AuditEvent, AuditLog, AuditResult};
 use crate::auth::{key, KeyEnv, KeyHash};
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +49,7 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")?;
     out.flush()?;
-    match stored {
+    match &stored {
         Some(where_) => eprintln!(
             "stored {} for consumer {} in {where_}",
             record.hash.key_id(),
@@ -67,6 +68,43 @@ fn create(args: &CreateArgs) -> anyhow::Result<()> {
             }
             eprint!("{yaml}");
         }
+    }
+    audit_creation(args, &record, stored.is_some())
+}
+
+/// Writes the key's creation to the audit log (`--audit-log`, or `admin.audit_log` of
+/// `--config`), or prints the audit line to stderr as a YAML comment. The actor is the local
+/// user: the CLI holds no operator credential for this command.
+fn audit_creation(args: &CreateArgs, record: &KeyRecord, in_vault: bool) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let mut reason = String::from(if in_vault {
+        "stored in the Vault consumer store"
+    } else {
+        "record printed for the config file"
+    });
+    if let Some(at) = &record.expires {
+        reason.push_str(&format!("; expires {at}"));
+    }
+    let entry = AuditEntry::new(AuditEvent::KeyCreated, &format!("{user} (local cli)"))
+        .consumer(&args.consumer)
+        .key_id(record.hash.key_id())
+        .request("keygate", "keys create")
+        .result(AuditResult::Ok)
+        .reason(&reason);
+    let path = match (&args.audit_log, &args.config) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(config)) => {
+            let config = crate::config::load(config)?;
+            Some(config.admin.audit_log).filter(|p| !p.as_os_str().is_empty())
+        }
+        (None, None) => None,
+    };
+    match path {
+        Some(path) => {
+            AuditLog::open(Some(&path))?.record(entry);
+            eprintln!("# audited in {}", path.display());
+        }
+        None => eprint!("# audit: {}", entry.to_line()?),
     }
     Ok(())
 }

@@ -4,4 +4,6 @@ pub mod admin;
 pub mod check;
 pub mod key_record;
 pub mod keys;
+pub mod leaks;
+pub mod operator_token;
 mod vault_store;

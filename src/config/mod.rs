@@ -2,7 +2,9 @@
 //! e.g. `consumers[2].scope.routes[0]: unknown method "POTS"`.
 
 mod consumers;
+pub mod leaks;
 mod limits;
+pub mod operators;
 mod restart;
 mod sources;
 mod types;
@@ -11,7 +13,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use consumers::*;
+pub use leaks::{GithubAlertsConfig, LeaksConfig, PublicKeyConfig};
 pub use limits::*;
+pub use operators::{OperatorConfig, Role};
 pub use restart::restart_only_changes;
 pub use sources::*;
 pub use types::*;

@@ -38,6 +38,7 @@ pub fn restart_only_changes(running: &Config, reloaded: &Config) -> Vec<&'static
         ("admin.tls", tls(a) != tls(b)),
         ("admin.state_file", a.admin.state_file != b.admin.state_file),
         ("admin.audit_log", a.admin.audit_log != b.admin.audit_log),
+        ("leaks", a.leaks != b.leaks),
         ("usage.ledger", a.usage.ledger != b.usage.ledger),
         (
             "usage.source_window",

@@ -41,6 +41,9 @@ pub struct Config {
     /// Webhooks that receive detections and admin actions.
     #[serde(default)]
     pub notify: crate::notify::config::NotifyConfig,
+    /// Where secret scanners report leaked keys (GitHub secret-scanning alerts).
+    #[serde(default)]
+    pub leaks: super::leaks::LeaksConfig,
 }
 
 impl Config {
@@ -77,6 +80,16 @@ impl Config {
         }
         if let Some(token) = &mut self.admin.token_file {
             resolve(token);
+        }
+        if let Some(file) = &mut self.admin.operators_file {
+            resolve(file);
+        }
+        if let Some(github) = &mut self.leaks.github {
+            for key in &mut github.public_keys {
+                if let Some(file) = &mut key.key_file {
+                    resolve(file);
+                }
+            }
         }
         if let Some(tls) = &mut self.admin.tls {
             resolve(&mut tls.cert_file);
@@ -234,6 +247,12 @@ pub struct AdminConfig {
     /// Serve the admin API over TLS (required once it listens beyond loopback).
     #[serde(default)]
     pub tls: Option<AdminTls>,
+    /// Operators with their own credentials and roles (applied on reload).
+    #[serde(default)]
+    pub operators: Vec<super::operators::OperatorConfig>,
+    /// More operators, from a file of its own (`operators: [...]`), re-read on reload.
+    #[serde(default)]
+    pub operators_file: Option<PathBuf>,
 }
 
 /// PEM files for the admin API's TLS, relative to this config file. With `client_ca_file`,
@@ -256,6 +275,8 @@ impl Default for AdminConfig {
             state_file: default_state_file(),
             audit_log: PathBuf::new(),
             tls: None,
+            operators: Vec::new(),
+            operators_file: None,
         }
     }
 }

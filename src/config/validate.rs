@@ -116,6 +116,14 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
             "at most 16 trusted proxies".into(),
         );
     }
+    if let Err((i, field, message)) = super::operators::check_operators(&config.admin.operators) {
+        return err(format!("admin.operators[{i}].{field}"), message);
+    }
+    if let Some(github) = &config.leaks.github {
+        if let Err((field, message)) = github.check() {
+            return err(format!("leaks.github.{field}"), message);
+        }
+    }
     if let Err(e) = config.detect.validate() {
         return err("detect".into(), e.to_string());
     }

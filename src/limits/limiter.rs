@@ -215,6 +215,13 @@ impl Limiter {
             .insert(consumer.clone(), (divisor, Instant::now() + period));
     }
 
+    /// Lifts a throttle; returns whether the consumer was throttled.
+    pub fn unthrottle(&self, consumer: &str) -> bool {
+        let throttled = self.throttle_divisor(&Arc::from(consumer)).is_some();
+        self.throttled.remove(consumer);
+        throttled
+    }
+
     fn throttle_divisor(&self, consumer: &Arc<str>) -> Option<u32> {
         let entry = self.throttled.get(consumer)?;
         let (divisor, until) = *entry;

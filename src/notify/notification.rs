@@ -9,6 +9,7 @@ use crate::audit::entry::AuditEvent;
 use crate::auth::key_id::KeyId;
 use crate::detect::action::Action;
 use crate::detect::detection::{Detection, DetectorKind, Evidence, Severity};
+use crate::leaks::report::{LeakLocation, Scanner};
 
 /// What a notification is about: a detector firing, or an admin or CLI action.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +24,10 @@ pub struct Notification {
     pub(super) actor: Option<String>,
     pub(super) reason: Option<String>,
     pub(super) at: SystemTime,
+    /// The consumer's team, when the notification is for its owner (a leak).
+    pub(super) team: Option<Arc<str>>,
+    /// Which scanner found a leaked key, and where (cleaned).
+    pub(super) leak: Option<(Scanner, LeakLocation)>,
 }
 
 impl Notification {
@@ -39,6 +44,8 @@ impl Notification {
             actor: None,
             reason: None,
             at: d.at,
+            team: None,
+            leak: None,
         }
     }
 
@@ -62,6 +69,34 @@ impl Notification {
             actor: Some(redact(actor)),
             reason: reason.map(redact),
             at: SystemTime::now(),
+            team: None,
+            leak: None,
+        }
+    }
+
+    /// A scanner found `key_id` of `consumer` (of `team`) leaked at `location`, and keygate
+    /// revoked it. Critical: the owner must replace the key.
+    pub fn leak(
+        consumer: Arc<str>,
+        team: Option<Arc<str>>,
+        key_id: KeyId,
+        scanner: Scanner,
+        location: &LeakLocation,
+        reporter: &str,
+    ) -> Self {
+        Notification {
+            event: AuditEvent::KeyLeaked,
+            consumer: Some(consumer),
+            key_id: Some(key_id),
+            detector: None,
+            severity: Severity::Critical,
+            action: None,
+            evidence: None,
+            actor: Some(redact(reporter)),
+            reason: Some("the key was found in public and is revoked; issue a new one".into()),
+            at: SystemTime::now(),
+            team,
+            leak: Some((scanner, location.clone().cleaned())),
         }
     }
 

@@ -40,6 +40,7 @@ fn action_name(n: &Notification) -> &'static str {
         AuditEvent::ConsumerUnthrottled => "unthrottle",
         AuditEvent::Detection => "alert",
         AuditEvent::AdminCall => "admin_call",
+        AuditEvent::KeyLeaked => "revoke_key",
     }
 }
 
@@ -67,7 +68,11 @@ pub(super) fn generic(n: &Notification) -> Value {
             "period": humantime::format_duration(period).to_string(),
         });
     }
+    if let Some((scanner, location)) = &n.leak {
+        doc["leak"] = json!({"scanner": scanner.as_str(), "location": location});
+    }
     for (field, value) in [
+        ("team", n.team.as_deref()),
         ("key_id", n.key_id.map(|k| k.to_string()).as_deref()),
         ("actor", n.actor.as_deref()),
         ("reason", n.reason.as_deref()),
@@ -93,8 +98,17 @@ pub(super) fn slack(n: &Notification) -> Value {
     if let Some(c) = &n.consumer {
         fields.insert(0, field("Consumer", &format!("`{}`", escape(c))));
     }
+    if let Some(t) = &n.team {
+        fields.push(field("Team", &escape(t)));
+    }
     if let Some(d) = n.detector {
         fields.push(field("Detector", d.as_str()));
+    }
+    if let Some((scanner, location)) = &n.leak {
+        fields.push(field(
+            "Found by",
+            &format!("{} at {}", scanner.as_str(), escape(&location.summary())),
+        ));
     }
     if let Some(k) = &n.key_id {
         fields.push(field("Key", &format!("`{k}`")));
@@ -146,6 +160,9 @@ pub(super) fn summary(n: &Notification) -> String {
     if let Some(c) = &n.consumer {
         let _ = write!(s, " for consumer {c}");
     }
+    if let Some(t) = &n.team {
+        let _ = write!(s, " (team {t})");
+    }
     if let Some(k) = &n.key_id {
         let _ = write!(s, " key {k}");
     }
@@ -182,6 +199,13 @@ pub(super) fn summary(n: &Notification) -> String {
         if let Some(source) = e.source {
             why.push(format!("used from {source}"));
         }
+    }
+    if let Some((scanner, location)) = &n.leak {
+        why.push(format!(
+            "found by {} at {}",
+            scanner.as_str(),
+            location.summary()
+        ));
     }
     if let Some(r) = &n.reason {
         why.push(r.clone());

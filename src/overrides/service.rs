@@ -24,6 +24,9 @@ pub enum Actor {
     Operator { name: String, method: &'static str },
     /// A detector's automatic action.
     Detector(DetectorKind),
+    /// A secret scanner's leak report (GitHub's alert, or an operator's gitleaks report):
+    /// `reporter` names who reported it. The leak intake notifies the owner itself.
+    Scanner { reporter: String },
 }
 
 /// Why an action was refused.
@@ -158,6 +161,9 @@ impl OverrideService {
             Actor::Detector(kind) => AuditEntry::new(event, "detector")
                 .detector(*kind)
                 .reason(kind.as_str()),
+            Actor::Scanner { reporter } => AuditEntry::new(event, reporter)
+                .reason(reason)
+                .result(AuditResult::Ok),
         };
         if let Some(c) = action.consumer() {
             entry = entry.consumer(c);
@@ -183,5 +189,6 @@ fn actor_name(actor: &Actor) -> &str {
     match actor {
         Actor::Operator { name, .. } => name,
         Actor::Detector(kind) => kind.as_str(),
+        Actor::Scanner { reporter } => reporter,
     }
 }

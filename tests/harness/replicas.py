@@ -38,6 +38,7 @@ class Replicas:
         config.update(extra or {})
         self.keygates: list[Keygate] = []
         self.admin_ports: list[int] = []
+        self.alert_ports: list[int] = []  # leaks.github.listen, one per replica
         for i in range(3):
             sub = workdir / f"replica{i}"
             sub.mkdir()
@@ -45,6 +46,10 @@ class Replicas:
             if "admin" in config:
                 self.admin_ports.append(free_port())
                 replica_config["admin"] = {**config["admin"], "listen": f"127.0.0.1:{self.admin_ports[-1]}"}
+            if "github" in config.get("leaks", {}):
+                self.alert_ports.append(free_port())
+                github = {**config["leaks"]["github"], "listen": f"127.0.0.1:{self.alert_ports[-1]}"}
+                replica_config["leaks"] = {**config["leaks"], "github": github}
             self.keygates.append(start_keygate(sub, replica_config, SECRETS, env={"KEYGATE_LOG": KEYGATE_LOG, **(env or {})}))
         self.envoy_port = free_port()
         rendered = render(REPO_ROOT / "envoy" / "ext_proc.yaml", workdir / "envoy.yaml", listen_port=self.envoy_port,
