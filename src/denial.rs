@@ -35,6 +35,9 @@ pub enum DenyReason {
         limit: usize,
     },
     CredentialUnavailable,
+    /// An operator revoked the provider key this consumer's requests would use (emergency
+    /// revocation) and no replacement is served yet.
+    CredentialRevoked,
     /// The body is larger than the consumer's `max_request_bytes`.
     TooLarge {
         limit: u64,
@@ -73,7 +76,7 @@ impl DenyReason {
             | DenyReason::ExpiredKey
             | DenyReason::KeyRevoked => 401,
             DenyReason::Suspended | DenyReason::Revoked | DenyReason::OutOfScope { .. } => 403,
-            DenyReason::CredentialUnavailable => 503,
+            DenyReason::CredentialUnavailable | DenyReason::CredentialRevoked => 503,
             DenyReason::TooLarge { .. } => 413,
             DenyReason::TooManyHeaders { .. } => 431,
             DenyReason::RateLimited { .. }
@@ -100,6 +103,7 @@ impl DenyReason {
             DenyReason::KeyInQuery => "key_in_query",
             DenyReason::TooManyHeaders { .. } => "too_many_headers",
             DenyReason::CredentialUnavailable => "credential_unavailable",
+            DenyReason::CredentialRevoked => "credential_revoked",
             DenyReason::TooLarge { .. } => "too_large",
             DenyReason::RateLimited { .. } => "rate_limited",
             DenyReason::TokenLimited { .. } => "token_limited",
@@ -124,6 +128,7 @@ impl DenyReason {
             DenyReason::KeyInQuery => "key_in_query",
             DenyReason::TooManyHeaders { .. } => "request_header_fields_too_large",
             DenyReason::CredentialUnavailable => "credential_unavailable",
+            DenyReason::CredentialRevoked => "credential_revoked",
             DenyReason::TooLarge { .. } => "request_too_large",
             DenyReason::RateLimited { .. } => "rate_limit_exceeded",
             DenyReason::TokenLimited { .. } => "rate_limit_exceeded",
@@ -169,6 +174,10 @@ impl DenyReason {
             DenyReason::KeyInQuery => "keygate: a keygate API key in the URL is refused (URLs end up in logs); send it in the Authorization header, and replace this key.".into(),
             DenyReason::CredentialUnavailable => {
                 "keygate: the provider credential is unavailable right now; retry later.".into()
+            }
+            DenyReason::CredentialRevoked => {
+                "keygate: the provider credential for this key was revoked by an operator; requests fail until a replacement is in place."
+                    .into()
             }
             DenyReason::TooManyHeaders { limit } => format!(
                 "keygate: the request has too many headers (with keygate's own, more than {limit}); send fewer."
@@ -384,5 +393,10 @@ mod tests {
         assert_eq!(DenyReason::Revoked.status(), 403);
         assert_eq!(DenyReason::BadPath(PathError::DotSegment).status(), 400);
         assert_eq!(DenyReason::CredentialUnavailable.status(), 503);
+        assert_eq!(DenyReason::CredentialRevoked.status(), 503);
+        assert_eq!(
+            DenyReason::CredentialRevoked.outcome(),
+            "credential_revoked"
+        );
     }
 }

@@ -40,9 +40,10 @@ pub struct Prepared {
 pub fn source_for(config: &Config) -> Result<Arc<dyn CredentialSource>, LoadError> {
     Ok(match &config.credentials {
         CredentialsConfig::File { path } => Arc::new(FileSource::new(path.clone())),
-        CredentialsConfig::Vault(v) => {
-            Arc::new(VaultSource::new(v).map_err(|e| LoadError::Credentials(e.to_string()))?)
-        }
+        CredentialsConfig::Vault(v) => Arc::new(
+            VaultSource::new(v, &config.rotation.record_template)
+                .map_err(|e| LoadError::Credentials(e.to_string()))?,
+        ),
     })
 }
 

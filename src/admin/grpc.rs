@@ -90,7 +90,9 @@ impl AdminService {
             .apply(action, &actor, &reason(body))
             .await
             .map_err(|e| match e {
-                OverrideError::UnknownConsumer(_) => Status::not_found(e.to_string()),
+                OverrideError::UnknownConsumer(_) | OverrideError::UnknownCredential(_) => {
+                    Status::not_found(e.to_string())
+                }
                 OverrideError::Final(_) => Status::failed_precondition(e.to_string()),
                 OverrideError::State(_) => Status::invalid_argument(e.to_string()),
             })?;

@@ -10,6 +10,7 @@ use crate::auth::key_id::KeyId;
 use crate::detect::action::Action;
 use crate::detect::detection::{Detection, DetectorKind, Evidence};
 use crate::notify::redact::redact;
+use crate::secrets::fingerprint::Fingerprint;
 use crate::serde_util::rfc3339;
 
 /// What happened.
@@ -25,6 +26,16 @@ pub enum AuditEvent {
     ConsumerUnthrottled,
     Detection,
     AdminCall,
+    /// A provider credential's key was revoked in an emergency (`keygate credentials revoke`).
+    CredentialRevoked,
+    /// A rotation switched every replica to a new provider key.
+    CredentialRotated,
+    /// A rotation failed and was undone.
+    RotationRolledBack,
+    /// A rotation (or the old key's revocation) failed and needs an operator.
+    RotationFailed,
+    /// The old key of a rotation was revoked at the provider after the grace period.
+    OldKeyRevoked,
 }
 
 impl AuditEvent {
@@ -39,6 +50,11 @@ impl AuditEvent {
             AuditEvent::ConsumerUnthrottled => "consumer_unthrottled",
             AuditEvent::Detection => "detection",
             AuditEvent::AdminCall => "admin_call",
+            AuditEvent::CredentialRevoked => "credential_revoked",
+            AuditEvent::CredentialRotated => "credential_rotated",
+            AuditEvent::RotationRolledBack => "rotation_rolled_back",
+            AuditEvent::RotationFailed => "rotation_failed",
+            AuditEvent::OldKeyRevoked => "old_key_revoked",
         }
     }
 }
@@ -73,6 +89,15 @@ pub struct AuditEntry {
     request: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     evidence: Option<Evidence>,
+    /// A provider credential reference (`openai/production`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<String>,
+    /// The provider key's fingerprint (`fp_…`), never the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<Fingerprint>,
+    /// The rotation (`rot_…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation: Option<String>,
 }
 
 impl AuditEntry {
@@ -90,6 +115,9 @@ impl AuditEntry {
             action: None,
             request: None,
             evidence: None,
+            credential: None,
+            fingerprint: None,
+            rotation: None,
         }
     }
 
@@ -116,6 +144,18 @@ impl AuditEntry {
 
     pub fn consumer(mut self, consumer: &str) -> Self {
         self.consumer = Some(redact(consumer).chars().take(128).collect());
+        self
+    }
+
+    /// The provider credential acted on, by reference and (when known) fingerprint.
+    pub fn credential(mut self, reference: &str, fingerprint: Option<Fingerprint>) -> Self {
+        self.credential = Some(redact(reference).chars().take(128).collect());
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    pub fn rotation(mut self, id: &str) -> Self {
+        self.rotation = Some(redact(id).chars().take(64).collect());
         self
     }
 

@@ -4,6 +4,7 @@
 mod consumers;
 mod limits;
 mod restart;
+mod rotation;
 mod sources;
 mod types;
 mod validate;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 pub use consumers::*;
 pub use limits::*;
 pub use restart::restart_only_changes;
+pub use rotation::{CredentialRotation, RotationConfig};
 pub use sources::*;
 pub use types::*;
 pub use validate::{

@@ -22,6 +22,8 @@ pub struct Notification {
     pub(super) evidence: Option<Evidence>,
     pub(super) actor: Option<String>,
     pub(super) reason: Option<String>,
+    /// A provider credential and what happened to it (`openai/production: fp_… → fp_…`).
+    pub(super) credential: Option<String>,
     pub(super) at: SystemTime,
 }
 
@@ -38,6 +40,7 @@ impl Notification {
             evidence: Some(d.evidence.clone()),
             actor: None,
             reason: None,
+            credential: None,
             at: d.at,
         }
     }
@@ -61,7 +64,24 @@ impl Notification {
             evidence: None,
             actor: Some(redact(actor)),
             reason: reason.map(redact),
+            credential: None,
             at: SystemTime::now(),
+        }
+    }
+
+    /// Something happened to a provider credential (revoked, rotated, rolled back): `subject`
+    /// names it (reference, fingerprints, rotation id), never a key; all text is redacted.
+    pub fn credential(
+        event: AuditEvent,
+        severity: Severity,
+        subject: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Self {
+        Notification {
+            severity,
+            credential: Some(redact(subject)),
+            ..Notification::admin(event, None, None, actor, reason)
         }
     }
 
