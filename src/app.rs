@@ -2,7 +2,7 @@
 //! with every section a running process can apply (at startup and on each reload), the
 //! background loops it owns, and its shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
@@ -10,7 +10,7 @@ use tokio::sync::{watch, Notify};
 use crate::accounting::{Accounting, Ledger};
 use crate::audit::AuditLog;
 use crate::auth::registry::Registry;
-use crate::config::{self, Config, LimitsBackend};
+use crate::config::{self, Config, LimitsBackend, RotationConfig};
 use crate::containment::Containment;
 use crate::detect::Detectors;
 use crate::gate::Gate;
@@ -20,7 +20,7 @@ use crate::notify::{Notifications, Notifier};
 use crate::overrides::{Broadcaster, OverrideService, OverrideStore, StateError};
 use crate::pipeline::{Pipeline, Settings};
 use crate::runtime::{self, Background, Prepared};
-use crate::secrets::CredentialCache;
+use crate::secrets::{CredentialCache, CredentialSource};
 use crate::tasks::{stopped, Tasks};
 use crate::telemetry;
 use crate::usage::PriceTable;
@@ -63,7 +63,17 @@ pub struct App {
     pub pipeline: Pipeline,
     /// Wakes the reloader (the admin API's credential refresh).
     pub refresh: Arc<Notify>,
+    /// The running config's credential source and rotation policies (the credential
+    /// inventory and a refresh of named credentials use them).
+    pub credentials: RwLock<Option<ServedCredentials>>,
     broadcaster: Option<Broadcaster>,
+}
+
+/// Where the running config's credentials come from, and their rotation policies.
+#[derive(Clone)]
+pub struct ServedCredentials {
+    pub source: Arc<dyn CredentialSource>,
+    pub rotation: Arc<RotationConfig>,
 }
 
 impl App {
@@ -135,6 +145,7 @@ impl App {
             containment,
             pipeline,
             refresh: Arc::new(Notify::new()),
+            credentials: RwLock::new(None),
             broadcaster,
         })
     }
@@ -197,9 +208,21 @@ impl App {
             }
         }
         let background = runtime::spawn_background(&prepared, &self.gate);
+        if let Ok(mut served) = self.credentials.write() {
+            *served = Some(ServedCredentials {
+                source: prepared.source.clone(),
+                rotation: Arc::new(config.rotation.clone()),
+            });
+        }
         telemetry::record_registry_size(prepared.registry.consumers().len());
         record_budgets(&prepared.registry);
         self.gate.swap_registry(prepared.registry);
+        runtime::publish_inventory(
+            &self.gate,
+            &prepared.config.rotation,
+            &*prepared.source,
+            &self.gate.registry().referenced_credentials(),
+        );
         Ok((prepared.config, background))
     }
 

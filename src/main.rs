@@ -66,6 +66,21 @@ enum Command {
         #[command(flatten)]
         target: cli::admin::Target,
     },
+    /// Rotate provider credentials: mint, health-check, store in Vault, switch every replica,
+    /// revoke the old key after the grace period; roll back on any failure.
+    Rotate {
+        #[command(flatten)]
+        args: cli::rotate::RotateArgs,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
+    /// The provider credential inventory, and emergency revocation.
+    Credentials {
+        #[command(subcommand)]
+        what: cli::credentials::CredentialsCommand,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,7 +128,24 @@ fn main() -> ExitCode {
             &target,
             cli::admin::Command::Consumers(what),
         )),
+        Command::Rotate { args, target } => {
+            init_cli_logs();
+            report(cli::rotate::run(args, &target))
+        }
+        Command::Credentials { what, target } => {
+            init_cli_logs();
+            report(cli::credentials::run(what, &target))
+        }
     }
+}
+
+/// The rotation commands print their steps on stdout; warnings (and, with KEYGATE_LOG, more)
+/// go to stderr, through the same filters as `serve` (which keep HTTP bodies out).
+fn init_cli_logs() {
+    if std::env::var_os("KEYGATE_LOG").is_none() {
+        std::env::set_var("KEYGATE_LOG", "warn");
+    }
+    telemetry::init_tracing(LogFormat::Text);
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -43,6 +43,13 @@ pub const DETECTIONS_TOTAL: &str = "keygate_detections_total";
 pub const NOTIFICATIONS_TOTAL: &str = "keygate_notifications_total";
 /// Audit lines that could not be written to the audit file.
 pub const AUDIT_ERRORS_TOTAL: &str = "keygate_audit_errors_total";
+/// When each provider credential's current key became current (rotated, or written).
+pub const CREDENTIAL_ROTATED_TIMESTAMP: &str = "keygate_credential_rotated_timestamp_seconds";
+/// The rotation policy's period (`rotation.credentials.<ref>.every`).
+pub const CREDENTIAL_ROTATION_INTERVAL: &str = "keygate_credential_rotation_interval_seconds";
+/// Rotations by credential and result (`ok`, `rolled_back`, `failed`), as the durable
+/// rotation record counts them: every replica reports the same totals.
+pub const ROTATION_TOTAL: &str = "keygate_rotation_total";
 
 /// The label value used for requests whose key matched no consumer.
 pub const UNKNOWN: &str = "unknown";
@@ -194,6 +201,20 @@ fn describe() {
     describe_counter!(
         AUDIT_ERRORS_TOTAL,
         "Audit lines that could not be written to the audit file."
+    );
+    describe_gauge!(
+        CREDENTIAL_ROTATED_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time at which the provider credential's current key became current."
+    );
+    describe_gauge!(
+        CREDENTIAL_ROTATION_INTERVAL,
+        Unit::Seconds,
+        "How often the credential's rotation policy rotates it."
+    );
+    describe_counter!(
+        ROTATION_TOTAL,
+        "Rotations by credential and result (ok, rolled_back, failed), from the rotation record; every replica reports the same totals."
     );
 }
 

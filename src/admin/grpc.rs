@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
+use super::credentials;
 use super::denied_calls::DeniedCalls;
 use super::pb;
 use super::pb::admin_server::Admin;
@@ -225,11 +226,55 @@ impl Admin for AdminService {
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::ActionReply>, Status> {
         let actor = self.authorize("RefreshCredentials", &request)?;
-        self.app.refresh.notify_one();
+        let named = &request.get_ref().credentials;
+        let message = if named.is_empty() {
+            self.app.refresh.notify_one();
+            "credential refresh started".into()
+        } else {
+            credentials::refresh_named(&self.app, named).await?
+        };
         self.audit_call("RefreshCredentials", &actor);
         Ok(Response::new(pb::ActionReply {
             changed: true,
-            message: "credential refresh started".into(),
+            message,
+        }))
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<pb::ListCredentialsRequest>,
+    ) -> Result<Response<pb::ListCredentialsReply>, Status> {
+        let actor = self.authorize("ListCredentials", &request)?;
+        let reply = credentials::list(&self.app)?;
+        self.audit_call("ListCredentials", &actor);
+        Ok(Response::new(reply))
+    }
+
+    async fn revoke_credential(
+        &self,
+        request: Request<pb::RevokeCredentialRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let app = self.app.clone();
+        self.act(
+            "RevokeCredential",
+            request,
+            move |r| credentials::revocation(&app, r),
+            |r| r.reason,
+        )
+        .await
+    }
+
+    async fn report_rotation(
+        &self,
+        request: Request<pb::RotationReport>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let actor = self.authorize("ReportRotation", &request)?;
+        credentials::report(&self.app, &actor, request.get_ref())?;
+        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => "ReportRotation", "result" => "ok")
+            .increment(1);
+        Ok(Response::new(pb::ActionReply {
+            changed: true,
+            message: "recorded".into(),
         }))
     }
 

@@ -2,6 +2,7 @@
 //! API (suspend, resume, revoke, list, refresh), which acts through the override service.
 
 pub mod bootstrap;
+pub mod credentials;
 pub mod denied_calls;
 pub mod grpc;
 mod http;

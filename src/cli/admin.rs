@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::vault_store::Change;
 use crate::admin::pb::admin_client::AdminClient;
@@ -35,8 +37,9 @@ pub struct Target {
     /// Who is acting, for the audit log (default: $USER).
     #[arg(long, env = "USER", default_value = "unknown", global = true)]
     pub actor: String,
-    /// keygate config naming the consumer store: when consumers live in Vault, suspend,
-    /// resume and revoke are also written there (with this config's Vault connection).
+    /// keygate config. suspend, resume and revoke also write a Vault consumer store it names
+    /// (with its Vault connection); rotate and credentials read its credentials, rotation
+    /// policies and the rotator's Vault login from it.
     #[arg(short, long, env = "KEYGATE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -76,7 +79,7 @@ impl TlsArgs {
     }
 
     /// The client TLS settings for one target; None for plaintext.
-    fn config(&self, server_name: Option<&str>) -> anyhow::Result<Option<ClientTlsConfig>> {
+    pub fn config(&self, server_name: Option<&str>) -> anyhow::Result<Option<ClientTlsConfig>> {
         if !self.enabled() {
             return Ok(None);
         }
@@ -130,7 +133,7 @@ pub enum Command {
     Consumers(ConsumersCommand),
 }
 
-fn token(target: &Target) -> anyhow::Result<String> {
+pub fn token(target: &Target) -> anyhow::Result<String> {
     let token = match &target.token_file {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?
@@ -236,13 +239,33 @@ impl Command {
     }
 }
 
-async fn call(
+/// The admin API client with the bearer token and actor on every call.
+pub type Client = AdminClient<InterceptedService<Channel, Auth>>;
+
+/// Adds `authorization` and `x-keygate-actor` to every admin call.
+#[derive(Clone)]
+pub struct Auth {
+    bearer: MetadataValue<Ascii>,
+    actor: MetadataValue<Ascii>,
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        req.metadata_mut()
+            .insert("x-keygate-actor", self.actor.clone());
+        Ok(req)
+    }
+}
+
+/// Connects to one keygate's admin API.
+pub async fn connect(
     addr: &str,
     tls: Option<ClientTlsConfig>,
     token: &str,
     actor: &str,
-    command: &Command,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Client> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(std::time::Duration::from_secs(2))
@@ -251,15 +274,23 @@ async fn call(
         endpoint = endpoint.tls_config(tls)?;
     }
     let channel = endpoint.connect().await?;
-    let bearer: MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let actor: MetadataValue<_> = actor
-        .parse()
-        .unwrap_or_else(|_| MetadataValue::from_static("unknown"));
-    let mut client = AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", bearer.clone());
-        req.metadata_mut().insert("x-keygate-actor", actor.clone());
-        Ok(req)
-    });
+    let auth = Auth {
+        bearer: format!("Bearer {token}").parse()?,
+        actor: actor
+            .parse()
+            .unwrap_or_else(|_| MetadataValue::from_static("unknown")),
+    };
+    Ok(AdminClient::with_interceptor(channel, auth))
+}
+
+async fn call(
+    addr: &str,
+    tls: Option<ClientTlsConfig>,
+    token: &str,
+    actor: &str,
+    command: &Command,
+) -> anyhow::Result<String> {
+    let mut client = connect(addr, tls, token, actor).await?;
     let reply = match command {
         Command::Revoke(RevokeCommand::Consumer { name, reason }) => client
             .revoke_consumer(ConsumerRequest {

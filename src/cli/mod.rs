@@ -2,6 +2,10 @@
 
 pub mod admin;
 pub mod check;
+pub mod credentials;
+pub mod fleet;
 pub mod key_record;
 pub mod keys;
+pub mod rotate;
+pub mod rotator_setup;
 mod vault_store;

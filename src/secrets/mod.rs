@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod file;
 pub mod fingerprint;
+pub mod inventory;
 pub mod vault;
 
 use std::collections::BTreeMap;
