@@ -92,7 +92,8 @@ async fn due(setup: &Setup, target: &Target, fleet: Arc<AdminFleet>) -> anyhow::
 async fn due_one(rotator: &Rotator, setup: &Setup) -> anyhow::Result<String> {
     let mut tx = rotator.read().await?;
     match rotator.settle(&mut tx, false).await {
-        Ok(()) => {}
+        Ok(Some(_)) => return Ok("finished the rotation an earlier run left halfway".into()),
+        Ok(None) => {}
         Err(RotateError::InGrace { until, .. }) => {
             return Ok(format!(
                 "not due: the last rotation's old key is revoked after {until}"

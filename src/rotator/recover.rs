@@ -13,11 +13,16 @@ use crate::rotation::record::{Phase, RotationResult};
 impl Rotator {
     /// Leaves the record idle, or explains why it cannot: another live run holds it, or the
     /// old key's grace period is not over (`early`: revoke it anyway, for an emergency).
-    pub async fn settle(&self, tx: &mut Tx, early: bool) -> Result<(), RotateError> {
+    /// `Some(Ok)`: it finished a rotation an earlier run had left halfway (the key changed).
+    pub async fn settle(
+        &self,
+        tx: &mut Tx,
+        early: bool,
+    ) -> Result<Option<RotationResult>, RotateError> {
         for _ in 0..4 {
             let phase = tx.record.phase;
             match phase {
-                Phase::Idle => return Ok(()),
+                Phase::Idle => return Ok(None),
                 Phase::Grace if early || tx.record.grace_over(SystemTime::now()) => {
                     self.finish_grace(tx).await?;
                 }
@@ -52,7 +57,9 @@ impl Rotator {
                             pid,
                         });
                     }
-                    self.recover(tx).await?;
+                    if let Some(RotationResult::Ok) = self.recover(tx).await? {
+                        return Ok(Some(RotationResult::Ok));
+                    }
                 }
             }
             *tx = self.read().await?;
@@ -170,6 +177,10 @@ impl Rotator {
                     r.attempt = None;
                 })
                 .await?;
+                let _ = self
+                    .fleet
+                    .switch(&self.reference, crate::rotator::Expect::Any, self.switch_within)
+                    .await;
                 self.say(format!("grace period over: {detail}"));
                 let event = crate::rotator::fleet::Event {
                     event: AuditEvent::OldKeyRevoked,

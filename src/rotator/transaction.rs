@@ -75,7 +75,10 @@ impl Rotator {
             _ => {}
         }
         let mut tx = self.read().await?;
-        self.settle(&mut tx, emergency).await?;
+        if let Some(finished) = self.settle(&mut tx, emergency).await? {
+            self.say("the interrupted rotation is finished: no other rotation started");
+            return Ok(finished);
+        }
         let current = self.store.version(None).await?;
         let old_fingerprint = fingerprint_of(&current);
         let old_key = self.old_key_ref(&current).await?;
@@ -212,6 +215,8 @@ impl Rotator {
         let now = SystemTime::now();
         self.checkpoint(tx, |r| r.finish(RotationResult::Ok, "switch", &detail, now))
             .await?;
+        // The replicas re-read the record: keygate_rotation_total and the inventory move now.
+        let _ = self.fleet.switch(&self.reference, Expect::Any, self.switch_within).await;
         self.report(AuditEvent::CredentialRotated, tx, &self.summary(tx), "")
             .await;
         let emergency = tx

@@ -75,6 +75,9 @@ pub struct Seed {
     /// Delay answers to requests made with a key minted through an admin API by this many
     /// milliseconds (to hold a rotation between its mint and its health check).
     pub minted_latency_ms: Option<u64>,
+    /// Refuse inference with keys minted through an admin API (a provider that issues keys
+    /// that do not work, as one minted in the wrong project would not): a failing health check.
+    pub refuse_minted: Option<bool>,
 }
 
 /// An OpenAI project service account (a key's owner).
@@ -95,6 +98,7 @@ struct State {
     /// Bearer tokens handed out by the mock Azure login.
     arm_tokens: Vec<String>,
     minted_latency_ms: u64,
+    refuse_minted: bool,
 }
 
 /// How the mock judges one inference request's key.
@@ -133,6 +137,9 @@ impl KeyStore {
         if let Some(ms) = seed.minted_latency_ms {
             state.minted_latency_ms = ms;
         }
+        if let Some(refuse) = seed.refuse_minted {
+            state.refuse_minted = refuse;
+        }
         for mut key in seed.keys {
             if key.created_at == 0.0 {
                 key.created_at = now();
@@ -159,6 +166,7 @@ impl KeyStore {
             return Verdict::Pass { delay_ms };
         }
         match found {
+            Some(k) if k.minted && state.refuse_minted => Verdict::Refused,
             Some(k) if k.status == Status::Active => Verdict::Pass {
                 delay_ms: if k.minted { state.minted_latency_ms } else { 0 },
             },

@@ -1,0 +1,142 @@
+"""`keygate rotate` against real OpenBao, the mock provider (enforcing provider keys, serving
+OpenAI's admin API) and two keygate replicas behind Envoy (docs/rotation.md).
+
+- Under continuous traffic: no request fails, the upstream sees the old key until the switch
+  and only the new key after it; the new key is a new KV version with rotated_at, rotated_by,
+  the provider's key id and the previous version; the old key is revoked at the mock only
+  after the grace period, by whichever run comes first, exactly once.
+- The health check fails: rolled back, traffic never saw the bad key, the minted key is
+  revoked at the mock, keygate_rotation_total{result="rolled_back"} moved on every replica.
+- Two rotations of one credential started at once: exactly one rotation.
+Every command's output and every keygate and Envoy log is scanned for every key (old, new,
+admin) and token."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from harness.keygate import counter
+from harness.mock import mock_clear, mock_keys, mock_seed
+from harness.rotation_stack import ORIGINAL_KEY, RotationStack, Traffic, start_rotation_stack
+from harness.vault_stack import wait_until
+
+GRACE = 4.0
+
+
+@pytest.fixture
+def stack(cargo_build, workdir: Path) -> Iterator[RotationStack]:
+    s = start_rotation_stack(workdir, grace=f"{GRACE:.0f}s")
+    yield s
+    s.stop()
+
+
+def live_minted(stack: RotationStack) -> list[dict]:
+    return [k for k in mock_keys(stack.mock_port) if k["minted"] and k["status"] == "active"]
+
+
+def test_rotation_under_traffic_switches_both_replicas_without_a_failed_request(stack: RotationStack) -> None:
+    assert stack.request() == 200
+    mock_clear(stack.mock_port)
+    traffic = Traffic(stack)
+    time.sleep(0.5)
+    started = time.monotonic()
+    out = stack.cli("rotate", "openai/production")
+    finished = time.monotonic()
+    seen_at_finish = len(stack.upstream_keys())
+    time.sleep(0.5)
+    results = traffic.stop()
+    print(f"\nrotate took {finished - started:.2f}s; {len(results)} requests\n{out.stdout}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "openai/production: rotated" in out.stdout
+    assert "2 replica(s) confirmed" in out.stdout
+    failed = [s for _, s in results if s != 200]
+    assert not failed, f"{len(failed)} of {len(results)} requests failed: {sorted(set(failed))}"
+
+    new_key = stack.current_key()
+    assert new_key != ORIGINAL_KEY and new_key.startswith("sk-svcacct-")
+    keys = stack.upstream_keys()
+    assert set(keys) == {ORIGINAL_KEY, new_key}, "only the old and the new key ever went upstream"
+    first_new = keys.index(new_key)
+    assert all(k == ORIGINAL_KEY for k in keys[:first_new]), "old key until the switch"
+    assert all(k == new_key for k in keys[seen_at_finish:]), "only the new key once the command returned"
+    assert len(keys) > seen_at_finish, "traffic went on after the switch"
+
+    entry = stack.credential()
+    data, version = entry["data"], entry["metadata"]["version"]
+    [minted] = live_minted(stack)
+    assert version == 2
+    assert data["previous_version"] == "1" and data["rotated_by"] == "oncall"
+    assert data["key_id"] == minted["id"] and data["key_owner"].startswith("svc_acct_")
+    assert data["rotated_at"].endswith("Z") and data["owner"] == "ml-platform"
+    assert "previous_key" not in data and ORIGINAL_KEY not in str(data), "the old key is only in version 1"
+
+    record = stack.record()
+    assert record["phase"] == "grace" and record["counts"] == {"ok": 1}
+    assert record["last_health_check"]["ok"] is True
+    for kg in stack.keygates:
+        metrics = kg.metrics()
+        assert counter(metrics, "keygate_rotation_total", credential="openai/production", result="ok") == 1
+        assert counter(metrics, "keygate_credential_rotated_timestamp_seconds", credential="openai/production") > time.time() - 60
+
+    # Inside the grace period the old key still works at the provider, and a scheduled run
+    # leaves it alone.
+    original = next(k for k in mock_keys(stack.mock_port) if k["value"] == ORIGINAL_KEY)
+    assert original["status"] == "active"
+    early = stack.cli("rotate", "--due")
+    assert early.returncode == 0, early.stdout + early.stderr
+    assert "not due: the last rotation's old key is revoked after" in early.stdout
+    assert next(k for k in mock_keys(stack.mock_port) if k["value"] == ORIGINAL_KEY)["status"] == "active"
+
+    # After it, two runs race to revoke it: one does, exactly once.
+    time.sleep(max(0.0, GRACE - (time.monotonic() - finished)) + 0.2)
+    runs = [stack.popen("rotate", "--due") for _ in range(2)]
+    outputs = [p.communicate(timeout=60)[0] for p in runs]
+    assert all(p.returncode == 0 for p in runs), outputs
+    revoked_lines = [o for o in outputs if "revoked at the provider" in o]
+    assert len(revoked_lines) == 1, outputs
+    original = next(k for k in mock_keys(stack.mock_port) if k["value"] == ORIGINAL_KEY)
+    assert original["status"] == "deleted"
+    assert original["revoked_at"] >= time.time() - (time.monotonic() - finished) + GRACE - 0.5
+    assert stack.record()["phase"] == "idle"
+    assert stack.request() == 200
+
+
+def test_a_failing_health_check_rolls_back_and_revokes_the_minted_key(stack: RotationStack) -> None:
+    # The provider mints keys that do not work (as a key minted in the wrong project would not).
+    mock_seed(stack.mock_port, refuse_minted=True)
+    mock_clear(stack.mock_port)
+    traffic = Traffic(stack)
+    out = stack.cli("rotate", "openai/production")
+    results = traffic.stop()
+    assert out.returncode != 0, out.stdout
+    assert "health check failed" in out.stdout and "rolled back" in out.stdout, out.stdout
+    assert all(s == 200 for _, s in results)
+    assert set(stack.upstream_keys()) == {ORIGINAL_KEY}, "traffic never saw the minted key"
+    assert stack.current_key() == ORIGINAL_KEY and stack.credential()["metadata"]["version"] == 1
+    assert live_minted(stack) == [], "the minted key is revoked at the provider"
+    record = stack.record()
+    assert record["phase"] == "idle" and record["counts"] == {"rolled_back": 1}
+    assert record["last"]["step"] == "health_check"
+    for kg in stack.keygates:
+        assert counter(kg.metrics(), "keygate_rotation_total", credential="openai/production", result="rolled_back") == 1
+
+
+def test_two_rotations_started_at_once_rotate_once(stack: RotationStack) -> None:
+    # The provider answers the new key's health check slowly, so both runs are surely under
+    # way together: whichever claims the record first rotates, the other sees it.
+    mock_seed(stack.mock_port, minted_latency_ms=1500)
+    runs = [stack.popen("rotate", "openai/production") for _ in range(2)]
+    outputs = [p.communicate(timeout=60)[0] for p in runs]
+    codes = sorted(p.returncode for p in runs)
+    assert codes == [0, 1], outputs
+    loser = outputs[[p.returncode for p in runs].index(1)]
+    assert "a rotation is under way" in loser or "another run took over" in loser, loser
+    minted = [k for k in mock_keys(stack.mock_port) if k["minted"]]
+    assert len(minted) == 1, "exactly one key minted"
+    assert stack.credential()["metadata"]["version"] == 2
+    assert stack.record()["counts"] == {"ok": 1}
+    wait_until(lambda: stack.request() == 200)
