@@ -103,6 +103,10 @@ def test_rotation_under_traffic_switches_both_replicas_without_a_failed_request(
     assert original["revoked_at"] >= time.time() - (time.monotonic() - finished) + GRACE - 0.5
     assert stack.record()["phase"] == "idle"
     assert stack.request() == 200
+    [rotated] = stack.audit("credential_rotated")
+    assert rotated["actor"] == "oncall" and rotated["rotation"].startswith("rot_")
+    assert len(stack.audit("old_key_revoked")) == 1, "revoked (and audited) exactly once"
+    wait_until(lambda: stack.notices("credential_rotated") and stack.notices("old_key_revoked"), timeout=5)
 
 
 def test_a_failing_health_check_rolls_back_and_revokes_the_minted_key(stack: RotationStack) -> None:
@@ -123,6 +127,10 @@ def test_a_failing_health_check_rolls_back_and_revokes_the_minted_key(stack: Rot
     assert record["last"]["step"] == "health_check"
     for kg in stack.keygates:
         assert counter(kg.metrics(), "keygate_rotation_total", credential="openai/production", result="rolled_back") == 1
+    [line] = stack.audit("rotation_rolled_back")
+    assert line["result"] == "error" and "list models: HTTP 401" in line["reason"], line
+    wait_until(lambda: stack.notices("rotation_rolled_back"), timeout=5)
+    assert stack.notices("rotation_rolled_back")[0]["severity"] == "critical"
 
 
 def test_two_rotations_started_at_once_rotate_once(stack: RotationStack) -> None:

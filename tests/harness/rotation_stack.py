@@ -7,6 +7,7 @@ and read the admin credential (keygate's own token stays read-only)."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import threading
@@ -21,12 +22,13 @@ from . import leaks
 from .bao import READ_POLICY, Bao, start_bao
 from .envoy_config import render, start_envoy
 from .keygate import Keygate, mint_key, start_keygate
-from .mock import header_values, mock_requests, mock_seed, start_mock
+from .mock import header_values, mock_keys, mock_requests, mock_seed, start_mock
 from .paths import REPO_ROOT, keygate_bin
 from .ports import free_port
 from .procs import Proc
 from .stack import KEYGATE_LOG, consumer, providers
 from .vault_stack import vault_credentials
+from .webhook import WebhookReceiver
 
 ADMIN_TOKEN = "admin-token-rotation-5c1e9a"
 OPENAI_ADMIN_KEY = "sk-admin-openai-rotation-0a9b8c7d6e5f4a3b"
@@ -56,6 +58,7 @@ class RotationStack:
     rotator_token: str
     config_path: Path
     config: dict[str, Any] = field(repr=False)
+    hook: WebhookReceiver | None = None
 
     @property
     def targets(self) -> str:
@@ -112,10 +115,32 @@ class RotationStack:
                 conn.close()
 
     def stop(self) -> None:
+        """Stops everything, then scans every keygate and Envoy log, and every replica's audit
+        log, for every key the mock ever issued (old, minted, admin) and every token."""
+        try:
+            mock_keys(self.mock_port)  # registers every minted key for the scan
+        except OSError:
+            pass
         for p in (self.envoy, *(k.proc for k in self.keygates), self.mock):
             p.stop()
         self.bao.stop()
         leaks.assert_no_leaks(self.workdir, [self.key])
+        for audit in self.workdir.rglob("audit.jsonl"):
+            leaks.assert_absent(audit.read_text(), str(audit))
+        if self.hook:
+            self.hook.close()
+            for body in self.hook.raw:
+                leaks.assert_absent(body.decode(errors="replace"), "a webhook body")
+
+    def audit(self, event: str) -> list[dict[str, Any]]:
+        """Every replica's audit lines of `event`."""
+        return [line for kg in self.keygates
+                for line in map(json.loads, (kg.config_path.parent / "audit.jsonl").read_text().splitlines())
+                if line["event"] == event]
+
+    def notices(self, event: str) -> list[dict[str, Any]]:
+        assert self.hook, "the stack has no webhook"
+        return [n for n in self.hook.received if n.get("event") == event]
 
 
 class Traffic:
@@ -153,7 +178,18 @@ class Traffic:
 def start_rotation_stack(workdir: Path, *, grace: str = "1h", every: str | None = "30d",
                          replicas: int = 2, policy: dict[str, Any] | None = None,
                          config_extra: dict[str, Any] | None = None) -> RotationStack:
+    """The stack, with a webhook receiving every replica's notifications."""
     leaks.register(ADMIN_TOKEN, OPENAI_ADMIN_KEY, ORIGINAL_KEY)
+    hook = WebhookReceiver()
+    try:
+        return _start(workdir, grace, every, replicas, policy, config_extra, hook)
+    except BaseException:
+        hook.close()
+        raise
+
+
+def _start(workdir: Path, grace: str, every: str | None, replicas: int, policy: dict[str, Any] | None,
+           config_extra: dict[str, Any] | None, hook: WebhookReceiver) -> RotationStack:
     bao = start_bao(workdir)
     try:
         bao.policy("keygate", READ_POLICY)
@@ -179,6 +215,7 @@ def start_rotation_stack(workdir: Path, *, grace: str = "1h", every: str | None 
         "providers": providers(),
         "consumers": [consumer("rotation-team", "openai", ["POST /v1/chat/completions", "GET /v1/models"], key)],
         "rotation": {"lease": "30s", "credentials": {CREDENTIAL: rotation_policy}},
+        "notify": {"webhooks": [{"url": hook.url, "format": "generic"}]},
         **(config_extra or {}),
     }
     keygates: list[Keygate] = []
@@ -202,4 +239,4 @@ def start_rotation_stack(workdir: Path, *, grace: str = "1h", every: str | None 
     rendered.write_text(yaml.safe_dump(envoy_config))
     envoy = start_envoy(rendered, workdir)
     return RotationStack(workdir, bao, mock, mock_port, keygates, envoy, envoy_port, key.key, rotator,
-                         keygates[0].config_path, config)
+                         keygates[0].config_path, config, hook)
