@@ -13,6 +13,7 @@ admin) and token."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +21,7 @@ from typing import Iterator
 import pytest
 
 from harness.keygate import counter
-from harness.mock import mock_clear, mock_keys, mock_seed
+from harness.mock import mock_clear, mock_console_key, mock_keys, mock_seed
 from harness.rotation_stack import ORIGINAL_KEY, RotationStack, Traffic, start_rotation_stack
 from harness.vault_stack import wait_until
 
@@ -148,3 +149,31 @@ def test_two_rotations_started_at_once_rotate_once(stack: RotationStack) -> None
     assert stack.credential()["metadata"]["version"] == 2
     assert stack.record()["counts"] == {"ok": 1}
     wait_until(lambda: stack.request() == 200)
+
+
+def test_anthropic_accepts_the_operators_key_and_deactivates_the_old_one(cargo_build, workdir: Path) -> None:
+    """Anthropic's admin API cannot create keys: the operator makes one in the Console and hands
+    it in on stdin; keygate health-checks it, switches, and deactivates the old key through the
+    admin API once the grace period is over."""
+    stack = start_rotation_stack(workdir, grace="1s", replicas=1, anthropic=True)
+    try:
+        old = stack.bao.ok("GET", "secret/data/ai-providers/anthropic/production")["data"]["data"]["api_key"]
+        refused = stack.cli("rotate", "anthropic/production")
+        assert refused.returncode != 0 and "--new-key-file" in refused.stderr, refused.stderr
+        new = mock_console_key(stack.mock_port, "anthropic", "made by oncall")
+        out = stack.cli("rotate", "anthropic/production", "--new-key-stdin", stdin=new["value"] + "\n")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"({new['id']})" in out.stdout, "the handed-in key was found through the admin API"
+        stored = stack.bao.ok("GET", "secret/data/ai-providers/anthropic/production")["data"]["data"]
+        assert stored["api_key"] == new["value"] and stored["key_id"] == new["id"]
+        time.sleep(1.2)
+        due = stack.cli("rotate", "--due")
+        assert due.returncode == 0, due.stdout + due.stderr
+        statuses = {k["value"]: k["status"] for k in mock_keys(stack.mock_port)}
+        assert statuses[old] == "inactive" and statuses[new["value"]] == "active"
+        listed = json.loads(stack.cli("credentials", "list", "--json").stdout)["credentials"]
+        claude = next(c for c in listed if c["reference"] == "anthropic/production")
+        assert claude["consumers"] == ["rotation-claude"] and claude["rotation_phase"] == "idle"
+        assert claude["metadata"]["key_id"] == new["id"] and claude["last_health_check_ok"] is True
+    finally:
+        stack.stop()

@@ -69,7 +69,7 @@ fn print_lines(rotator: &Rotator) {
 /// `--due`: every scheduled credential, one after the other.
 async fn due(setup: &Setup, target: &Target, fleet: Arc<AdminFleet>) -> anyhow::Result<()> {
     let mut failures = 0;
-    for reference in setup.scheduled() {
+    for reference in setup.managed() {
         let rotator = setup
             .rotator(&reference, &target.actor, fleet.clone())
             .await?;
@@ -119,6 +119,9 @@ async fn due_one(rotator: &Rotator, setup: &Setup) -> anyhow::Result<String> {
         .into_iter()
         .flatten()
         .max();
+    if every.is_none() {
+        return Ok("no schedule (rotation.credentials.*.every): rotated on demand only".into());
+    }
     match next_due(rotated_at, every) {
         Some(due) if due > SystemTime::now() => {
             return Ok(format!(

@@ -45,15 +45,10 @@ impl Setup {
         Ok(Setup { config, session })
     }
 
-    /// Every credential reference with a rotation policy that has a period (`--due`).
-    pub fn scheduled(&self) -> Vec<String> {
-        self.config
-            .rotation
-            .credentials
-            .iter()
-            .filter(|(_, p)| p.every.is_some())
-            .map(|(r, _)| r.clone())
-            .collect()
+    /// Every credential with a `rotation:` entry (`--due` finishes their grace periods and
+    /// interrupted rotations, and rotates those whose `every` says so).
+    pub fn managed(&self) -> Vec<String> {
+        self.config.rotation.credentials.keys().cloned().collect()
     }
 
     /// Every credential reference one provider (by name) maps an environment to.
@@ -81,7 +76,10 @@ impl Setup {
         let Some((provider_name, kind)) = references.get(reference) else {
             bail!("no provider uses credential {reference:?} (providers.*.credentials)");
         };
-        let policy = self.config.rotation.policy(reference);
+        let Some(policy) = self.config.rotation.policy(reference) else {
+            bail!("credential {reference:?} has no entry under rotation.credentials: add one (adapter settings, admin credential, grace, optionally every)");
+        };
+        let policy = Some(policy);
         let path = vault.path_template.replace("{reference}", reference);
         let store = VaultStore::new(
             self.session.clone(),

@@ -22,7 +22,7 @@ from . import leaks
 from .bao import READ_POLICY, Bao, start_bao
 from .envoy_config import render, start_envoy
 from .keygate import Keygate, mint_key, start_keygate
-from .mock import header_values, mock_keys, mock_requests, mock_seed, start_mock
+from .mock import header_values, mock_console_key, mock_keys, mock_requests, mock_seed, start_mock
 from .paths import REPO_ROOT, keygate_bin
 from .ports import free_port
 from .procs import Proc
@@ -33,6 +33,7 @@ from .webhook import WebhookReceiver
 ADMIN_TOKEN = "admin-token-rotation-5c1e9a"
 OPENAI_ADMIN_KEY = "sk-admin-openai-rotation-0a9b8c7d6e5f4a3b"
 ORIGINAL_KEY = "sk-proj-rotation-original-0001112223334445"
+ANTHROPIC_ADMIN_KEY = "sk-ant-admin01-rotation-9f8e7d6c5b4a3210"
 PROJECT = "proj_rotation"
 CREDENTIAL = "openai/production"
 CREDENTIAL_PATH = f"ai-providers/{CREDENTIAL}"
@@ -177,19 +178,20 @@ class Traffic:
 
 def start_rotation_stack(workdir: Path, *, grace: str = "1h", every: str | None = "30d",
                          replicas: int = 2, policy: dict[str, Any] | None = None,
-                         config_extra: dict[str, Any] | None = None) -> RotationStack:
-    """The stack, with a webhook receiving every replica's notifications."""
-    leaks.register(ADMIN_TOKEN, OPENAI_ADMIN_KEY, ORIGINAL_KEY)
+                         config_extra: dict[str, Any] | None = None, anthropic: bool = False) -> RotationStack:
+    """The stack, with a webhook receiving every replica's notifications. With `anthropic`, an
+    Anthropic consumer too, whose credential (a key made in the mock's console) has a policy."""
+    leaks.register(ADMIN_TOKEN, OPENAI_ADMIN_KEY, ORIGINAL_KEY, ANTHROPIC_ADMIN_KEY)
     hook = WebhookReceiver()
     try:
-        return _start(workdir, grace, every, replicas, policy, config_extra, hook)
+        return _start(workdir, grace, every, replicas, policy, config_extra, hook, anthropic)
     except BaseException:
         hook.close()
         raise
 
 
 def _start(workdir: Path, grace: str, every: str | None, replicas: int, policy: dict[str, Any] | None,
-           config_extra: dict[str, Any] | None, hook: WebhookReceiver) -> RotationStack:
+           config_extra: dict[str, Any] | None, hook: WebhookReceiver, anthropic: bool) -> RotationStack:
     bao = start_bao(workdir)
     try:
         bao.policy("keygate", READ_POLICY)
@@ -202,10 +204,20 @@ def _start(workdir: Path, grace: str, every: str | None, replicas: int, policy: 
     except BaseException:
         bao.stop()
         raise
-    mock_seed(mock_port, enforce=True, admin_keys=[OPENAI_ADMIN_KEY],
+    mock_seed(mock_port, enforce=True, admin_keys=[OPENAI_ADMIN_KEY, ANTHROPIC_ADMIN_KEY],
               keys=[{"id": "key_original", "value": ORIGINAL_KEY, "provider": "openai", "project": PROJECT,
                      "name": "original"}])
     key = mint_key("rotation-team")
+    extra_consumers: list[dict[str, Any]] = []
+    extra_policies: dict[str, Any] = {}
+    if anthropic:
+        console = mock_console_key(mock_port, "anthropic", "original")
+        bao.kv_put("ai-providers/anthropic/production", {"api_key": console["value"], "owner": "ml-platform"})
+        bao.kv_put("ai-providers-admin/anthropic", {"api_key": ANTHROPIC_ADMIN_KEY})
+        extra_consumers.append(consumer("rotation-claude", "anthropic", ["POST /v1/messages"], mint_key("rotation-claude")))
+        extra_policies["anthropic/production"] = {
+            "grace": grace, "admin_credential": "ai-providers-admin/anthropic",
+            "settings": {"api_base": f"http://127.0.0.1:{mock_port}"}}
     rotation_policy = {"grace": grace, "admin_credential": "ai-providers-admin/openai",
                        "settings": {"project": PROJECT, "api_base": f"http://127.0.0.1:{mock_port}"}, **(policy or {})}
     if every:
@@ -213,8 +225,9 @@ def _start(workdir: Path, grace: str, every: str | None, replicas: int, policy: 
     config: dict[str, Any] = {
         "credentials": vault_credentials(bao.address, refresh_interval="1h"),
         "providers": providers(),
-        "consumers": [consumer("rotation-team", "openai", ["POST /v1/chat/completions", "GET /v1/models"], key)],
-        "rotation": {"lease": "30s", "credentials": {CREDENTIAL: rotation_policy}},
+        "consumers": [consumer("rotation-team", "openai", ["POST /v1/chat/completions", "GET /v1/models"], key),
+                      *extra_consumers],
+        "rotation": {"lease": "30s", "credentials": {CREDENTIAL: rotation_policy, **extra_policies}},
         "notify": {"webhooks": [{"url": hook.url, "format": "generic"}]},
         **(config_extra or {}),
     }
