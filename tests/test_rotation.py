@@ -14,6 +14,7 @@ admin) and token."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Iterator
@@ -26,11 +27,21 @@ from harness.rotation_stack import ORIGINAL_KEY, RotationStack, Traffic, start_r
 from harness.vault_stack import wait_until
 
 GRACE = 4.0
+ROLLED_BACK_ZERO = re.compile(
+    r'^keygate_rotation_total\{(?=[^}]*credential="openai/production")(?=[^}]*result="rolled_back")[^}]*\} 0$', re.M)
 
 
 @pytest.fixture
 def stack(cargo_build, workdir: Path) -> Iterator[RotationStack]:
     s = start_rotation_stack(workdir, grace=f"{GRACE:.0f}s")
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def on_demand_stack(cargo_build, workdir: Path) -> Iterator[RotationStack]:
+    """A credential with a rotation policy but no schedule (no `every`): rotated on demand."""
+    s = start_rotation_stack(workdir, grace=f"{GRACE:.0f}s", every=None)
     yield s
     s.stop()
 
@@ -110,10 +121,16 @@ def test_rotation_under_traffic_switches_both_replicas_without_a_failed_request(
     wait_until(lambda: stack.notices("credential_rotated") and stack.notices("old_key_revoked"), timeout=5)
 
 
-def test_a_failing_health_check_rolls_back_and_revokes_the_minted_key(stack: RotationStack) -> None:
+def test_a_failing_health_check_rolls_back_and_revokes_the_minted_key(on_demand_stack: RotationStack) -> None:
+    stack = on_demand_stack
     # The provider mints keys that do not work (as a key minted in the wrong project would not).
     mock_seed(stack.mock_port, refuse_minted=True)
     mock_clear(stack.mock_port)
+    # KeygateRotationFailed is `increase(keygate_rotation_total{result=~"rolled_back|failed"}[1h]) > 0`:
+    # the series is there at 0 before the first failure (any credential with a rotation policy,
+    # scheduled or not), so the rollback is an increase.
+    for kg in stack.keygates:
+        assert ROLLED_BACK_ZERO.search(kg.metrics()), "no keygate_rotation_total{result=\"rolled_back\"} 0 series"
     traffic = Traffic(stack)
     out = stack.cli("rotate", "openai/production")
     results = traffic.stop()

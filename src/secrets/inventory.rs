@@ -119,7 +119,9 @@ pub fn publish(entries: &[Entry]) {
             gauge!(telemetry::CREDENTIAL_ROTATION_INTERVAL, "credential" => credential.clone())
                 .set(every.as_secs_f64());
         }
-        if e.every.is_none() && e.record.is_none() {
+        // Every credential with a rotation policy has its series from the start (at 0), so
+        // that the first failure is an increase the rotation-failed alert sees.
+        if e.grace.is_none() && e.record.is_none() {
             continue;
         }
         for result in RotationResult::ALL {
