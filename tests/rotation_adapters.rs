@@ -31,8 +31,11 @@ impl Mock {
             base,
             http: reqwest::Client::new(),
         };
-        mock.post("/__mock/keys", json!({"enforce": true, "admin_keys": [ADMIN]}))
-            .await;
+        mock.post(
+            "/__mock/keys",
+            json!({"enforce": true, "admin_keys": [ADMIN]}),
+        )
+        .await;
         mock
     }
 
@@ -108,7 +111,12 @@ async fn openai_mints_service_account_keys_and_deletes_them() {
     let minted = adapter.mint("keygate-test-rot_1", None).await.unwrap();
     let value = minted.key.expose_secret().to_string();
     assert!(value.starts_with("sk-svcacct-"));
-    assert!(minted.key_ref.owner.as_deref().unwrap().starts_with("svc_acct_"));
+    assert!(minted
+        .key_ref
+        .owner
+        .as_deref()
+        .unwrap()
+        .starts_with("svc_acct_"));
     assert!(!format!("{minted:?}").contains(&value));
     adapter.health_check(&minted.key).await.unwrap();
     assert_eq!(
@@ -123,10 +131,16 @@ async fn openai_mints_service_account_keys_and_deletes_them() {
         })
     );
 
-    assert_eq!(adapter.revoke(&minted.key_ref).await.unwrap(), Revoked::Done);
+    assert_eq!(
+        adapter.revoke(&minted.key_ref).await.unwrap(),
+        Revoked::Done
+    );
     assert_eq!(mock.status_of(&value).await, "deleted");
     let refused = adapter.health_check(&minted.key).await.unwrap_err();
-    assert!(matches!(refused, AdapterError::Status { status: 401, .. }), "{refused}");
+    assert!(
+        matches!(refused, AdapterError::Status { status: 401, .. }),
+        "{refused}"
+    );
     assert_eq!(
         adapter.revoke(&minted.key_ref).await.unwrap(),
         Revoked::Done,
@@ -135,13 +149,20 @@ async fn openai_mints_service_account_keys_and_deletes_them() {
 
     // A mint whose answer was lost is found by its name.
     let lost = adapter.mint("keygate-test-rot_2", None).await.unwrap();
-    assert_eq!(adapter.revoke_tagged("keygate-test-rot_2").await.unwrap(), 1);
+    assert_eq!(
+        adapter.revoke_tagged("keygate-test-rot_2").await.unwrap(),
+        1
+    );
     assert_eq!(mock.status_of(lost.key.expose_secret()).await, "deleted");
     assert_eq!(mock.status_of(existing).await, "active");
 
     let wrong = adapters::build(
         "openai",
-        &settings(&mock, &[("api_key", "sk-admin-wrong-000000000000")], &[("project", "proj_a")]),
+        &settings(
+            &mock,
+            &[("api_key", "sk-admin-wrong-000000000000")],
+            &[("project", "proj_a")],
+        ),
     )
     .unwrap();
     let e = wrong.mint("keygate-x", None).await.unwrap_err().to_string();
@@ -151,7 +172,10 @@ async fn openai_mints_service_account_keys_and_deletes_them() {
 #[tokio::test]
 async fn azure_regenerates_the_unused_slot_and_later_the_old_one() {
     let mock = Mock::start().await;
-    let (k1, k2) = ("azurekeyoneazurekeyone000000001", "azurekeytwoazurekeytwo000000002");
+    let (k1, k2) = (
+        "azurekeyoneazurekeyone000000001",
+        "azurekeytwoazurekeytwo000000002",
+    );
     mock.post(
         "/__mock/keys",
         json!({"keys": [
@@ -161,7 +185,11 @@ async fn azure_regenerates_the_unused_slot_and_later_the_old_one() {
     .await;
     let s = settings(
         &mock,
-        &[("tenant_id", "tenant"), ("client_id", "client"), ("client_secret", ADMIN)],
+        &[
+            ("tenant_id", "tenant"),
+            ("client_id", "client"),
+            ("client_secret", ADMIN),
+        ],
         &[
             ("subscription", "sub"),
             ("resource_group", "rg"),
@@ -181,24 +209,37 @@ async fn azure_regenerates_the_unused_slot_and_later_the_old_one() {
     assert_ne!(minted.key.expose_secret(), k2);
     adapter.health_check(&minted.key).await.unwrap();
     adapter.health_check(&secret(k1)).await.unwrap();
-    assert!(adapter.health_check(&secret(k2)).await.is_err(), "the unused slot's old value is gone");
+    assert!(
+        adapter.health_check(&secret(k2)).await.is_err(),
+        "the unused slot's old value is gone"
+    );
 
     assert_eq!(adapter.revoke(&current).await.unwrap(), Revoked::Done);
     assert!(adapter.health_check(&secret(k1)).await.is_err());
     adapter.health_check(&minted.key).await.unwrap();
-    assert!(adapter.mint("x", None).await.is_err(), "which slot is in use must be known");
+    assert!(
+        adapter.mint("x", None).await.is_err(),
+        "which slot is in use must be known"
+    );
 }
 
 #[tokio::test]
 async fn anthropic_accepts_keys_and_deactivates_the_old_one() {
     let mock = Mock::start().await;
     let old = mock
-        .post("/__mock/console_keys", json!({"provider": "anthropic", "name": "old"}))
+        .post(
+            "/__mock/console_keys",
+            json!({"provider": "anthropic", "name": "old"}),
+        )
         .await;
     let new = mock
-        .post("/__mock/console_keys", json!({"provider": "anthropic", "name": "new"}))
+        .post(
+            "/__mock/console_keys",
+            json!({"provider": "anthropic", "name": "new"}),
+        )
         .await;
-    let adapter = adapters::build("anthropic", &settings(&mock, &[("api_key", ADMIN)], &[])).unwrap();
+    let adapter =
+        adapters::build("anthropic", &settings(&mock, &[("api_key", ADMIN)], &[])).unwrap();
     assert!(!adapter.mints());
     assert!(matches!(
         adapter.mint("x", None).await.unwrap_err(),
@@ -212,7 +253,10 @@ async fn anthropic_accepts_keys_and_deactivates_the_old_one() {
         .await
         .unwrap();
     assert_eq!(adapter.revoke(&found).await.unwrap(), Revoked::Done);
-    assert_eq!(mock.status_of(old["value"].as_str().unwrap()).await, "inactive");
+    assert_eq!(
+        mock.status_of(old["value"].as_str().unwrap()).await,
+        "inactive"
+    );
     assert!(adapter.health_check(&old_key).await.is_err());
 }
 
@@ -230,7 +274,10 @@ async fn generic_is_accept_only_and_revokes_by_hand() {
     let adapter = adapters::build("generic", &s).unwrap();
     assert!(!adapter.mints());
     adapter.health_check(&secret(key)).await.unwrap();
-    assert!(adapter.health_check(&secret("generic-wrong")).await.is_err());
+    assert!(adapter
+        .health_check(&secret("generic-wrong"))
+        .await
+        .is_err());
     let key_ref = KeyRef {
         id: "g".into(),
         owner: None,

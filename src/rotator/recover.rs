@@ -179,7 +179,11 @@ impl Rotator {
                 .await?;
                 let _ = self
                     .fleet
-                    .switch(&self.reference, crate::rotator::Expect::Any, self.switch_within)
+                    .switch(
+                        &self.reference,
+                        crate::rotator::Expect::Any,
+                        self.switch_within,
+                    )
                     .await;
                 self.say(format!("grace period over: {detail}"));
                 let event = crate::rotator::fleet::Event {

@@ -216,7 +216,10 @@ impl Rotator {
         self.checkpoint(tx, |r| r.finish(RotationResult::Ok, "switch", &detail, now))
             .await?;
         // The replicas re-read the record: keygate_rotation_total and the inventory move now.
-        let _ = self.fleet.switch(&self.reference, Expect::Any, self.switch_within).await;
+        let _ = self
+            .fleet
+            .switch(&self.reference, Expect::Any, self.switch_within)
+            .await;
         self.report(AuditEvent::CredentialRotated, tx, &self.summary(tx), "")
             .await;
         let emergency = tx
