@@ -23,7 +23,7 @@ import pytest
 
 from harness.keygate import counter
 from harness.mock import mock_clear, mock_console_key, mock_keys, mock_seed
-from harness.rotation_stack import ORIGINAL_KEY, RotationStack, Traffic, start_rotation_stack
+from harness.rotation_stack import CREDENTIAL_PATH, ORIGINAL_KEY, RotationStack, Traffic, start_rotation_stack
 from harness.vault_stack import wait_until
 
 GRACE = 4.0
@@ -52,6 +52,12 @@ def live_minted(stack: RotationStack) -> list[dict]:
 
 def test_rotation_under_traffic_switches_both_replicas_without_a_failed_request(stack: RotationStack) -> None:
     assert stack.request() == 200
+    # The replicas' own Vault token reads the credential only: the admin credential has its
+    # own path, which only the rotator's policy reads, and only the rotator writes keys.
+    assert stack.bao.api("GET", "secret/data/ai-providers-admin/openai", token=stack.reader_token)[0] == 403
+    assert stack.bao.api("GET", "secret/data/ai-providers-admin/openai", token=stack.rotator_token)[0] == 200
+    assert stack.bao.api("POST", f"secret/data/{CREDENTIAL_PATH}", {"data": {"api_key": "x"}},
+                         token=stack.reader_token)[0] == 403
     mock_clear(stack.mock_port)
     traffic = Traffic(stack)
     time.sleep(0.5)

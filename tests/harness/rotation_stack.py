@@ -60,6 +60,7 @@ class RotationStack:
     config_path: Path
     config: dict[str, Any] = field(repr=False)
     hook: WebhookReceiver | None = None
+    reader_token: str = field(default="", repr=False)  # the replicas' own (read-only) Vault token
 
     @property
     def targets(self) -> str:
@@ -252,4 +253,4 @@ def _start(workdir: Path, grace: str, every: str | None, replicas: int, policy: 
     rendered.write_text(yaml.safe_dump(envoy_config))
     envoy = start_envoy(rendered, workdir)
     return RotationStack(workdir, bao, mock, mock_port, keygates, envoy, envoy_port, key.key, rotator,
-                         keygates[0].config_path, config, hook)
+                         keygates[0].config_path, config, hook, reader)
