@@ -142,10 +142,7 @@ fn main() -> ExitCode {
 /// The rotation commands print their steps on stdout; warnings (and, with KEYGATE_LOG, more)
 /// go to stderr, through the same filters as `serve` (which keep HTTP bodies out).
 fn init_cli_logs() {
-    if std::env::var_os("KEYGATE_LOG").is_none() {
-        std::env::set_var("KEYGATE_LOG", "warn");
-    }
-    telemetry::init_tracing(LogFormat::Text);
+    telemetry::init_cli_tracing();
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -270,12 +270,32 @@ pub enum LogFormat {
 /// Sets up tracing to stderr; `KEYGATE_LOG` (or `RUST_LOG`) filters, default `info`.
 /// Crates that would log secret-bearing HTTP bodies are always capped.
 pub fn init_tracing(format: LogFormat) {
+    init_tracing_with(format, &["rustify=warn", "reqwest=info", "vaultrs=info"]);
+}
+
+/// Tracing for the one-shot commands (`keygate rotate`, `keygate credentials`): warnings only
+/// unless `KEYGATE_LOG` says otherwise. Without `KEYGATE_LOG`, the Vault client's own lines
+/// are off: it logs every non-2xx answer as an error (including the 404 of a credential that
+/// has no rotation record yet), and the commands report every Vault failure themselves.
+pub fn init_cli_tracing() {
+    if std::env::var_os("KEYGATE_LOG").is_some() {
+        init_tracing(LogFormat::Text);
+    } else {
+        std::env::set_var("KEYGATE_LOG", "warn");
+        init_tracing_with(
+            LogFormat::Text,
+            &["rustify=off", "reqwest=info", "vaultrs=off"],
+        );
+    }
+}
+
+fn init_tracing_with(format: LogFormat, caps: &[&str]) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // These HTTP layers log request and response bodies at debug level, and Vault's bodies
     // carry provider keys: cap them whatever the user asked for.
-    for directive in ["rustify=warn", "reqwest=info", "vaultrs=info"] {
+    for &directive in caps {
         if let Ok(d) = directive.parse() {
             filter = filter.add_directive(d);
         }

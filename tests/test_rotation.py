@@ -71,6 +71,9 @@ def test_rotation_under_traffic_switches_both_replicas_without_a_failed_request(
     assert out.returncode == 0, out.stdout + out.stderr
     assert "openai/production: rotated" in out.stdout
     assert "2 replica(s) confirmed" in out.stdout
+    # A rotation that goes well says nothing on stderr (the Vault client's error line for the
+    # record that does not exist yet, a 404, stays out).
+    assert out.stderr == "", out.stderr
     failed = [s for _, s in results if s != 200]
     assert not failed, f"{len(failed)} of {len(results)} requests failed: {sorted(set(failed))}"
 
