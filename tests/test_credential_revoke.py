@@ -12,6 +12,8 @@ The replicas share no Redis and no state file: the command reaches each one."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -19,11 +21,16 @@ from typing import Iterator
 
 import pytest
 
+from harness import leaks
 from harness.mock import header_values, mock_keys, mock_requests
+from harness.paths import keygate_bin
+from harness.replicas import Replicas
+from harness.stack import SECRETS
 from harness.rotation_stack import ORIGINAL_KEY, RotationStack, Traffic, start_rotation_stack
 from harness.vault_stack import wait_until
 
 BOUND = 1.0
+ADMIN_TOKEN = "admin-token-file-revoke-2b7d41"
 
 
 @pytest.fixture
@@ -103,6 +110,36 @@ def test_emergency_revoke_with_rotate_switches_to_a_replacement(stack: RotationS
     record = stack.record()
     assert record["phase"] == "idle" and record["revocations"][-1]["reason"] == "leaked CI log"
     assert stack.request() == 200
+
+
+def test_emergency_revoke_without_vault_stops_the_replicas_serving_the_secrets_files_key(cargo_build, workdir: Path) -> None:
+    """With a secrets file there is no Vault to write and no rotator: the command revokes the
+    key every replica serves, by its fingerprint, and says the rest is the operator's. A new
+    key in the secrets file brings the credential back."""
+    leaks.register(ADMIN_TOKEN)
+    r = Replicas(workdir, None, extra={"admin": {"state_file": str(workdir / "state.yaml")}},
+                 env={"KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    try:
+        openai_key = r.keys["openai"].key
+        assert set(r.statuses_with(openai_key, 6)) == {200}
+        targets = ",".join(f"127.0.0.1:{port}" for port in r.admin_ports)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN, "USER": "oncall"}
+        out = subprocess.run([str(keygate_bin()), "credentials", "revoke", "openai/production", "--reason", "leaked",
+                              "--targets", targets], capture_output=True, text=True, timeout=30, env=env)
+        leaks.assert_absent(out.stdout + out.stderr, "the output of keygate credentials revoke")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "revoked on 3 replica(s)" in out.stdout and "REVOKE IT AT THE PROVIDER BY HAND" in out.stdout, out.stdout
+        assert set(r.statuses_with(openai_key, 6)) == {503}
+        request = urllib.request.Request(f"http://127.0.0.1:{r.envoy_port}/v1/models",
+                                         headers={"authorization": f"Bearer {openai_key}"})
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(request, timeout=5)  # noqa: S310 (loopback)
+        assert json.loads(denied.value.read())["error"]["code"] == "credential_revoked"
+        for kg in r.keygates:
+            kg.write_secrets({**SECRETS, "openai/production": "sk-proj-replacement-after-revocation-77"})
+        wait_until(lambda: set(r.statuses_with(openai_key, 6)) == {200}, timeout=10)
+    finally:
+        r.stop()
 
 
 def _denial(stack: RotationStack) -> dict:
