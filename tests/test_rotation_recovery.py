@@ -4,7 +4,11 @@ at the provider (docs/rotation.md, "Failure modes"):
 - killed after minting (the new key exists at the mock, its value died with the process): the
   re-run revokes it at the mock, then rotates;
 - killed after storing (the new key is the current KV version, the switch was under way): the
-  re-run health-checks the stored key, switches every replica and finishes.
+  re-run health-checks the stored key, switches every replica and finishes;
+- a replica never confirms the switch: the previous version is current again, but the new key
+  stays valid while that replica cannot confirm the old one (counted failed); a re-run finishes
+  the rollback and revokes the new key;
+- the admin credential is refused: the run stops before it starts, and rotates once it is fixed.
 
 The process is SIGKILLed while the provider holds its health check (after minting) or while a
 replica that never answers holds its switch (after storing), each seen in the rotation record
@@ -22,7 +26,7 @@ from typing import Iterator
 import pytest
 
 from harness.mock import mock_keys, mock_seed
-from harness.rotation_stack import ORIGINAL_KEY, RotationStack, start_rotation_stack
+from harness.rotation_stack import OPENAI_ADMIN_KEY, ORIGINAL_KEY, RotationStack, start_rotation_stack
 from harness.vault_stack import wait_until
 
 
@@ -97,3 +101,49 @@ def test_killed_after_storing_a_rerun_finishes_the_switch(stack: RotationStack) 
     assert record["counts"] == {"ok": 1} and record["phase"] in ("grace", "idle")
     assert stack.request() == 200
     assert_nothing_orphaned(stack)
+
+
+def test_a_replica_that_cannot_confirm_the_switch_fails_safe_until_a_rerun_rolls_back(stack: RotationStack) -> None:
+    """The new key is stored but one replica never confirms it: the rotation rolls back, but
+    while that replica cannot confirm the old key either, the new key stays valid (it may be
+    serving it) and the rotation counts as failed. A re-run with the replicas that answer
+    finishes the rollback: the previous key is current again and the new key revoked."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        targets = f"{stack.targets},127.0.0.1:{silent.getsockname()[1]}"
+        out = stack.cli("rotate", "openai/production", targets=targets)
+    assert out.returncode != 0, out.stdout
+    assert "switch failed" in out.stdout and "FAILED at switch" in out.stdout, out.stdout
+    [minted] = [k for k in mock_keys(stack.mock_port) if k["minted"]]
+    assert minted["status"] == "active", "not revoked while a replica may still use it"
+    assert stack.current_key() == ORIGINAL_KEY, "the previous version is current again"
+    record = stack.record()
+    assert record["phase"] == "rolling_back" and record["counts"] == {"failed": 1}
+    assert stack.request() == 200
+
+    again = stack.cli("rotate", "--due")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"revoked the new key {minted['id']} at the provider" in again.stdout, again.stdout
+    assert next(k for k in mock_keys(stack.mock_port) if k["id"] == minted["id"])["status"] == "deleted"
+    record = stack.record()
+    assert record["phase"] == "idle" and record["counts"] == {"failed": 1, "rolled_back": 1}
+    assert stack.current_key() == ORIGINAL_KEY and stack.request() == 200
+
+
+def test_a_refused_admin_credential_stops_the_rotation_before_it_starts(stack: RotationStack) -> None:
+    """The admin credential in Vault is wrong: the run asks the provider's admin API about the
+    key in use before anything else, so it stops there; nothing is minted, recorded or
+    switched. Once the admin credential is fixed, a re-run rotates."""
+    stack.bao.kv_put("ai-providers-admin/openai", {"api_key": "sk-admin-wrong-rotation-000000000000"})
+    out = stack.cli("rotate", "openai/production")
+    assert out.returncode != 0, out.stdout
+    assert "keygate: error: openai: list project keys: HTTP 401" in out.stderr, out.stderr
+    assert [k for k in mock_keys(stack.mock_port) if k["minted"]] == []
+    assert stack.current_key() == ORIGINAL_KEY and stack.request() == 200
+    assert not stack.record().get("counts") and stack.record().get("phase", "idle") == "idle"
+
+    stack.bao.kv_put("ai-providers-admin/openai", {"api_key": OPENAI_ADMIN_KEY})
+    fixed = stack.cli("rotate", "openai/production")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert stack.current_key() != ORIGINAL_KEY and stack.request() == 200
