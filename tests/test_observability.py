@@ -36,7 +36,9 @@ from harness.webhook import WebhookReceiver
 
 PROM_DIR = REPO_ROOT / "deploy" / "prometheus"
 RULES = PROM_DIR / "keygate-alerts.yaml"
-RULE_TESTS = PROM_DIR / "keygate-alerts.test.yaml"
+# promtool unit tests: keygate-alerts.test.yaml, and one file per later group of alerts
+# (keygate-alerts-rotation.test.yaml).
+RULE_TESTS = sorted(PROM_DIR.glob("keygate-alerts*.test.yaml"))
 PROM_EXAMPLE = PROM_DIR / "prometheus.yaml"
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "keygate.json"
 
@@ -187,16 +189,20 @@ def test_promtool_check_rules() -> None:
 
 
 def test_promtool_rule_unit_tests_pass() -> None:
-    out = promtool("test", "rules", RULE_TESTS)
+    assert len(RULE_TESTS) >= 2, RULE_TESTS
+    out = promtool("test", "rules", *RULE_TESTS)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_every_alert_has_a_firing_case_and_a_quiet_case() -> None:
-    tests = load_yaml(RULE_TESTS)
-    assert [Path(f).name for f in tests["rule_files"]] == [RULES.name]
     firing: set[str] = set()
     quiet: set[str] = set()
-    for case in tests["tests"]:
+    cases = []
+    for path in RULE_TESTS:
+        tests = load_yaml(path)
+        assert [Path(f).name for f in tests["rule_files"]] == [RULES.name], path
+        cases += tests["tests"]
+    for case in cases:
         for check in case.get("alert_rule_test", []):
             (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
     alerts = {r["alert"] for r in alert_rules()}
