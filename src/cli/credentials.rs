@@ -29,18 +29,23 @@ pub enum CredentialsCommand {
     /// Emergency: every replica stops using the credential's key at once (503
     /// credential_revoked, or the replacement with --rotate) and the provider revokes it.
     Revoke {
+        /// The credential reference (e.g. openai/production).
         #[arg(required_unless_present = "provider")]
         credential: Option<String>,
         /// Every credential of this provider (its name under `providers:`).
         #[arg(long, conflicts_with = "credential")]
         provider: Option<String>,
+        /// Why: the audit log, the webhooks and Vault's tombstone carry it.
         #[arg(long)]
         reason: String,
         /// Mint (or accept) a replacement and switch to it first: consumers keep working.
         #[arg(long)]
         rotate: bool,
+        /// With --rotate, for accept-mode providers (Anthropic, generic): a file holding the
+        /// replacement key.
         #[arg(long, conflicts_with = "new_key_stdin", requires = "rotate")]
         new_key_file: Option<PathBuf>,
+        /// With --rotate, for accept-mode providers: read the replacement key from stdin.
         #[arg(long, requires = "rotate")]
         new_key_stdin: bool,
     },
