@@ -132,9 +132,10 @@ impl CredentialCache {
     }
 
     /// Loads `references` from `source`; successes replace old values, and a reference the
-    /// source says it does not have (removed from the secrets file, deleted in Vault) is
-    /// dropped at once, so its consumers get 503 from this refresh on. Other failures (the
-    /// source unreachable) keep the last good value, up to `max_stale`. Values for references
+    /// secrets file no longer has (or has with an empty key), or whose Vault entry is a
+    /// revocation tombstone, is dropped at once, so its consumers get 503 from this refresh
+    /// on. Other failures (a source unreachable or answering badly, Vault's 404 included) keep
+    /// the last good value, up to `max_stale`. Values for references
     /// not asked about stay, so a rejected reload never strands the running config.
     pub async fn refresh(
         &self,

@@ -41,14 +41,9 @@ impl VaultSource {
         let path = self.path_for(reference);
         let read = kv::read_version(&self.session, "read", &self.mount, &path, None)
             .await
-            .map_err(|e| match e {
-                VaultError::NotFound { .. } => SecretError::Missing {
-                    reference: reference.to_string(),
-                },
-                e => SecretError::Source {
-                    reference: reference.to_string(),
-                    reason: e.to_string(),
-                },
+            .map_err(|e| SecretError::Source {
+                reference: reference.to_string(),
+                reason: e.to_string(),
             })?;
         let bad = |reason: &str| SecretError::Source {
             reference: reference.to_string(),
