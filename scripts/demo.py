@@ -23,11 +23,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import yaml  # noqa: E402
 
 from harness import free_port, keygate_bin, render, start_envoy, start_mock  # noqa: E402
 from harness.procs import Proc, ProcError  # noqa: E402
+
+import demo_rotation  # noqa: E402
 
 # Published demo keys; they match the hashes in examples/keygate.yaml and nothing else.
 OPENAI_KEY = "kg_test_U6495exsEaIqrZ6nx1AZeZT6nZsehY_1wwHSo"
@@ -144,14 +147,16 @@ def follow_reloads(log: Path, stop: threading.Event) -> None:
                     print(f"keygate: configuration reloaded{f' ({m.group(1)} consumers)' if m else ''}", flush=True)
 
 
-def snippets(base: str, ports: dict[str, int], config: Path) -> str:
+def snippets(base: str, ports: dict[str, int], config: Path, rotation: demo_rotation.RotationDemo | None) -> str:
     kg = relpath(keygate_bin())
     listening = "\n".join(f"  {HOST}:{ports[flag]:<6} {what}" for flag, _, what in PORTS)
+    admin = (f"  {HOST}:{rotation.admin_port:<6} keygate admin API (token {demo_rotation.ADMIN_TOKEN})" if rotation
+             else "  (keygate's admin API is off: the demo config sets no admin token)")
     return f"""
 keygate demo is up: Envoy {base} -> keygate (ext_proc) -> mock provider
 
 {listening}
-  (keygate's admin API is off: the demo config sets no admin token)
+{admin}
 
 Try it (curl, or the openai SDK in the project's virtualenv, .venv/bin/python):
 
@@ -174,7 +179,7 @@ The config keygate is running; edit it and keygate reloads it (results are print
   {config}
 Add a consumer: {kg} keys create --consumer NAME --env test
   prints the key on stdout and the `- hash: …` entry for the consumer's `keys:` on stderr.
-"""
+""" + (rotation.snippet(kg) if rotation else "")
 
 
 def self_test(base: str) -> None:
@@ -205,6 +210,8 @@ def parse_args() -> argparse.Namespace:
                         "temporary folder, removed on exit)")
     parser.add_argument("--self-test", action="store_true", help="run the snippets against the demo, then stop "
                         "(free ports unless given)")
+    parser.add_argument("--rotation", action="store_true", help="keep the provider keys in OpenBao and let the "
+                        "mock provider play OpenAI's admin API, so that `keygate rotate` works (see the README)")
     return parser.parse_args()
 
 
@@ -228,13 +235,18 @@ def main() -> int:
     else:
         work = Path(tempfile.mkdtemp(prefix="keygate-demo-"))
     procs: list[Proc] = []
+    rotation: demo_rotation.RotationDemo | None = None
     stop = threading.Event()
     try:
         config = working_config(args.config.resolve(), work, ports["grpc_port"], ports["metrics_port"])
         say(f"starting the mock provider, keygate ({relpath(keygate_bin())}) and Envoy; logs in {work}")
         mock, mock_port = start_mock(work)
         procs.append(mock)
-        kg = Proc([keygate_bin(), "serve", "--config", config], work, name="keygate")
+        if args.rotation:
+            say("starting OpenBao (bao server -dev) with the demo's provider keys")
+            rotation = demo_rotation.start(work, config, mock_port)
+        kg = Proc([keygate_bin(), "serve", "--config", config], work, name="keygate",
+                  env=rotation.keygate_env() if rotation else None)
         procs.append(kg)
         kg.wait_http(f"http://{HOST}:{ports['metrics_port']}/readyz", timeout=20, expect_status=200)
         envoy_config = render(ROOT / "envoy" / "ext_proc.yaml", work / "envoy.yaml", listen_port=ports["envoy_port"],
@@ -245,8 +257,10 @@ def main() -> int:
         if args.self_test:
             print("ports: " + ", ".join(f"{flag}={port}" for flag, port in ports.items()), flush=True)
             self_test(base)
+            if rotation:
+                demo_rotation.self_test(rotation, lambda: self_test(base), mock_port)
             return 0
-        print(snippets(base, ports, config), flush=True)
+        print(snippets(base, ports, config, rotation), flush=True)
         say("running; Ctrl-C stops it" + ("" if args.workdir else f" and removes {work}"))
         # Block the signals before the log follower starts, so that only sigwait receives them.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -259,7 +273,7 @@ def main() -> int:
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr)
         return 130
-    except (ProcError, TimeoutError, OSError) as e:
+    except (ProcError, TimeoutError, OSError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"demo: could not start: {first}", file=sys.stderr)
         if procs:
@@ -270,6 +284,8 @@ def main() -> int:
         stop.set()
         for p in reversed(procs):
             p.stop()
+        if rotation:
+            rotation.stop()
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
         if not args.self_test:

@@ -2,7 +2,7 @@
 //! with every section a running process can apply (at startup and on each reload), the
 //! background loops it owns, and its shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
@@ -11,7 +11,7 @@ use crate::accounting::{Accounting, Ledger};
 use crate::admin::operators::Operators;
 use crate::audit::AuditLog;
 use crate::auth::registry::Registry;
-use crate::config::{self, Config, LimitsBackend};
+use crate::config::{self, Config, LimitsBackend, RotationConfig};
 use crate::containment::Containment;
 use crate::detect::Detectors;
 use crate::gate::Gate;
@@ -21,7 +21,7 @@ use crate::notify::{Notifications, Notifier};
 use crate::overrides::{Broadcaster, OverrideService, OverrideStore, StateError};
 use crate::pipeline::{Pipeline, Settings};
 use crate::runtime::{self, Background, Prepared};
-use crate::secrets::CredentialCache;
+use crate::secrets::{CredentialCache, CredentialSource};
 use crate::tasks::{stopped, Tasks};
 use crate::telemetry;
 use crate::usage::PriceTable;
@@ -71,7 +71,17 @@ pub struct App {
     pub operators: arc_swap::ArcSwap<Operators>,
     /// Acts on leaked keys reported by secret scanners.
     pub leaks: Arc<LeakIntake>,
+    /// The running config's credential source and rotation policies (the credential
+    /// inventory and a refresh of named credentials use them).
+    pub credentials: RwLock<Option<ServedCredentials>>,
     broadcaster: Option<Broadcaster>,
+}
+
+/// Where the running config's credentials come from, and their rotation policies.
+#[derive(Clone)]
+pub struct ServedCredentials {
+    pub source: Arc<dyn CredentialSource>,
+    pub rotation: Arc<RotationConfig>,
 }
 
 impl App {
@@ -151,6 +161,7 @@ impl App {
             refresh: Arc::new(Notify::new()),
             operators: arc_swap::ArcSwap::from_pointee(Operators::default()),
             leaks,
+            credentials: RwLock::new(None),
             broadcaster,
         })
     }
@@ -218,9 +229,21 @@ impl App {
             }
         }
         let background = runtime::spawn_background(&prepared, &self.gate);
+        if let Ok(mut served) = self.credentials.write() {
+            *served = Some(ServedCredentials {
+                source: prepared.source.clone(),
+                rotation: Arc::new(config.rotation.clone()),
+            });
+        }
         telemetry::record_registry_size(prepared.registry.consumers().len());
         record_budgets(&prepared.registry);
         self.gate.swap_registry(prepared.registry);
+        runtime::publish_inventory(
+            &self.gate,
+            &prepared.config.rotation,
+            &*prepared.source,
+            &self.gate.registry().referenced_credentials(),
+        );
         Ok((prepared.config, background))
     }
 

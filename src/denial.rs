@@ -38,6 +38,9 @@ pub enum DenyReason {
         limit: usize,
     },
     CredentialUnavailable,
+    /// An operator revoked the provider key this consumer's requests would use (emergency
+    /// revocation) and no replacement is served yet.
+    CredentialRevoked,
     /// The body is larger than the consumer's `max_request_bytes`.
     TooLarge {
         limit: u64,
@@ -76,7 +79,7 @@ impl DenyReason {
             | DenyReason::ExpiredKey
             | DenyReason::KeyRevoked => 401,
             DenyReason::Suspended | DenyReason::Revoked | DenyReason::OutOfScope { .. } => 403,
-            DenyReason::CredentialUnavailable => 503,
+            DenyReason::CredentialUnavailable | DenyReason::CredentialRevoked => 503,
             DenyReason::TooLarge { .. } => 413,
             DenyReason::TooManyHeaders { .. } => 431,
             DenyReason::RateLimited { .. }
@@ -104,6 +107,7 @@ impl DenyReason {
             DenyReason::UnreadableRequest => "unreadable_request",
             DenyReason::TooManyHeaders { .. } => "too_many_headers",
             DenyReason::CredentialUnavailable => "credential_unavailable",
+            DenyReason::CredentialRevoked => "credential_revoked",
             DenyReason::TooLarge { .. } => "too_large",
             DenyReason::RateLimited { .. } => "rate_limited",
             DenyReason::TokenLimited { .. } => "token_limited",
@@ -129,6 +133,7 @@ impl DenyReason {
             DenyReason::UnreadableRequest => "unreadable_request",
             DenyReason::TooManyHeaders { .. } => "request_header_fields_too_large",
             DenyReason::CredentialUnavailable => "credential_unavailable",
+            DenyReason::CredentialRevoked => "credential_revoked",
             DenyReason::TooLarge { .. } => "request_too_large",
             DenyReason::RateLimited { .. } => "rate_limit_exceeded",
             DenyReason::TokenLimited { .. } => "rate_limit_exceeded",
@@ -176,6 +181,10 @@ impl DenyReason {
                 "keygate: the provider credential is unavailable right now; retry later.".into()
             }
             DenyReason::UnreadableRequest => "keygate: this key has a budget, so its requests must be uncompressed JSON that names the model (for Azure OpenAI, in the deployment path): keygate must bound what a request can cost before it is sent.".into(),
+            DenyReason::CredentialRevoked => {
+                "keygate: the provider credential for this key was revoked by an operator; requests fail until a replacement is in place."
+                    .into()
+            }
             DenyReason::TooManyHeaders { limit } => format!(
                 "keygate: the request has too many headers (with keygate's own, more than {limit}); send fewer."
             ),
@@ -390,5 +399,10 @@ mod tests {
         assert_eq!(DenyReason::Revoked.status(), 403);
         assert_eq!(DenyReason::BadPath(PathError::DotSegment).status(), 400);
         assert_eq!(DenyReason::CredentialUnavailable.status(), 503);
+        assert_eq!(DenyReason::CredentialRevoked.status(), 503);
+        assert_eq!(
+            DenyReason::CredentialRevoked.outcome(),
+            "credential_revoked"
+        );
     }
 }

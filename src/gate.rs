@@ -169,10 +169,19 @@ impl Gate {
         consumer: &Consumer,
         req: &RequestView<'_>,
     ) -> Result<HeaderMutation, DenyReason> {
-        let credential = self
-            .credentials
-            .get(&consumer.credential)
-            .ok_or(DenyReason::CredentialUnavailable)?;
+        let Some(credential) = self.credentials.get(&consumer.credential) else {
+            return Err(match self.credentials.revoked(&consumer.credential) {
+                true => DenyReason::CredentialRevoked,
+                false => DenyReason::CredentialUnavailable,
+            });
+        };
+        if self
+            .overrides
+            .load()
+            .credential_revoked(&credential.fingerprint)
+        {
+            return Err(DenyReason::CredentialRevoked);
+        }
         Ok(rewrite(req, consumer, credential.api_key.clone()))
     }
 

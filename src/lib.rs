@@ -38,6 +38,8 @@ pub mod pipeline;
 pub mod providers;
 pub mod reload;
 pub mod request;
+pub mod rotation;
+pub mod rotator;
 pub mod runtime;
 pub mod scope;
 pub mod secrets;

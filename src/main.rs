@@ -89,6 +89,21 @@ enum Command {
         #[command(subcommand)]
         command: cli::operator_token::AdminCommand,
     },
+    /// Rotate provider credentials: mint, health-check, store in Vault, switch every replica,
+    /// revoke the old key after the grace period; roll back on any failure.
+    Rotate {
+        #[command(flatten)]
+        args: cli::rotate::RotateArgs,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
+    /// The provider credential inventory, and emergency revocation.
+    Credentials {
+        #[command(subcommand)]
+        what: cli::credentials::CredentialsCommand,
+        #[command(flatten)]
+        target: cli::admin::Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -149,7 +164,21 @@ fn main() -> ExitCode {
             command: cli::leaks::LeaksCommand::Report(args),
         } => report(cli::leaks::report(&args)),
         Command::Admin { command } => report(cli::operator_token::run(command)),
+        Command::Rotate { args, target } => {
+            init_cli_logs();
+            report(cli::rotate::run(args, &target))
+        }
+        Command::Credentials { what, target } => {
+            init_cli_logs();
+            report(cli::credentials::run(what, &target))
+        }
     }
+}
+
+/// The rotation commands print their steps on stdout; warnings (and, with KEYGATE_LOG, more)
+/// go to stderr, through the same filters as `serve` (which keep HTTP bodies out).
+fn init_cli_logs() {
+    telemetry::init_cli_tracing();
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 use crate::auth::Registry;
-use crate::config::{self, Config, CredentialsConfig};
+use crate::config::{self, Config, CredentialsConfig, RotationConfig};
 use crate::consumer_store::VaultConsumerStore;
 use crate::gate::Gate;
-use crate::secrets::{CredentialCache, CredentialSource, FileSource, VaultSource};
+use crate::secrets::{
+    inventory, CredentialCache, CredentialSource, FileSource, Fingerprint, VaultSource,
+};
 use crate::telemetry;
 
 /// Why a config could not be put into service.
@@ -40,9 +42,10 @@ pub struct Prepared {
 pub fn source_for(config: &Config) -> Result<Arc<dyn CredentialSource>, LoadError> {
     Ok(match &config.credentials {
         CredentialsConfig::File { path } => Arc::new(FileSource::new(path.clone())),
-        CredentialsConfig::Vault(v) => {
-            Arc::new(VaultSource::new(v).map_err(|e| LoadError::Credentials(e.to_string()))?)
-        }
+        CredentialsConfig::Vault(v) => Arc::new(
+            VaultSource::new(v, &config.rotation.record_template)
+                .map_err(|e| LoadError::Credentials(e.to_string()))?,
+        ),
     })
 }
 
@@ -90,6 +93,9 @@ pub async fn prepare(
             Err(e) => retry_pause(&e).await,
         }
     }
+    cache
+        .refresh_records(&*source, &registry.referenced_credentials())
+        .await;
     cache.set_max_stale(max_stale);
     config.release_inline_consumers();
     Ok(Prepared {
@@ -171,6 +177,7 @@ pub fn spawn_background(prepared: &Prepared, gate: &Arc<Gate>) -> Background {
         prepared.source.clone(),
         gate.clone(),
         refresh_every,
+        Arc::new(prepared.config.rotation.clone()),
     ))];
     if let (Some(store), config::ConsumersConfig::Vault(settings)) =
         (&prepared.store, &prepared.config.consumers)
@@ -187,13 +194,29 @@ pub fn spawn_background(prepared: &Prepared, gate: &Arc<Gate>) -> Background {
     Background { tasks }
 }
 
-async fn refresh_credentials(source: Arc<dyn CredentialSource>, gate: Arc<Gate>, every: Duration) {
+async fn refresh_credentials(
+    source: Arc<dyn CredentialSource>,
+    gate: Arc<Gate>,
+    every: Duration,
+    rotation: Arc<RotationConfig>,
+) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stale_before: Vec<Arc<str>> = Vec::new();
     loop {
         let refs = gate.registry().referenced_credentials();
+        let before = versions(gate.credentials(), &refs);
         let report = gate.credentials().refresh(&*source, &refs).await;
+        let changed: Vec<Arc<str>> = refs
+            .iter()
+            .zip(before)
+            .filter(|(r, v)| versions(gate.credentials(), std::slice::from_ref(r))[0] != *v)
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !changed.is_empty() {
+            gate.credentials().refresh_records(&*source, &changed).await;
+        }
+        publish_inventory(&gate, &rotation, &*source, &refs);
         for (reference, failure) in &report.failures {
             tracing::warn!(credential = %reference, error = %failure, "credential refresh failed; serving the last good value");
         }
@@ -217,6 +240,36 @@ async fn refresh_credentials(source: Arc<dyn CredentialSource>, gate: Arc<Gate>,
         stale_before = stale_now;
         tick.tick().await;
     }
+}
+
+/// The KV version and fingerprint each reference is served at (a change means a new key).
+fn versions(cache: &CredentialCache, refs: &[Arc<str>]) -> Vec<Option<(Option<u64>, Fingerprint)>> {
+    refs.iter()
+        .map(|r| cache.get(r).map(|c| (c.version, c.fingerprint)))
+        .collect()
+}
+
+/// Publishes the rotation metrics for the credentials `refs`.
+pub fn publish_inventory(
+    gate: &Gate,
+    rotation: &RotationConfig,
+    source: &dyn CredentialSource,
+    refs: &[Arc<str>],
+) {
+    let registry = gate.registry();
+    let overrides = gate.overrides();
+    let entries = inventory::inventory(
+        &inventory::Sources {
+            registry: &registry,
+            cache: gate.credentials(),
+            overrides: &overrides,
+            rotation,
+            source: Some(source),
+        },
+        refs,
+        false,
+    );
+    inventory::publish(&entries);
 }
 
 async fn poll_consumers(

@@ -21,6 +21,32 @@ pub mod duration {
     }
 }
 
+/// An optional `Duration` written as humantime text, both ways.
+pub mod duration_opt {
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        humantime::parse_duration(&text).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); use e.g. 30d, 24h, 90m"
+            ))
+        })
+    }
+}
+
 /// A `SystemTime` written as RFC 3339 UTC with milliseconds (serialize only).
 pub mod rfc3339 {
     use std::time::SystemTime;
@@ -30,10 +56,20 @@ pub mod rfc3339 {
     }
 }
 
-/// An optional `SystemTime` read from RFC 3339 text (deserialize only).
+/// An optional `SystemTime` as RFC 3339 text (read any RFC 3339; written UTC, whole seconds).
 pub mod rfc3339_opt {
     use serde::Deserialize;
     use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
+            None => s.serialize_none(),
+        }
+    }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,

@@ -55,6 +55,13 @@ pub const LEAK_REPORTS_TOTAL: &str = "keygate_leak_reports_total";
 /// GitHub secret-scanning alert requests by result: `ok`, `unsigned`, `bad_signature`,
 /// `too_large`, `bad_request`.
 pub const LEAK_ALERTS_TOTAL: &str = "keygate_leak_alerts_total";
+/// When each provider credential's current key became current (rotated, or written).
+pub const CREDENTIAL_ROTATED_TIMESTAMP: &str = "keygate_credential_rotated_timestamp_seconds";
+/// The rotation policy's period (`rotation.credentials.<ref>.every`).
+pub const CREDENTIAL_ROTATION_INTERVAL: &str = "keygate_credential_rotation_interval_seconds";
+/// Rotations by credential and result (`ok`, `rolled_back`, `failed`), as the durable
+/// rotation record counts them: every replica reports the same totals.
+pub const ROTATION_TOTAL: &str = "keygate_rotation_total";
 
 /// The label value used for requests whose key matched no consumer.
 pub const UNKNOWN: &str = "unknown";
@@ -227,6 +234,20 @@ fn describe() {
         LEAK_ALERTS_TOTAL,
         "GitHub secret-scanning alert requests by result."
     );
+    describe_gauge!(
+        CREDENTIAL_ROTATED_TIMESTAMP,
+        Unit::Seconds,
+        "Unix time at which the provider credential's current key became current."
+    );
+    describe_gauge!(
+        CREDENTIAL_ROTATION_INTERVAL,
+        Unit::Seconds,
+        "How often the credential's rotation policy rotates it."
+    );
+    describe_counter!(
+        ROTATION_TOTAL,
+        "Rotations by credential and result (ok, rolled_back, failed), from the rotation record; every replica reports the same totals."
+    );
 }
 
 /// Counts a request's final outcome (`allowed`, or the denial's label) once, with names from
@@ -281,12 +302,32 @@ pub enum LogFormat {
 /// Sets up tracing to stderr; `KEYGATE_LOG` (or `RUST_LOG`) filters, default `info`.
 /// Crates that would log secret-bearing HTTP bodies are always capped.
 pub fn init_tracing(format: LogFormat) {
+    init_tracing_with(format, &["rustify=warn", "reqwest=info", "vaultrs=info"]);
+}
+
+/// Tracing for the one-shot commands (`keygate rotate`, `keygate credentials`): warnings only
+/// unless `KEYGATE_LOG` says otherwise. Without `KEYGATE_LOG`, the Vault client's own lines
+/// are off: it logs every non-2xx answer as an error (including the 404 of a credential that
+/// has no rotation record yet), and the commands report every Vault failure themselves.
+pub fn init_cli_tracing() {
+    if std::env::var_os("KEYGATE_LOG").is_some() {
+        init_tracing(LogFormat::Text);
+    } else {
+        std::env::set_var("KEYGATE_LOG", "warn");
+        init_tracing_with(
+            LogFormat::Text,
+            &["rustify=off", "reqwest=info", "vaultrs=off"],
+        );
+    }
+}
+
+fn init_tracing_with(format: LogFormat, caps: &[&str]) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // These HTTP layers log request and response bodies at debug level, and Vault's bodies
     // carry provider keys: cap them whatever the user asked for.
-    for directive in ["rustify=warn", "reqwest=info", "vaultrs=info"] {
+    for &directive in caps {
         if let Ok(d) = directive.parse() {
             filter = filter.add_directive(d);
         }

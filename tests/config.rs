@@ -129,3 +129,35 @@ async fn an_unavailable_credential_is_reported_at_the_field_that_references_it()
     assert!(!err.contains("production"), "{err}");
     assert!(!err.contains("sk-present"), "{err}");
 }
+
+#[test]
+fn rotation_policies_are_checked_with_field_paths() {
+    let with = |rotation: &str| format!("{BASE}rotation:\n{rotation}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = keygate::config::load(&write(
+        &dir,
+        &with("  credentials:\n    openai/production: {every: 30d}\n"),
+    ))
+    .unwrap();
+    let policy = config.rotation.policy("openai/production").unwrap();
+    assert_eq!(
+        policy.grace,
+        std::time::Duration::from_secs(24 * 3600),
+        "grace defaults to 24h"
+    );
+    assert_eq!(
+        policy.every,
+        Some(std::time::Duration::from_secs(30 * 86400))
+    );
+    let cases = [
+        ("  credentials:\n    openai/prod: {every: 30d}\n", "rotation.credentials.openai/prod: no provider uses credential \"openai/prod\""),
+        ("  credentials:\n    openai/production: {every: 1d, grace: 2d}\n", "rotation.credentials.openai/production.grace: the grace period must be shorter than `every`"),
+        ("  credentials:\n    openai/production: {admin_credential: \" \"}\n", "rotation.credentials.openai/production.admin_credential: must not be empty"),
+        ("  record_template: \"{path}\"\n", "rotation.record_template: must contain {path} and differ from it"),
+        ("  credentials:\n    openai/production: {evry: 30d}\n", "unknown field `evry`"),
+    ];
+    for (rotation, expected) in cases {
+        let err = error_for(&with(rotation));
+        assert!(err.contains(expected), "{rotation}: {err}");
+    }
+}

@@ -54,6 +54,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("leaks/github.rs", 1),
     ("leaks/gitleaks.rs", 1),
     ("leaks/signature.rs", 1),
+    ("secrets/fingerprint.rs", 1),
+    ("rotation/record.rs", 1),
     // 2: state and sources
     ("auth/", 2),
     ("limits/", 2),
@@ -66,12 +68,14 @@ const LAYERS: &[(&str, u8)] = &[
     ("audit/", 2),
     ("overrides/store.rs", 2),
     ("overrides/broadcast.rs", 2),
+    ("rotation/", 2),
     // 3: the pipeline
     ("gate.rs", 3),
     ("pipeline/", 3),
     ("containment.rs", 3),
     ("overrides/", 3),
     ("leaks/", 3),
+    ("rotator/", 3),
     // 4: edges and planes
     ("envoy/", 4),
     ("admin/", 4),

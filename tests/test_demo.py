@@ -50,6 +50,24 @@ def test_demo_self_test_on_the_ports_given_and_cleans_up(cargo_build, tmp_path) 
     assert leftovers(tmp_path) == []
 
 
+def test_demo_rotation_rotates_the_demo_credential_end_to_end(cargo_build, tmp_path) -> None:
+    """`scripts/demo --rotation --self-test`: the provider keys in OpenBao, the mock provider
+    playing OpenAI's admin API and enforcing keys; the commands the demo prints, run with the
+    environment it prints: `keygate rotate openai/development` mints, health-checks, stores
+    version 2 and switches keygate, requests work before and after, and (the grace period cut
+    to 2s in the working config) `keygate rotate --due` revokes the old key, which the mock then
+    refuses. The folder (OpenBao included) is gone afterwards."""
+    out = subprocess.run([*DEMO, "--self-test", "--rotation"], capture_output=True, text=True, timeout=180,
+                         check=False, env=env_with_tmpdir(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ("openai/development: health check: ok",
+                 "openai/development: stored as version 2 of secret/ai-providers/openai/development",
+                 "openai/development: switched: 1 replica(s) confirmed", "openai/development: rotated",
+                 "openai/development: grace period over: ", "demo rotation self-test: ok"):
+        assert line in out.stdout, line
+    assert leftovers(tmp_path) == []
+
+
 def test_demo_port_taken_is_one_clear_line(tmp_path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -268,3 +268,72 @@ def test_istio_custom_policy_covers_every_request_on_the_gateway() -> None:
     assert policy["spec"]["selector"]["matchLabels"] == {"app": "ai-gateway"}
     [rule] = policy["spec"]["rules"]
     assert rule == {"to": [{"operation": {"paths": ["/*"]}}]}
+
+
+# -- the rotation CronJob (deploy/kubernetes/keygate-rotate.yaml) ------------------------------
+
+
+def rotate_pod() -> dict:
+    return kube("CronJob", "keygate-rotate", "keygate-rotate.yaml")["spec"]["jobTemplate"]["spec"]["template"]
+
+
+def flag(args: list[str], name: str) -> str:
+    [value] = [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")]
+    return value
+
+
+def test_rotation_cronjob_runs_rotate_due_on_the_gateways_config_against_every_replica() -> None:
+    """`keygate rotate --due` with the gateway's ConfigMap, reaching every replica's admin API
+    through the headless Service, from a pod the NetworkPolicy admits to the admin port, under
+    its own service account and Vault role (the replicas keep theirs, read-only)."""
+    job = kube("CronJob", "keygate-rotate", "keygate-rotate.yaml")
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = rotate_pod()
+    [c] = pod["spec"]["containers"]
+    args = c["args"]
+    assert args[:2] == ["rotate", "--due"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    config_path = flag(args, "config")
+    [config_volume] = [n for n, path in mounts.items() if config_path.startswith(path + "/")]
+    assert volumes[config_volume]["configMap"]["name"] == "keygate-config"
+    config = yaml.safe_load(kube("ConfigMap", "keygate-config")["data"]["keygate.yaml"])
+    assert config["rotation"]["credentials"], "the config names the credentials the schedule rotates"
+
+    service = kube("Service", "keygate-admin")
+    assert service["spec"]["clusterIP"] == "None", "dns: reaches every replica only through a headless Service"
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "admin-grpc")
+    assert port == int(config["admin"]["listen"].rsplit(":", 1)[1])
+    assert flag(args, "targets") == f"dns:keygate-admin.ai-gateway.svc.cluster.local:{port}"
+    assert flag(args, "token-file").startswith(mounts["admin-token"] + "/")
+    assert volumes["admin-token"]["secret"]["secretName"] == "keygate-admin-token"
+    assert flag(args, "tls-ca").startswith(mounts["admin-ca"] + "/")
+
+    admin_rule = next(r for r in kube("NetworkPolicy", "ai-gateway")["spec"]["ingress"]
+                      if {"protocol": "TCP", "port": port} in r["ports"])
+    [selector] = [f["podSelector"]["matchLabels"] for f in admin_rule["from"]]
+    assert selector.items() <= pod["metadata"]["labels"].items(), "the NetworkPolicy must admit the Job to the admin API"
+
+    gateway = kube("Deployment", "ai-gateway")["spec"]["template"]["spec"]
+    assert pod["spec"]["serviceAccountName"] != gateway["serviceAccountName"]
+    rotator_auth = config["rotation"]["vault"]["auth"]
+    assert rotator_auth["method"] == "kubernetes"
+    assert rotator_auth["role"] != config["credentials"]["vault"]["auth"]["role"]
+    assert c["image"] == keygate_container()["image"]
+    sc = {**pod["spec"]["securityContext"], **c["securityContext"]}
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532 and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["allowPrivilegeEscalation"] is False
+
+
+def test_rotation_cronjob_arguments_and_config_are_accepted(cargo_build, tmp_path) -> None:
+    """The Job's arguments parse and its config loads: run here, it gets as far as the Vault
+    CA certificate, a file only the pod has."""
+    [c] = rotate_pod()["spec"]["containers"]
+    config = tmp_path / "keygate.yaml"
+    config.write_text(kube("ConfigMap", "keygate-config")["data"]["keygate.yaml"])
+    args = [f"--config={config}" if a.startswith("--config=") else a for a in c["args"]]
+    out = subprocess.run([str(keygate_bin()), *args], capture_output=True, text=True, timeout=60)
+    rotation = yaml.safe_load(config.read_text())["rotation"]
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith(f"keygate: error: vault configuration: client: Error reading file: "
+                                       f"{rotation['vault']['ca_cert']}"), out.stderr

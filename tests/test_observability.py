@@ -31,12 +31,14 @@ import yaml
 from harness.keygate import counter
 from harness.paths import REPO_ROOT
 from harness.prometheus import Prometheus, PrometheusError, start_prometheus
-from harness.stack import Stack, start_stack
+from harness.stack import SECRETS, Stack, start_stack
 from harness.webhook import WebhookReceiver
 
 PROM_DIR = REPO_ROOT / "deploy" / "prometheus"
 RULES = PROM_DIR / "keygate-alerts.yaml"
-RULE_TESTS = PROM_DIR / "keygate-alerts.test.yaml"
+# promtool unit tests: keygate-alerts.test.yaml, and one file per later group of alerts
+# (keygate-alerts-rotation.test.yaml).
+RULE_TESTS = sorted(PROM_DIR.glob("keygate-alerts*.test.yaml"))
 PROM_EXAMPLE = PROM_DIR / "prometheus.yaml"
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "keygate.json"
 
@@ -65,6 +67,13 @@ NO_DATA_IN_TEST_STACK = {
 # The live stack gives this consumer a monthly budget, so the budget queries have data.
 BUDGET_CONSUMER = "team-openai"
 BUDGET_USD = 250.0
+
+# The live stack gives this credential a rotation policy and a rotation time (the secrets
+# file's `rotated_at` field), so the rotation panels have data; it is far from due, so the
+# rotation alerts stay quiet.
+ROTATED_CREDENTIAL = "openai/production"
+ROTATION_EVERY_S = 30 * 86400
+ROTATED_AGO_S = 3 * 86400
 
 SRE_DOC = REPO_ROOT / "docs" / "sre.md"
 METRIC_LITERAL = re.compile(r'"(keygate_[a-z_]+)"')
@@ -180,16 +189,20 @@ def test_promtool_check_rules() -> None:
 
 
 def test_promtool_rule_unit_tests_pass() -> None:
-    out = promtool("test", "rules", RULE_TESTS)
+    assert len(RULE_TESTS) >= 2, RULE_TESTS
+    out = promtool("test", "rules", *RULE_TESTS)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_every_alert_has_a_firing_case_and_a_quiet_case() -> None:
-    tests = load_yaml(RULE_TESTS)
-    assert [Path(f).name for f in tests["rule_files"]] == [RULES.name]
     firing: set[str] = set()
     quiet: set[str] = set()
-    for case in tests["tests"]:
+    cases = []
+    for path in RULE_TESTS:
+        tests = load_yaml(path)
+        assert [Path(f).name for f in tests["rule_files"]] == [RULES.name], path
+        cases += tests["tests"]
+    for case in cases:
         for check in case.get("alert_rule_test", []):
             (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
     alerts = {r["alert"] for r in alert_rules()}
@@ -409,15 +422,31 @@ def give_budget(s: Stack, consumer: str, usd: float) -> None:
         time.sleep(0.1)
 
 
+def give_rotation_time(s: Stack, credential: str, ago_s: int) -> float:
+    """Write `rotated_at` (`ago_s` seconds ago) next to the credential's key in the secrets
+    file and wait for keygate to publish it; return that time (Unix seconds)."""
+    rotated = int(time.time()) - ago_s
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rotated))
+    s.keygate.write_secrets(SECRETS, {credential: {"rotated_at": stamp}})
+    deadline = time.monotonic() + 10
+    while counter(s.keygate.metrics(), "keygate_credential_rotated_timestamp_seconds", credential=credential) != rotated:
+        assert time.monotonic() < deadline, "keygate did not publish the secrets file's rotated_at"
+        time.sleep(0.1)
+    return rotated
+
+
 @pytest.fixture(scope="module")
 def live(cargo_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """Stack + Prometheus (scraping keygate every second, with the alert rules loaded), after
     two rounds of traffic with scrapes in between, so every rate() has samples."""
     workdir = tmp_path_factory.mktemp("observability")
-    stack = start_stack(workdir, "ext_proc", {"limits": {"failed_auth_per_minute": FAILED_AUTH_PER_MINUTE}})
+    rotation = {"credentials": {ROTATED_CREDENTIAL: {"every": f"{ROTATION_EVERY_S // 86400}d"}}}
+    stack = start_stack(workdir, "ext_proc", {"limits": {"failed_auth_per_minute": FAILED_AUTH_PER_MINUTE},
+                                              "rotation": rotation})
     prom = None
     try:
         give_budget(stack, BUDGET_CONSUMER, BUDGET_USD)
+        give_rotation_time(stack, ROTATED_CREDENTIAL, ROTATED_AGO_S)
         prom = start_prometheus(workdir, [f"127.0.0.1:{stack.keygate.admin_port}"], rule_files=[RULES])
         prom.wait_for_targets_up(scrapes=2)
         drive_traffic(stack)
@@ -495,6 +524,23 @@ def test_budget_panel_shows_the_configured_budget(live: Live) -> None:
     budget_expr = next(t["expr"] for t in panel["targets"] if "keygate_budget_usd" in t["expr"])
     result = live.prom.query(substitute(budget_expr))
     assert {r["metric"]["consumer"]: float(r["value"][1]) for r in result} == {BUDGET_CONSUMER: BUDGET_USD}
+
+
+def test_rotation_panel_shows_key_age_against_policy(live: Live) -> None:
+    """The age-vs-policy panel shows the credential's age from its rotation time and its
+    policy's period, for the credential with a policy only; the rotations panel has the
+    credential's results, all 0."""
+    panel = next(p for p in data_panels(dashboard()) if p["title"] == "Provider key age vs rotation policy")
+    exprs = {t["refId"]: substitute(t["expr"]) for t in panel["targets"]}
+    ages = {r["metric"]["credential"]: float(r["value"][1]) for r in live.prom.query(exprs["A"])}
+    assert set(ages) == {ROTATED_CREDENTIAL}, ages
+    assert ROTATED_AGO_S <= ages[ROTATED_CREDENTIAL] < ROTATED_AGO_S + 600, ages
+    policy = {r["metric"]["credential"]: float(r["value"][1]) for r in live.prom.query(exprs["B"])}
+    assert policy == {ROTATED_CREDENTIAL: ROTATION_EVERY_S}
+    panel = next(p for p in data_panels(dashboard()) if p["title"].startswith("Provider key rotations by result"))
+    [expr] = [substitute(t["expr"]) for t in panel["targets"]]
+    results = {(r["metric"]["credential"], r["metric"]["result"]): float(r["value"][1]) for r in live.prom.query(expr)}
+    assert results == {(ROTATED_CREDENTIAL, result): 0.0 for result in ("ok", "rolled_back", "failed")}
 
 
 def test_alert_rules_load_and_evaluate_on_live_data(live: Live) -> None:

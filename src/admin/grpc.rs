@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use metrics::counter;
 use tonic::{Request, Response, Status};
 
+use super::credentials;
 use super::denied_calls::DeniedCalls;
 use super::identity::identify;
 use super::operators::Identity;
@@ -105,7 +106,9 @@ impl AdminService {
             .apply(action, &actor, &reason(body))
             .await
             .map_err(|e| match e {
-                OverrideError::UnknownConsumer(_) => Status::not_found(e.to_string()),
+                OverrideError::UnknownConsumer(_) | OverrideError::UnknownCredential(_) => {
+                    Status::not_found(e.to_string())
+                }
                 OverrideError::Final(_) => Status::failed_precondition(e.to_string()),
                 OverrideError::State(_) => Status::invalid_argument(e.to_string()),
             })?;
@@ -242,11 +245,55 @@ impl Admin for AdminService {
         let actor = self
             .authorize("RefreshCredentials", Role::Operator, &request)?
             .name;
-        self.app.refresh.notify_one();
+        let named = &request.get_ref().credentials;
+        let message = if named.is_empty() {
+            self.app.refresh.notify_one();
+            "credential refresh started".into()
+        } else {
+            credentials::refresh_named(&self.app, named).await?
+        };
         self.audit_call("RefreshCredentials", &actor);
         Ok(Response::new(pb::ActionReply {
             changed: true,
-            message: "credential refresh started".into(),
+            message,
+        }))
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<pb::ListCredentialsRequest>,
+    ) -> Result<Response<pb::ListCredentialsReply>, Status> {
+        let actor = self.authorize("ListCredentials", Role::ReadOnly, &request)?.name;
+        let reply = credentials::list(&self.app)?;
+        self.audit_call("ListCredentials", &actor);
+        Ok(Response::new(reply))
+    }
+
+    async fn revoke_credential(
+        &self,
+        request: Request<pb::RevokeCredentialRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let app = self.app.clone();
+        self.act(
+            "RevokeCredential",
+            request,
+            move |r| credentials::revocation(&app, r),
+            |r| r.reason,
+        )
+        .await
+    }
+
+    async fn report_rotation(
+        &self,
+        request: Request<pb::RotationReport>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let actor = self.authorize("ReportRotation", Role::Operator, &request)?.name;
+        credentials::report(&self.app, &actor, request.get_ref())?;
+        counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => "ReportRotation", "result" => "ok")
+            .increment(1);
+        Ok(Response::new(pb::ActionReply {
+            changed: true,
+            message: "recorded".into(),
         }))
     }
 

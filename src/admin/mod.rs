@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 mod calls;
+pub mod credentials;
 pub mod denied_calls;
 pub mod github_alerts;
 pub mod grpc;

@@ -11,6 +11,7 @@ use crate::detect::action::Action;
 use crate::detect::detection::{Detection, DetectorKind, Evidence};
 use crate::leaks::report::{LeakLocation, Scanner};
 use crate::notify::redact::redact;
+use crate::secrets::fingerprint::Fingerprint;
 use crate::serde_util::rfc3339;
 
 /// What happened.
@@ -28,6 +29,16 @@ pub enum AuditEvent {
     AdminCall,
     /// A scanner reported a keygate key as leaked.
     KeyLeaked,
+    /// A provider credential's key was revoked in an emergency (`keygate credentials revoke`).
+    CredentialRevoked,
+    /// A rotation switched every replica to a new provider key.
+    CredentialRotated,
+    /// A rotation failed and was undone.
+    RotationRolledBack,
+    /// A rotation (or the old key's revocation) failed and needs an operator.
+    RotationFailed,
+    /// The old key of a rotation was revoked at the provider after the grace period.
+    OldKeyRevoked,
 }
 
 impl AuditEvent {
@@ -43,6 +54,11 @@ impl AuditEvent {
             AuditEvent::Detection => "detection",
             AuditEvent::AdminCall => "admin_call",
             AuditEvent::KeyLeaked => "key_leaked",
+            AuditEvent::CredentialRevoked => "credential_revoked",
+            AuditEvent::CredentialRotated => "credential_rotated",
+            AuditEvent::RotationRolledBack => "rotation_rolled_back",
+            AuditEvent::RotationFailed => "rotation_failed",
+            AuditEvent::OldKeyRevoked => "old_key_revoked",
         }
     }
 }
@@ -82,6 +98,15 @@ pub struct AuditEntry {
     scanner: Option<Scanner>,
     #[serde(skip_serializing_if = "Option::is_none")]
     location: Option<LeakLocation>,
+    /// A provider credential reference (`openai/production`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<String>,
+    /// The provider key's fingerprint (`fp_…`), never the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<Fingerprint>,
+    /// The rotation (`rot_…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation: Option<String>,
 }
 
 impl AuditEntry {
@@ -101,6 +126,9 @@ impl AuditEntry {
             evidence: None,
             scanner: None,
             location: None,
+            credential: None,
+            fingerprint: None,
+            rotation: None,
         }
     }
 
@@ -127,6 +155,18 @@ impl AuditEntry {
 
     pub fn consumer(mut self, consumer: &str) -> Self {
         self.consumer = Some(redact(consumer).chars().take(128).collect());
+        self
+    }
+
+    /// The provider credential acted on, by reference and (when known) fingerprint.
+    pub fn credential(mut self, reference: &str, fingerprint: Option<Fingerprint>) -> Self {
+        self.credential = Some(redact(reference).chars().take(128).collect());
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    pub fn rotation(mut self, id: &str) -> Self {
+        self.rotation = Some(redact(id).chars().take(64).collect());
         self
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::KeyId;
 use crate::config::ConsumerStatus;
+use crate::secrets::fingerprint::Fingerprint;
 
 /// The serializable form (the state file, broadcasts).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,9 @@ pub struct OverrideState {
     /// Revoked key ids.
     #[serde(default)]
     pub revoked_keys: BTreeSet<KeyId>,
+    /// Revoked provider keys: fingerprint → the credential reference it was served for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked_credentials: BTreeMap<Fingerprint, String>,
 }
 
 /// The compiled form the gate reads.
@@ -26,6 +30,7 @@ pub struct OverrideState {
 pub struct Overrides {
     status: HashMap<String, ConsumerStatus>,
     revoked: HashSet<KeyId>,
+    revoked_credentials: HashSet<Fingerprint>,
 }
 
 impl Overrides {
@@ -33,7 +38,13 @@ impl Overrides {
         Overrides {
             status: state.status.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             revoked: state.revoked_keys.iter().copied().collect(),
+            revoked_credentials: state.revoked_credentials.keys().copied().collect(),
         }
+    }
+
+    /// Whether an operator revoked this provider key.
+    pub fn credential_revoked(&self, fingerprint: &Fingerprint) -> bool {
+        !self.revoked_credentials.is_empty() && self.revoked_credentials.contains(fingerprint)
     }
 
     /// The status override for a consumer, if any.
@@ -59,12 +70,15 @@ mod tests {
         let state = OverrideState {
             status: BTreeMap::from([("a".into(), ConsumerStatus::Suspended)]),
             revoked_keys: BTreeSet::from([hash.key_id()]),
+            revoked_credentials: BTreeMap::from([(Fingerprint::of("sk-a"), "a/b".into())]),
         };
         let o = Overrides::compile(&state);
         assert_eq!(o.status("a"), Some(ConsumerStatus::Suspended));
         assert_eq!(o.status("b"), None);
         assert!(o.key_revoked(&hash.key_id()));
         assert!(!o.key_revoked(&crate::auth::KeyHash::of("kg_live_y").key_id()));
+        assert!(o.credential_revoked(&Fingerprint::of("sk-a")));
+        assert!(!o.credential_revoked(&Fingerprint::of("sk-b")));
     }
 
     #[test]

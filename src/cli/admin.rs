@@ -11,8 +11,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::vault_store::Change;
 use crate::admin::pb::admin_client::AdminClient;
@@ -37,12 +39,14 @@ pub struct Target {
     /// your client certificate, --tls-cert, identifies you).
     #[arg(long, env = "KEYGATE_ADMIN_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
-    /// Ignored: the audit log names the operator your token or certificate identifies. Kept so
-    /// older scripts still run.
+    /// The name `keygate rotate` and `credentials revoke` write into Vault's rotation records
+    /// (`rotated_by`, `revoked_by`; default $USER). The audit log never uses it: it names the
+    /// operator your token or certificate identifies.
     #[arg(long, global = true, hide = true)]
     pub actor: Option<String>,
-    /// keygate config naming the consumer store: when consumers live in Vault, suspend,
-    /// resume and revoke are also written there (with this config's Vault connection).
+    /// keygate config. suspend, resume and revoke also write a Vault consumer store it names
+    /// (with its Vault connection); rotate and credentials read its credentials, rotation
+    /// policies and the rotator's Vault login from it.
     #[arg(short, long, env = "KEYGATE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -76,13 +80,23 @@ pub struct TlsArgs {
     pub tls_server_name: Option<String>,
 }
 
+impl Target {
+    /// The name written into Vault's rotation records: --actor, else $USER.
+    pub fn actor(&self) -> String {
+        self.actor
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
 impl TlsArgs {
     fn enabled(&self) -> bool {
         self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some()
     }
 
     /// The client TLS settings for one target; None for plaintext.
-    fn config(&self, server_name: Option<&str>) -> anyhow::Result<Option<ClientTlsConfig>> {
+    pub fn config(&self, server_name: Option<&str>) -> anyhow::Result<Option<ClientTlsConfig>> {
         if !self.enabled() {
             return Ok(None);
         }
@@ -141,7 +155,7 @@ pub enum Command {
 
 /// The operator token: --token-file, else KEYGATE_ADMIN_TOKEN; none when a client
 /// certificate identifies the caller instead.
-fn token(target: &Target) -> anyhow::Result<Option<String>> {
+pub fn token(target: &Target) -> anyhow::Result<Option<String>> {
     let token = match &target.token_file {
         Some(path) => {
             Some(std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?)
@@ -250,12 +264,30 @@ impl Command {
     }
 }
 
-async fn call(
+/// The admin API client, with the operator's bearer token (if any) on every call.
+pub type Client = AdminClient<InterceptedService<Channel, Auth>>;
+
+/// Adds `authorization` to every admin call when the operator has a token.
+#[derive(Clone)]
+pub struct Auth {
+    bearer: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(bearer) = &self.bearer {
+            req.metadata_mut().insert("authorization", bearer.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Connects to one keygate's admin API.
+pub async fn connect(
     addr: &str,
     tls: Option<ClientTlsConfig>,
     token: Option<&str>,
-    command: &Command,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Client> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(std::time::Duration::from_secs(2))
@@ -264,16 +296,20 @@ async fn call(
         endpoint = endpoint.tls_config(tls)?;
     }
     let channel = endpoint.connect().await?;
-    let bearer: Option<MetadataValue<_>> = token
+    let bearer = token
         .map(|t| format!("Bearer {t}").parse())
         .transpose()
         .context("the admin token is not a valid header value")?;
-    let mut client = AdminClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        if let Some(bearer) = &bearer {
-            req.metadata_mut().insert("authorization", bearer.clone());
-        }
-        Ok(req)
-    });
+    Ok(AdminClient::with_interceptor(channel, Auth { bearer }))
+}
+
+async fn call(
+    addr: &str,
+    tls: Option<ClientTlsConfig>,
+    token: Option<&str>,
+    command: &Command,
+) -> anyhow::Result<String> {
+    let mut client = connect(addr, tls, token).await?;
     let reply = match command {
         Command::Revoke(RevokeCommand::Consumer { name, reason }) => client
             .revoke_consumer(ConsumerRequest {

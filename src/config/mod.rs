@@ -6,6 +6,7 @@ pub mod leaks;
 mod limits;
 pub mod operators;
 mod restart;
+mod rotation;
 mod sources;
 mod types;
 mod validate;
@@ -17,6 +18,7 @@ pub use leaks::{GithubAlertsConfig, LeaksConfig, PublicKeyConfig};
 pub use limits::*;
 pub use operators::{OperatorConfig, Role};
 pub use restart::restart_only_changes;
+pub use rotation::{CredentialRotation, RotationConfig};
 pub use sources::*;
 pub use types::*;
 pub use validate::{

@@ -44,6 +44,9 @@ pub struct Config {
     /// Where secret scanners report leaked keys (GitHub secret-scanning alerts).
     #[serde(default)]
     pub leaks: super::leaks::LeaksConfig,
+    /// Provider credential rotation policies and the rotator's access.
+    #[serde(default)]
+    pub rotation: super::rotation::RotationConfig,
 }
 
 impl Config {
@@ -61,6 +64,9 @@ impl Config {
             if let Some(vault) = &mut store.vault {
                 vault.resolve_paths(&resolve);
             }
+        }
+        if let Some(vault) = &mut self.rotation.vault {
+            vault.resolve_paths(&resolve);
         }
         if let Some(uds) = &mut self.listeners.grpc_uds {
             resolve(uds);
@@ -124,6 +130,32 @@ impl Config {
             (ConsumersConfig::Vault(_), CredentialsConfig::Vault(v)) => Some(&v.vault),
             _ => None,
         }
+    }
+}
+
+impl Config {
+    /// The Vault connection the rotator logs in with: `rotation.vault`, else the credentials'.
+    pub fn rotator_vault(&self) -> Option<&VaultConnection> {
+        match (&self.rotation.vault, &self.credentials) {
+            (Some(v), _) => Some(v),
+            (None, CredentialsConfig::Vault(v)) => Some(&v.vault),
+            _ => None,
+        }
+    }
+
+    /// Every credential reference a provider maps an environment to, with the provider's
+    /// name and kind (the first provider naming it, by name).
+    pub fn credential_references(
+        &self,
+    ) -> BTreeMap<String, (String, crate::providers::ProviderKind)> {
+        let mut out = BTreeMap::new();
+        for (name, provider) in &self.providers {
+            for reference in provider.credentials.values() {
+                out.entry(reference.clone())
+                    .or_insert_with(|| (name.clone(), provider.kind));
+            }
+        }
+        out
     }
 }
 

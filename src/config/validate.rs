@@ -127,6 +127,8 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
     if let Err(e) = config.detect.validate() {
         return err("detect".into(), e.to_string());
     }
+    validate_rotation(config)
+        .map_err(|(field, message)| ConfigError::field(file, field, message))?;
     if let Err(e) = crate::usage::PriceTable::defaults().with_overrides(&config.usage.pricing) {
         return err(format!("usage.{}", e.path), e.message);
     }
@@ -148,6 +150,49 @@ pub fn validate(file: &Path, config: &Config) -> Result<(), ConfigError> {
         format!("consumers[{i}]")
     })
     .map_err(|(field, message)| ConfigError::field(file, field, message))
+}
+
+/// The `rotation:` section: policies name credentials the providers use, grace is shorter than
+/// the rotation period, and the record lives beside (not on) the credential.
+fn validate_rotation(config: &Config) -> Result<(), (String, String)> {
+    let rotation = &config.rotation;
+    if !rotation.record_template.contains("{path}") || rotation.record_template == "{path}" {
+        return Err((
+            "rotation.record_template".into(),
+            "must contain {path} and differ from it (the record lives beside the credential)"
+                .into(),
+        ));
+    }
+    if rotation.lease < std::time::Duration::from_secs(1) {
+        return Err(("rotation.lease".into(), "at least 1s".into()));
+    }
+    let references = config.credential_references();
+    for (reference, policy) in &rotation.credentials {
+        let at = format!("rotation.credentials.{reference}");
+        if !references.contains_key(reference) {
+            return Err((
+                at,
+                format!("no provider uses credential {reference:?} (providers.*.credentials)"),
+            ));
+        }
+        if let Some(every) = policy.every {
+            if every.is_zero() || policy.grace >= every {
+                return Err((
+                    format!("{at}.grace"),
+                    "the grace period must be shorter than `every` (the old key is revoked before the next rotation)".into(),
+                ));
+            }
+        }
+        for (name, value) in [
+            ("adapter", policy.adapter.as_deref()),
+            ("admin_credential", policy.admin_credential.as_deref()),
+        ] {
+            if value.is_some_and(|v| v.trim().is_empty()) {
+                return Err((format!("{at}.{name}"), "must not be empty".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a list of consumers against the providers; `label(i)` names entry `i` in errors.

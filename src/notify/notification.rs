@@ -23,6 +23,8 @@ pub struct Notification {
     pub(super) evidence: Option<Evidence>,
     pub(super) actor: Option<String>,
     pub(super) reason: Option<String>,
+    /// A provider credential and what happened to it (`openai/production: fp_… → fp_…`).
+    pub(super) credential: Option<String>,
     pub(super) at: SystemTime,
     /// The consumer's team, when the notification is for its owner (a leak).
     pub(super) team: Option<Arc<str>>,
@@ -43,6 +45,7 @@ impl Notification {
             evidence: Some(d.evidence.clone()),
             actor: None,
             reason: None,
+            credential: None,
             at: d.at,
             team: None,
             leak: None,
@@ -68,6 +71,7 @@ impl Notification {
             evidence: None,
             actor: Some(redact(actor)),
             reason: reason.map(redact),
+            credential: None,
             at: SystemTime::now(),
             team: None,
             leak: None,
@@ -94,9 +98,26 @@ impl Notification {
             evidence: None,
             actor: Some(redact(reporter)),
             reason: Some("the key was found in public and is revoked; issue a new one".into()),
+            credential: None,
             at: SystemTime::now(),
             team,
             leak: Some((scanner, location.clone().cleaned())),
+        }
+    }
+
+    /// Something happened to a provider credential (revoked, rotated, rolled back): `subject`
+    /// names it (reference, fingerprints, rotation id), never a key; all text is redacted.
+    pub fn credential(
+        event: AuditEvent,
+        severity: Severity,
+        subject: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Self {
+        Notification {
+            severity,
+            credential: Some(redact(subject)),
+            ..Notification::admin(event, None, None, actor, reason)
         }
     }
 

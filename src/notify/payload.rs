@@ -41,6 +41,11 @@ fn action_name(n: &Notification) -> &'static str {
         AuditEvent::Detection => "alert",
         AuditEvent::AdminCall => "admin_call",
         AuditEvent::KeyLeaked => "revoke_key",
+        AuditEvent::CredentialRevoked => "revoke_credential",
+        AuditEvent::CredentialRotated => "rotate_credential",
+        AuditEvent::RotationRolledBack => "roll_back_rotation",
+        AuditEvent::RotationFailed => "rotation_failed",
+        AuditEvent::OldKeyRevoked => "revoke_old_key",
     }
 }
 
@@ -76,6 +81,7 @@ pub(super) fn generic(n: &Notification) -> Value {
         ("key_id", n.key_id.map(|k| k.to_string()).as_deref()),
         ("actor", n.actor.as_deref()),
         ("reason", n.reason.as_deref()),
+        ("credential", n.credential.as_deref()),
     ] {
         if let Some(v) = value {
             doc[field] = json!(v);
@@ -115,6 +121,9 @@ pub(super) fn slack(n: &Notification) -> Value {
     }
     if let Some(a) = &n.actor {
         fields.push(field("By", &escape(a)));
+    }
+    if let Some(c) = &n.credential {
+        fields.push(field("Credential", &escape(c)));
     }
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&title, 150)}}),
@@ -165,6 +174,9 @@ pub(super) fn summary(n: &Notification) -> String {
     }
     if let Some(k) = &n.key_id {
         let _ = write!(s, " key {k}");
+    }
+    if let Some(c) = &n.credential {
+        let _ = write!(s, " credential {c}");
     }
     let _ = write!(s, ", action {}", action_name(n));
     if let Some(Action::Throttle { factor, period }) = n.action {

@@ -4,15 +4,29 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::key_id::KeyId;
+use crate::secrets::fingerprint::Fingerprint;
 
-/// Suspend, resume or revoke a consumer, or revoke one key.
+/// Suspend, resume or revoke a consumer, revoke one key, or revoke a provider credential's
+/// key (emergency: its consumers get 503 `credential_revoked` while it is the one served).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Action {
-    Suspend { consumer: String },
-    Resume { consumer: String },
-    RevokeConsumer { consumer: String },
-    RevokeKey { key_id: KeyId },
+    Suspend {
+        consumer: String,
+    },
+    Resume {
+        consumer: String,
+    },
+    RevokeConsumer {
+        consumer: String,
+    },
+    RevokeKey {
+        key_id: KeyId,
+    },
+    RevokeCredential {
+        credential: String,
+        fingerprint: Fingerprint,
+    },
 }
 
 impl Action {
@@ -22,6 +36,7 @@ impl Action {
             Action::Resume { .. } => "resume",
             Action::RevokeConsumer { .. } => "revoke_consumer",
             Action::RevokeKey { .. } => "revoke_key",
+            Action::RevokeCredential { .. } => "revoke_credential",
         }
     }
 
@@ -31,7 +46,7 @@ impl Action {
             Action::Suspend { consumer }
             | Action::Resume { consumer }
             | Action::RevokeConsumer { consumer } => Some(consumer),
-            Action::RevokeKey { .. } => None,
+            Action::RevokeKey { .. } | Action::RevokeCredential { .. } => None,
         }
     }
 
@@ -39,6 +54,10 @@ impl Action {
     pub fn target(&self) -> String {
         match self {
             Action::RevokeKey { key_id } => key_id.to_string(),
+            Action::RevokeCredential {
+                credential,
+                fingerprint,
+            } => format!("{credential} {fingerprint}"),
             other => other.consumer().unwrap_or_default().to_string(),
         }
     }

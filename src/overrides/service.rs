@@ -12,7 +12,7 @@ use super::store::{OverrideStore, StateError};
 use super::Action;
 use crate::audit::{AuditEntry, AuditEvent, AuditLog, AuditResult};
 use crate::config::ConsumerStatus;
-use crate::detect::{DetectorKind, Detectors};
+use crate::detect::{DetectorKind, Detectors, Severity};
 use crate::gate::Gate;
 use crate::notify::{Notification, Notifications};
 use crate::telemetry;
@@ -34,6 +34,8 @@ pub enum Actor {
 pub enum OverrideError {
     #[error("no consumer named {0:?}")]
     UnknownConsumer(String),
+    #[error("no provider uses credential {0:?}")]
+    UnknownCredential(String),
     #[error("consumer {0:?} is revoked; revocation is final (create a new consumer)")]
     Final(String),
     #[error(transparent)]
@@ -127,6 +129,18 @@ impl OverrideService {
 
     /// The consumer must exist, and a revoked one is never resumed.
     fn check(&self, action: &Action) -> Result<(), OverrideError> {
+        if let Action::RevokeCredential { credential, .. } = action {
+            let known = self
+                .gate
+                .registry()
+                .referenced_credentials()
+                .iter()
+                .any(|r| **r == **credential);
+            return match known {
+                true => Ok(()),
+                false => Err(OverrideError::UnknownCredential(credential.clone())),
+            };
+        }
         let Some(name) = action.consumer() else {
             return Ok(());
         };
@@ -148,6 +162,7 @@ impl OverrideService {
             Action::Resume { .. } => AuditEvent::ConsumerResumed,
             Action::RevokeConsumer { .. } => AuditEvent::ConsumerRevoked,
             Action::RevokeKey { .. } => AuditEvent::KeyRevoked,
+            Action::RevokeCredential { .. } => AuditEvent::CredentialRevoked,
         };
         let key_id = match action {
             Action::RevokeKey { key_id } => Some(*key_id),
@@ -170,6 +185,24 @@ impl OverrideService {
         }
         if let Some(k) = key_id {
             entry = entry.key_id(k);
+        }
+        if let Action::RevokeCredential {
+            credential,
+            fingerprint,
+        } = action
+        {
+            self.audit
+                .record(entry.credential(credential, Some(*fingerprint)));
+            if let Actor::Operator { name, .. } = actor {
+                self.notifications.send(Notification::credential(
+                    event,
+                    Severity::Critical,
+                    &format!("{credential} ({fingerprint})"),
+                    name,
+                    Some(reason),
+                ));
+            }
+            return;
         }
         self.audit.record(entry);
         // A detector's action is notified with its detection, by containment.

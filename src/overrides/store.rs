@@ -56,6 +56,11 @@ fn state_error(path: &Path, e: &dyn std::fmt::Display) -> StateError {
 /// any merge.
 fn keep_revocations(mut base: OverrideState, other: &OverrideState) -> OverrideState {
     base.revoked_keys.extend(other.revoked_keys.iter().copied());
+    for (fingerprint, credential) in &other.revoked_credentials {
+        base.revoked_credentials
+            .entry(*fingerprint)
+            .or_insert_with(|| credential.clone());
+    }
     for (consumer, status) in &other.status {
         if *status == ConsumerStatus::Revoked {
             base.status
@@ -81,6 +86,13 @@ fn apply_to(state: &mut OverrideState, action: &Action) -> bool {
         Action::Resume { consumer } => set(consumer, ConsumerStatus::Active),
         Action::RevokeConsumer { consumer } => set(consumer, ConsumerStatus::Revoked),
         Action::RevokeKey { key_id } => state.revoked_keys.insert(*key_id),
+        Action::RevokeCredential {
+            credential,
+            fingerprint,
+        } => state
+            .revoked_credentials
+            .insert(*fingerprint, credential.clone())
+            .is_none(),
     }
 }
 

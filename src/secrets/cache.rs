@@ -6,7 +6,7 @@
 //! a TTL cache would evict entries and make a request wait on the source; an atomically swapped
 //! map refreshed ahead of need is both simpler and never blocks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,12 +14,18 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::{Credential, CredentialSource, SecretError};
+use crate::rotation::record::RotationRecord;
 
 type Snapshot = HashMap<Arc<str>, Arc<Credential>>;
+type Records = HashMap<Arc<str>, Arc<RotationRecord>>;
 
 #[derive(Debug)]
 pub struct CredentialCache {
     current: ArcSwap<Snapshot>,
+    /// References whose source holds a revocation tombstone (not served; `credential_revoked`).
+    revoked: ArcSwap<HashSet<Arc<str>>>,
+    /// The last rotation record read per credential (inventory and rotation metrics).
+    records: ArcSwap<Records>,
     /// How long a value may be served after its last successful load, in milliseconds.
     max_stale_ms: AtomicU64,
 }
@@ -28,6 +34,8 @@ impl Default for CredentialCache {
     fn default() -> Self {
         CredentialCache {
             current: ArcSwap::default(),
+            revoked: ArcSwap::default(),
+            records: ArcSwap::default(),
             max_stale_ms: AtomicU64::new(u64::MAX),
         }
     }
@@ -58,6 +66,44 @@ impl CredentialCache {
         (!self.is_stale(&credential, SystemTime::now())).then_some(credential)
     }
 
+    /// Whether the source says the reference was revoked (a tombstone), rather than just
+    /// unavailable.
+    pub fn revoked(&self, reference: &str) -> bool {
+        let revoked = self.revoked.load();
+        !revoked.is_empty() && revoked.contains(reference)
+    }
+
+    /// The last rotation record read for a reference.
+    pub fn record(&self, reference: &str) -> Option<Arc<RotationRecord>> {
+        self.records.load().get(reference).cloned()
+    }
+
+    /// Reads the rotation records of `references` from `source`; a failed read keeps the
+    /// record last read.
+    pub async fn refresh_records(&self, source: &dyn CredentialSource, references: &[Arc<str>]) {
+        let results = source.records(references).await;
+        self.records.rcu(|old| {
+            let mut next: Records = (**old).clone();
+            for (reference, result) in &results {
+                match result {
+                    Ok(Some(record)) => {
+                        next.insert(reference.clone(), Arc::new(record.clone()));
+                    }
+                    Ok(None) => {
+                        next.remove(reference);
+                    }
+                    Err(_) => {}
+                }
+            }
+            next
+        });
+        for (reference, result) in results {
+            if let Err(e) = result {
+                tracing::warn!(credential = %reference, error = %e, "rotation record unreadable; keeping the last one read");
+            }
+        }
+    }
+
     /// The age of the last loaded value and whether it is past `max_stale` (for metrics).
     pub fn age(&self, reference: &str, now: SystemTime) -> Option<(Duration, bool)> {
         let snap = self.current.load();
@@ -86,9 +132,10 @@ impl CredentialCache {
     }
 
     /// Loads `references` from `source`; successes replace old values, and a reference the
-    /// secrets file no longer has (or has with an empty key) is dropped at once, so its
-    /// consumers get 503 from this refresh on. Other failures (a source unreachable or
-    /// answering badly, Vault's 404 included) keep the last good value, up to `max_stale`. Values for references
+    /// secrets file no longer has (or has with an empty key), or whose Vault entry is a
+    /// revocation tombstone, is dropped at once, so its consumers get 503 from this refresh
+    /// on. Other failures (a source unreachable or answering badly, Vault's 404 included) keep
+    /// the last good value, up to `max_stale`. Values for references
     /// not asked about stay, so a rejected reload never strands the running config.
     pub async fn refresh(
         &self,
@@ -99,17 +146,39 @@ impl CredentialCache {
         let mut report = RefreshReport::default();
         let mut fresh = Vec::new();
         let mut removed = Vec::new();
+        let mut tombstoned = Vec::new();
         for (reference, result) in results {
             match result {
                 Ok(credential) => fresh.push((reference, Arc::new(credential))),
                 Err(e) => {
-                    if matches!(e, SecretError::Missing { .. } | SecretError::Empty { .. }) {
+                    if matches!(
+                        e,
+                        SecretError::Missing { .. }
+                            | SecretError::Empty { .. }
+                            | SecretError::Revoked { .. }
+                    ) {
                         removed.push(reference.clone());
+                        tombstoned
+                            .push((reference.clone(), matches!(e, SecretError::Revoked { .. })));
                     }
                     report.failures.push((reference, e));
                 }
             }
         }
+        self.revoked.rcu(|old| {
+            let mut next = (**old).clone();
+            for (reference, _) in &fresh {
+                next.remove(reference);
+            }
+            for (reference, revoked) in &tombstoned {
+                if *revoked {
+                    next.insert(reference.clone());
+                } else {
+                    next.remove(reference);
+                }
+            }
+            next
+        });
         report.loaded = fresh.len();
         self.current.rcu(|old| {
             let mut next: Snapshot = (**old).clone();
@@ -134,6 +203,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl CredentialSource for Scripted {
+        fn location(&self, _: &str) -> String {
+            "scripted".into()
+        }
+
         async fn load(
             &self,
             references: &[Arc<str>],
@@ -143,10 +216,7 @@ mod tests {
                 .iter()
                 .map(|r| {
                     let result = match next {
-                        Ok(key) => Ok(Credential {
-                            api_key: Arc::new(SecretString::from(key.to_string())),
-                            fetched_at: SystemTime::now(),
-                        }),
+                        Ok(key) => Ok(Credential::new(SecretString::from(key.to_string()))),
                         Err(()) => Err(SecretError::Source {
                             reference: r.to_string(),
                             reason: "unreachable".into(),
@@ -158,12 +228,16 @@ mod tests {
         }
     }
 
-    /// A source that has the credential, then no longer does.
+    /// A source that has the credential, then no longer does (deleted, or revoked).
     #[derive(Debug)]
-    struct Removed(Mutex<bool>);
+    struct Removed(Mutex<bool>, bool);
 
     #[async_trait::async_trait]
     impl CredentialSource for Removed {
+        fn location(&self, _: &str) -> String {
+            "removed".into()
+        }
+
         async fn load(
             &self,
             references: &[Arc<str>],
@@ -173,9 +247,10 @@ mod tests {
                 .iter()
                 .map(|r| {
                     let result = if present {
-                        Ok(Credential {
-                            api_key: Arc::new(SecretString::from("v1".to_string())),
-                            fetched_at: SystemTime::now(),
+                        Ok(Credential::new(SecretString::from("v1".to_string())))
+                    } else if self.1 {
+                        Err(SecretError::Revoked {
+                            reference: r.to_string(),
                         })
                     } else {
                         Err(SecretError::Missing {
@@ -190,16 +265,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_credential_the_source_no_longer_has_is_dropped_at_once() {
-        let cache = CredentialCache::new();
-        let source = Removed(Mutex::new(true));
-        let refs: Vec<Arc<str>> = vec!["a/b".into()];
-        cache.refresh(&source, &refs).await;
-        assert!(cache.get("a/b").is_some());
-        cache.refresh(&source, &refs).await;
-        assert!(
-            cache.get("a/b").is_none(),
-            "removed from the source: not served for up to max_stale"
-        );
+        for revoked in [false, true] {
+            let cache = CredentialCache::new();
+            let source = Removed(Mutex::new(true), revoked);
+            let refs: Vec<Arc<str>> = vec!["a/b".into()];
+            cache.refresh(&source, &refs).await;
+            assert!(cache.get("a/b").is_some());
+            cache.refresh(&source, &refs).await;
+            assert!(
+                cache.get("a/b").is_none(),
+                "gone from the source: not served for up to max_stale"
+            );
+            assert_eq!(
+                cache.revoked("a/b"),
+                revoked,
+                "only a tombstone reads as revoked"
+            );
+        }
     }
 
     #[tokio::test]

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -20,7 +19,23 @@ use super::{Credential, CredentialSource, SecretError};
 struct Entry {
     api_key: SecretString,
     #[serde(flatten)]
-    _metadata: BTreeMap<String, serde_yaml::Value>,
+    metadata: BTreeMap<String, serde_yaml::Value>,
+}
+
+impl Entry {
+    fn credential(&self) -> Credential {
+        let mut credential = Credential::new(SecretString::from(
+            self.api_key.expose_secret().trim().to_string(),
+        ));
+        credential.meta = super::public_meta(self.metadata.iter().map(|(k, v)| {
+            let text = serde_json::to_value(v)
+                .ok()
+                .as_ref()
+                .and_then(super::scalar_text);
+            (k.as_str(), text)
+        }));
+        credential
+    }
 }
 
 #[derive(Debug)]
@@ -74,7 +89,6 @@ impl CredentialSource for FileSource {
                     .collect();
             }
         };
-        let now = SystemTime::now();
         references
             .iter()
             .map(|r| {
@@ -87,16 +101,15 @@ impl CredentialSource for FileSource {
                             reference: r.to_string(),
                         })
                     }
-                    Some(e) => Ok(Credential {
-                        api_key: Arc::new(SecretString::from(
-                            e.api_key.expose_secret().trim().to_string(),
-                        )),
-                        fetched_at: now,
-                    }),
+                    Some(e) => Ok(e.credential()),
                 };
                 (r.clone(), result)
             })
             .collect()
+    }
+
+    fn location(&self, reference: &str) -> String {
+        format!("file {} ({reference})", self.path.display())
     }
 }
 
@@ -113,11 +126,16 @@ mod tests {
 
     #[tokio::test]
     async fn loads_present_references_and_reports_missing_ones() {
-        let (_d, src) = source("openai/production:\n  api_key: sk-test-123\n  owner: ml\n");
+        let (_d, src) = source(
+            "openai/production:\n  api_key: sk-test-123\n  owner: ml\n  rotated_at: 2026-01-02T03:04:05Z\n  admin_token: sk-other-secret-value\n",
+        );
         let refs: Vec<Arc<str>> = vec!["openai/production".into(), "anthropic/production".into()];
         let out = src.load(&refs).await;
         let ok = out[0].1.as_ref().unwrap();
         assert_eq!(ok.api_key.expose_secret(), "sk-test-123");
+        assert_eq!(ok.meta.get("owner").map(String::as_str), Some("ml"));
+        assert!(ok.rotated_at().is_some());
+        assert!(!ok.meta.contains_key("admin_token"), "{:?}", ok.meta);
         assert!(matches!(out[1].1, Err(SecretError::Missing { .. })));
     }
 
@@ -139,10 +157,7 @@ mod tests {
 
     #[test]
     fn credential_debug_is_redacted() {
-        let c = Credential {
-            api_key: Arc::new(SecretString::from("sk-hidden".to_string())),
-            fetched_at: SystemTime::now(),
-        };
+        let c = Credential::new(SecretString::from("sk-hidden".to_string()));
         assert!(!format!("{c:?}").contains("sk-hidden"));
     }
 }

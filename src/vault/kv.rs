@@ -71,3 +71,38 @@ pub async fn delete(session: &VaultSession, mount: &str, path: &str) -> Result<(
         })
         .await
 }
+
+/// One KV v2 version: its data, its number and when it was written.
+#[derive(Debug)]
+pub struct Version {
+    pub data: Value,
+    pub version: u64,
+    pub created: Option<std::time::SystemTime>,
+}
+
+/// Reads a version (the latest when `version` is None) with its metadata; `operation` labels
+/// the call in `keygate_vault_requests_total`.
+pub async fn read_version(
+    session: &VaultSession,
+    operation: &'static str,
+    mount: &str,
+    path: &str,
+    version: Option<u64>,
+) -> Result<Version, VaultError> {
+    let endpoint = vaultrs::api::kv2::requests::ReadSecretRequest::builder()
+        .mount(mount)
+        .path(path)
+        .version(version)
+        .build()
+        .map_err(|e| VaultError::Config(format!("read {path}: {e}")))?;
+    let answer = session
+        .call(operation, path, async |c| {
+            vaultrs::api::exec_with_result(c, endpoint).await
+        })
+        .await?;
+    Ok(Version {
+        data: answer.data,
+        version: answer.metadata.version,
+        created: humantime::parse_rfc3339_weak(&answer.metadata.created_time).ok(),
+    })
+}

@@ -64,12 +64,13 @@ class Keygate:
         tmp.replace(self.config_path)
         self.config = config
 
-    def write_secrets(self, secrets: dict[str, str]) -> None:
-        """Replace the `source: file` secrets file (reference → key) atomically, as an operator
-        rotating a provider key would; the keys are registered for the leak scan."""
+    def write_secrets(self, secrets: dict[str, str], metadata: dict[str, dict[str, str]] | None = None) -> None:
+        """Replace the `source: file` secrets file (reference → key, plus optional metadata
+        fields per reference such as `rotated_at`) atomically, as an operator rotating a
+        provider key would; the keys are registered for the leak scan."""
         credentials = self.config["credentials"]
         assert credentials["source"] == "file", "only a file credential source has a secrets file"
-        write_secrets_file(self.config_path.parent / credentials["path"], secrets)
+        write_secrets_file(self.config_path.parent / credentials["path"], secrets, metadata)
 
 
 def start_keygate(
@@ -94,12 +95,13 @@ def start_keygate(
     return kg
 
 
-def write_secrets_file(path: Path, secrets: dict[str, str]) -> None:
-    """Write a `source: file` secrets file (reference → {api_key}) by rename, so a watcher never
-    reads half of it; register every key for the leak scan."""
+def write_secrets_file(path: Path, secrets: dict[str, str], metadata: dict[str, dict[str, str]] | None = None) -> None:
+    """Write a `source: file` secrets file (reference → {api_key, **metadata[reference]}) by
+    rename, so a watcher never reads half of it; register every key for the leak scan."""
     leaks.register(*secrets.values())
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump({ref: {"api_key": key} for ref, key in secrets.items()}))
+    meta = metadata or {}
+    tmp.write_text(yaml.safe_dump({ref: {**meta.get(ref, {}), "api_key": key} for ref, key in secrets.items()}))
     tmp.replace(path)
 
 

@@ -175,9 +175,9 @@ pub fn report(
          request/response bodies as keygate asks for usage accounting). e and f add provider \
          limits on every window (requests per second/minute/hour/day, tokens per minute/day) \
          and a monthly budget, all far above the load so nothing is denied: the rows measure \
-         the checks (e: local buckets; f: one Redis script call per request plus the \
-         reconciliation after it, against a redis-server on the same machine, default 5 ms \
-         timeout). g is c with `credentials.source: vault` (OpenBao dev server); each \
+         the checks (e: local buckets; f: the same decided from leases and allowances of the \
+         shared limits that a background sync keeps topped up from a redis-server on the \
+         same machine, so a decision waits for Redis only when a lease runs short). g is c with `credentials.source: vault` (OpenBao dev server); each \
          configuration with its own keygate process. h and i are b and c with Envoy reaching \
          the same keygate as b and c over its Unix socket (`listeners.grpc_uds`) instead of \
          TCP. j and k are b and c with `null-processor` in keygate's place: a tonic server \

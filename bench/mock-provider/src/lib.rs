@@ -6,8 +6,11 @@
 //! documented rule (see [`usage`]), and faults can be injected per request
 //! with `x-mock-*` headers (see [`inject`]).
 
+pub mod admin;
 pub mod anthropic;
+pub mod azure;
 pub mod inject;
+pub mod keys;
 pub mod openai;
 pub mod record;
 pub mod response;

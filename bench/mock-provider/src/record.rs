@@ -10,7 +10,7 @@ use serde::Serialize;
 pub const MAX_BODY_RECORDED: usize = 64 * 1024;
 
 /// One received request.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RecordedRequest {
     pub method: String,
     /// Path including the query string, as received.
@@ -24,6 +24,8 @@ pub struct RecordedRequest {
     pub body_len: usize,
     /// Body as UTF-8 (lossy), truncated to [`MAX_BODY_RECORDED`] bytes.
     pub body: String,
+    /// When it arrived, in Unix seconds.
+    pub at: f64,
 }
 
 impl RecordedRequest {
@@ -49,6 +51,9 @@ impl RecordedRequest {
             headers,
             body_len: body.len(),
             body: String::from_utf8_lossy(shown).into_owned(),
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
         }
     }
 }

@@ -10,9 +10,10 @@ use axum::Router;
 use serde_json::json;
 
 use crate::inject::Inject;
+use crate::keys::{KeyStore, Provider, Seed, Verdict};
 use crate::record::{RecordedRequest, Recorder};
 use crate::response::{self, new_id, Flavor};
-use crate::{anthropic, openai, responses};
+use crate::{admin, anthropic, azure, openai, responses};
 
 /// Prefix of the mock's own control endpoints (never recorded).
 pub const CONTROL_PREFIX: &str = "/__mock";
@@ -44,12 +45,14 @@ impl Default for Config {
 struct AppState {
     config: Config,
     recorder: Recorder,
+    keys: KeyStore,
 }
 
 /// The whole mock as an axum router.
 pub fn router(config: Config) -> Router {
     let state = Arc::new(AppState {
         recorder: Recorder::new(config.record_limit),
+        keys: KeyStore::default(),
         config,
     });
     Router::new().fallback(handle).with_state(state)
@@ -58,16 +61,34 @@ pub fn router(config: Config) -> Router {
 async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
+    let body = axum::body::to_bytes(body, state.config.max_body_bytes).await;
     if path == CONTROL_PREFIX || path.starts_with("/__mock/") {
-        return control(&state, &parts.method, &path);
+        return control(
+            &state,
+            &parts.method,
+            &path,
+            body.as_deref().unwrap_or_default(),
+        );
     }
 
     let inject = Inject::from_headers(&parts.headers);
     let flavor = Flavor::for_path(&path);
-    let body = axum::body::to_bytes(body, state.config.max_body_bytes).await;
     if state.config.record {
         let bytes = body.as_deref().unwrap_or_default();
         state.recorder.push(RecordedRequest::new(&parts, bytes));
+    }
+    let bytes = body.as_deref().unwrap_or_default();
+    if let Some(resp) = admin::route(&state.keys, &parts.method, &path, &parts.headers, bytes)
+        .or_else(|| azure::route(&state.keys, &parts.method, &path, &parts.headers, bytes))
+    {
+        return resp;
+    }
+    let key_delay = match state.keys.judge(admin::presented(&parts.headers)) {
+        Verdict::Pass { delay_ms } => delay_ms,
+        Verdict::Refused => return refused(flavor, &path),
+    };
+    if key_delay > 0 {
+        tokio::time::sleep(Duration::from_millis(key_delay)).await;
     }
 
     let latency = inject.latency_ms.unwrap_or(state.config.latency_ms);
@@ -123,6 +144,9 @@ fn route(method: &Method, path: &str, body: &[u8], inject: &Inject) -> Response<
             Err(resp) => resp,
         };
     }
+    if path == "/openai/models" && method == Method::GET {
+        return openai::list_models(inject);
+    }
     if path == "/v1/models" || path.starts_with("/v1/models/") {
         if method != Method::GET {
             return method_not_allowed(flavor, method, path, inject);
@@ -171,8 +195,39 @@ fn method_not_allowed(
     )
 }
 
-fn control(state: &AppState, method: &Method, path: &str) -> Response<Body> {
+/// The provider's own answer to a key it does not accept (enforcement on).
+fn refused(flavor: Flavor, path: &str) -> Response<Body> {
+    let message = match flavor {
+        Flavor::Anthropic => "invalid x-api-key",
+        Flavor::OpenAi if path.starts_with("/openai/") => {
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."
+        }
+        Flavor::OpenAi => {
+            "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+        }
+    };
+    response::error(flavor, StatusCode::UNAUTHORIZED, message, false)
+}
+
+fn control(state: &AppState, method: &Method, path: &str, body: &[u8]) -> Response<Body> {
     match (method, path) {
+        (&Method::GET, "/__mock/keys") => match serde_json::to_value(state.keys.snapshot()) {
+            Ok(value) => response::json(StatusCode::OK, &value, false),
+            Err(_) => response::plain(StatusCode::INTERNAL_SERVER_ERROR, "serialization failed"),
+        },
+        (&Method::POST, "/__mock/keys") => match serde_json::from_slice::<Seed>(body) {
+            Ok(seed) => {
+                state.keys.seed(seed);
+                response::json(StatusCode::OK, &json!({ "ok": true }), false)
+            }
+            Err(e) => response::error(
+                Flavor::OpenAi,
+                StatusCode::BAD_REQUEST,
+                &format!("bad seed: {e}"),
+                false,
+            ),
+        },
+        (&Method::POST, "/__mock/console_keys") => console_key(state, body),
         (&Method::GET, "/__mock/health") => response::plain(StatusCode::OK, "ok"),
         (&Method::GET, "/__mock/requests") => {
             let entries = state.recorder.snapshot();
@@ -193,5 +248,33 @@ fn control(state: &AppState, method: &Method, path: &str) -> Response<Body> {
             &format!("Unknown mock control endpoint ({method} {path})"),
             false,
         ),
+    }
+}
+
+/// `POST /__mock/console_keys {"provider": "anthropic", "name": …}`: a key created by hand in
+/// the provider's console (the only way to make an Anthropic key), returned with its value.
+fn console_key(state: &AppState, body: &[u8]) -> Response<Body> {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let provider = match request.get("provider").and_then(|p| p.as_str()) {
+        Some("openai") => Provider::Openai,
+        _ => Provider::Anthropic,
+    };
+    let name = request
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or("console key");
+    let prefix = match provider {
+        Provider::Anthropic => "sk-ant-api03-",
+        _ => "sk-proj-",
+    };
+    let mut key = state.keys.mint(provider, prefix, name, None, None);
+    key.minted = false;
+    state.keys.seed(Seed {
+        keys: vec![key.clone()],
+        ..Seed::default()
+    });
+    match serde_json::to_value(key) {
+        Ok(value) => response::json(StatusCode::OK, &value, false),
+        Err(_) => response::plain(StatusCode::INTERNAL_SERVER_ERROR, "serialization failed"),
     }
 }

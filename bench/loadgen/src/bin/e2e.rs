@@ -300,8 +300,11 @@ fn notes(keygates: &[(Flavor, Keygate)]) -> Vec<String> {
         let mut facts = vec![format!("{denied:.0} requests denied")];
         match flavor {
             Flavor::RedisLimits => facts.push(format!(
-                "{:.0} Redis fallbacks to local buckets",
-                sum("keygate_limits_fallback_total")
+                "{:.0} Redis fallbacks, {:.0} decisions that waited for Redis (lease or \
+                 allowance short), {:.0} Redis calls in all (background sync included)",
+                sum("keygate_limits_fallback_total"),
+                sum("keygate_limits_lease_miss_total"),
+                sum("keygate_limits_redis_calls_total")
             )),
             Flavor::VaultCredentials => facts.push(format!(
                 "{:.0} Vault calls for the whole run (background refresh only)",
