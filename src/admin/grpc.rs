@@ -263,7 +263,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListCredentialsRequest>,
     ) -> Result<Response<pb::ListCredentialsReply>, Status> {
-        let actor = self.authorize("ListCredentials", Role::ReadOnly, &request)?.name;
+        let actor = self
+            .authorize("ListCredentials", Role::ReadOnly, &request)?
+            .name;
         let reply = credentials::list(&self.app)?;
         self.audit_call("ListCredentials", &actor);
         Ok(Response::new(reply))
@@ -287,7 +289,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RotationReport>,
     ) -> Result<Response<pb::ActionReply>, Status> {
-        let actor = self.authorize("ReportRotation", Role::Operator, &request)?.name;
+        let actor = self
+            .authorize("ReportRotation", Role::Operator, &request)?
+            .name;
         credentials::report(&self.app, &actor, request.get_ref())?;
         counter!(telemetry::ADMIN_CALLS_TOTAL, "method" => "ReportRotation", "result" => "ok")
             .increment(1);

@@ -112,7 +112,8 @@ impl Fleet for AdminFleet {
                     loop {
                         let attempt = async {
                             let mut client =
-                                connect(&replica.addr, replica.tls.clone(), token.as_deref()).await?;
+                                connect(&replica.addr, replica.tls.clone(), token.as_deref())
+                                    .await?;
                             let reply = client
                                 .refresh_credentials(RefreshRequest {
                                     credentials: vec![credential.clone()],
