@@ -119,6 +119,7 @@ pub async fn serve(config_path: &Path) -> Result<(), ServeError> {
     let admin_router = admin::router(AdminState {
         gate: app.gate.clone(),
         accounting: app.accounting.clone(),
+        limiter: app.limiter.clone(),
         metrics,
     });
     if app.operators.load().is_empty() {

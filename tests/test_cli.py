@@ -24,7 +24,8 @@ KEY_FORMAT = re.compile(r"kg_(live|test)_[0-9A-Za-z]{30}_[0-9A-Za-z]{6}")
 # Every command, by its path under `keygate`, and options its --help must name.
 # test_help_covers_every_command keeps this table in step with the binary.
 HELP: dict[str, list[str]] = {
-    "": ["serve", "check", "keys", "revoke", "suspend", "resume", "consumers", "rotate", "credentials", "--version"],
+    "": ["serve", "check", "keys", "revoke", "suspend", "resume", "consumers", "unthrottle", "whoami", "leaks", "admin",
+         "rotate", "credentials", "--version"],
     "serve": ["--config", "KEYGATE_CONFIG", "--log-format", "KEYGATE_LOG_FORMAT"],
     "check": ["--config", "KEYGATE_CONFIG"],
     "keys": ["create", "hash"],
@@ -37,6 +38,13 @@ HELP: dict[str, list[str]] = {
     "resume": ["--targets", "--token-file", "<NAME>"],
     "consumers": ["list", "--targets"],
     "consumers list": ["--targets", "--token-file"],
+    "unthrottle": ["--reason", "--targets", "--token-file", "--tls-cert", "<NAME>"],
+    "whoami": ["--targets", "--token-file", "--tls-cert"],
+    "leaks": ["report"],
+    "leaks report": ["<FILE>", "--repository", "--targets", "--token-file"],
+    "admin": ["token"],
+    "admin token": ["create"],
+    "admin token create": ["--name", "--role"],
     "rotate": ["[CREDENTIAL]", "--due", "--new-key-file", "--new-key-stdin", "--config", "KEYGATE_CONFIG", "--targets",
                "--token-file", "--actor"],
     "credentials": ["list", "revoke", "--targets", "--token-file", "--config"],

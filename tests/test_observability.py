@@ -76,7 +76,9 @@ ROTATION_EVERY_S = 30 * 86400
 ROTATED_AGO_S = 3 * 86400
 
 SRE_DOC = REPO_ROOT / "docs" / "sre.md"
-METRIC_LITERAL = re.compile(r'"(keygate_[a-z_]+)"')
+# A Rust string literal that is only a metric name (not a JSON value such as a scanner's
+# `"type":"keygate_consumer_key"` in a test fixture).
+METRIC_LITERAL = re.compile(r'(?<![:\w])"(keygate_[a-z_]+)"')
 
 RANDOM_KEY_REQUESTS = 10_000
 RANDOM_KEY_WARMUP = 1_000

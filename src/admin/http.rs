@@ -1,5 +1,5 @@
-//! `/healthz` (the process is up), `/readyz` (config loaded and every referenced credential
-//! available) and `/metrics` (Prometheus text format).
+//! `/healthz` (the process is up), `/readyz` (config loaded, every referenced credential
+//! available, and shared limits able to grant budgets or knowingly on their fallback) and `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use crate::gate::Gate;
 pub struct AdminState {
     pub gate: Arc<Gate>,
     pub accounting: Arc<crate::accounting::Accounting>,
+    pub limiter: Arc<crate::limits::Limiter>,
     pub metrics: PrometheusHandle,
 }
 
@@ -34,15 +35,18 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         .gate
         .credentials()
         .missing(&registry.referenced_credentials());
-    crate::telemetry::record_ready(missing.is_empty());
+    let limits_ready = state.limiter.is_ready();
+    let ready = missing.is_empty() && limits_ready;
+    crate::telemetry::record_ready(ready);
     let missing: Vec<&str> = missing.iter().map(|m| &**m).collect();
-    let status = if missing.is_empty() {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "ready": missing.is_empty(),
+        "ready": ready,
+        "limits_ready": limits_ready,
         "consumers": registry.consumers().len(),
         "missing_credentials": missing,
     });

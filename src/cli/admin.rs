@@ -42,7 +42,7 @@ pub struct Target {
     /// The name `keygate rotate` and `credentials revoke` write into Vault's rotation records
     /// (`rotated_by`, `revoked_by`; default $USER). The audit log never uses it: it names the
     /// operator your token or certificate identifies.
-    #[arg(long, global = true, hide = true)]
+    #[arg(long, global = true)]
     pub actor: Option<String>,
     /// keygate config. suspend, resume and revoke also write a Vault consumer store it names
     /// (with its Vault connection); rotate and credentials read its credentials, rotation

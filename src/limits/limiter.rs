@@ -200,6 +200,15 @@ impl Limiter {
         }
     }
 
+    /// Whether the limits can decide as configured (see `SharedStore::is_ready`); a local
+    /// store always can.
+    pub fn is_ready(&self) -> bool {
+        match &*self.backend.load_full() {
+            Backend::Shared(shared) => shared.is_ready(),
+            Backend::Local(_) => true,
+        }
+    }
+
     /// Gives back everything the shared store holds, as at shutdown (tests).
     pub async fn drain(&self) {
         if let Backend::Shared(shared) = &*self.backend.load_full() {

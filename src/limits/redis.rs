@@ -154,6 +154,11 @@ impl RedisLimits {
     }
 
     /// False while calls are being skipped after a failure.
+    /// The last call failed (Redis is treated as away until a call succeeds).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
     pub fn available(&self) -> bool {
         !(self.down.load(Ordering::Relaxed)
             && (self.started.elapsed().as_millis() as u64)

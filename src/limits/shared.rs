@@ -29,6 +29,9 @@ use crate::telemetry;
 /// How many times a decision asks Redis again when units it was granted were taken by
 /// concurrent decisions before it could use them.
 const ATTEMPTS: usize = 3;
+/// The longest a budget decision waits for a rebuild window to end (the shipped Envoy
+/// configs give keygate 500 ms per message).
+const MAX_TRUST_WAIT: Duration = Duration::from_millis(200);
 
 pub struct SharedStore {
     pub(super) redis: ArcSwap<RedisLimits>,
@@ -109,6 +112,13 @@ impl SharedStore {
         self.trusted.load(Ordering::Relaxed)
     }
 
+    /// Ready to serve: budgets are granted from Redis, or Redis is unreachable (decisions
+    /// fall back to shares, as documented). Not ready while a reachable Redis is being
+    /// rebuilt, so a replica that has just started takes traffic once it can grant budgets.
+    pub fn is_ready(&self) -> bool {
+        self.is_trusted() || self.redis.load().is_down()
+    }
+
     /// Spent on `key` this `month` by every replica, as of the last contact with Redis.
     pub fn spent_seen(&self, key: &str, month: &str) -> Option<u64> {
         self.allowances.spent_seen(key, month)
@@ -126,10 +136,11 @@ impl SharedStore {
     }
 
     /// Whether budgets are granted from Redis; while Redis is up but being rebuilt (it was
-    /// found empty, or this replica has just started), waits for the rebuild window to pass
-    /// rather than refusing on a share this replica cannot know yet. Bounded by the window.
+    /// found empty), waits a little for the rebuild window to pass rather than deciding on
+    /// this replica's share at once. Bounded well inside Envoy's ext_proc message timeout.
     async fn wait_for_trust(&self) -> bool {
-        let deadline = Instant::now() + rebuild_window(self.sync_interval());
+        let wait = rebuild_window(self.sync_interval()).min(MAX_TRUST_WAIT);
+        let deadline = Instant::now() + wait;
         while !self.trusted.load(Ordering::Relaxed) {
             if Instant::now() >= deadline || !self.redis.load().available() {
                 return false;
