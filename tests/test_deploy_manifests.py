@@ -60,7 +60,8 @@ def test_istio_ext_proc_matches_the_shipped_envoy_filter() -> None:
     want = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
     [patch] = [p for p in docs(DEPLOY / "istio" / "keygate-ext-proc.yaml")[0]["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
     got = patch["patch"]["value"]["typed_config"]
-    for field in ("failure_mode_allow", "message_timeout", "processing_mode", "allowed_override_modes", "allow_mode_override"):
+    for field in ("failure_mode_allow", "message_timeout", "processing_mode", "allowed_override_modes", "allow_mode_override",
+                  "request_attributes", "metadata_options"):
         assert got[field] == want[field], field
 
 
