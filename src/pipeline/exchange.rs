@@ -117,14 +117,18 @@ impl Exchange {
     /// against the token limits and budgets, and counts the request's outcome. Returns a
     /// replacement body when keygate rewrote it (`include_usage`, an output cap).
     pub async fn request_body(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, Denial> {
-        let seen = Body::Whole {
-            bytes: body,
-            compressed: self.compressed_body,
-        };
-        let (model, checked) = models::check(&self.consumer, &self.path, seen);
-        self.verdict.model = model;
-        if let Err(reason) = checked {
-            return Err(self.refuse(reason));
+        // The model is read on its own (in full, a duplicate refused) when a list needs it, or
+        // when no usage dialect reads the body; otherwise the estimate's reading names it.
+        if !self.consumer.binding.models.is_empty() || self.dialect.is_none() {
+            let seen = Body::Whole {
+                bytes: body,
+                compressed: self.compressed_body,
+            };
+            let (model, checked) = models::check(&self.consumer, &self.path, seen);
+            self.verdict.model = model;
+            if let Err(reason) = checked {
+                return Err(self.refuse(reason));
+            }
         }
         let policy = &self.consumer.limits;
         let billed = self.dialect.is_some() && self.endpoint != Endpoint::Other;
@@ -135,6 +139,10 @@ impl Exchange {
                 ..RequestEstimate::default()
             },
         };
+        if self.verdict.model.is_none() {
+            let named = self.deployment.as_deref().or(estimate.model.as_deref());
+            self.verdict.model = named.map(str::to_string);
+        }
         if estimate.model.is_none() {
             estimate.model = self.deployment.as_deref().map(str::to_string);
         }

@@ -50,3 +50,65 @@ fn denial(refusal: ModelRefusal) -> DenyReason {
         ModelRefusal::Unreadable => BindingDenial::ModelUnreadable,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Header;
+
+    fn view<'a>(headers: &'a [(&'a str, &'a str)], body: Option<&'a [u8]>) -> RequestView<'a> {
+        RequestView {
+            method: "POST",
+            path: "/v1/chat/completions",
+            headers: headers
+                .iter()
+                .map(|(name, value)| Header {
+                    name,
+                    value: value.as_bytes(),
+                })
+                .collect(),
+            header_count: 0,
+            body_len: body.map(|b| b.len() as u64),
+            peer: None,
+            peer_identity: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn what_the_headers_phase_knows_of_the_body() {
+        let json: &[u8] = br#"{"model":"m"}"#;
+        let whole = Body::Whole {
+            bytes: json,
+            compressed: false,
+        };
+        assert_eq!(
+            body_seen(&view(&[("content-length", "13")], Some(json))),
+            whole
+        );
+        assert_eq!(body_seen(&view(&[], None)), Body::Absent);
+        assert_eq!(
+            body_seen(&view(&[("content-length", "0")], None)),
+            Body::Absent
+        );
+        // A body Envoy did not send (no with_request_body), or sent only in part.
+        assert_eq!(
+            body_seen(&view(&[("content-length", "13")], None)),
+            Body::Unseen
+        );
+        assert_eq!(
+            body_seen(&view(&[("transfer-encoding", "chunked")], None)),
+            Body::Unseen
+        );
+        let partial = [("x-envoy-auth-partial-body", "true")];
+        assert_eq!(body_seen(&view(&partial, Some(json))), Body::Unseen);
+        let gzip = [("content-encoding", "gzip")];
+        assert_eq!(
+            body_seen(&view(&gzip, Some(json))),
+            Body::Whole {
+                bytes: json,
+                compressed: true
+            }
+        );
+    }
+}
