@@ -135,6 +135,8 @@ fn view<'a>(bearer: &'a str) -> RequestView<'a> {
         peer: None,
         header_count: 0,
         body_len: None,
+        peer_identity: None,
+        body: None,
     }
 }
 

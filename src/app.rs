@@ -213,6 +213,7 @@ impl App {
                 .unwrap_or(usize::MAX),
             max_request_headers: config.network.max_request_headers,
             include_usage: config.usage.include_usage,
+            trust_forwarded_client_cert: config.network.trust_forwarded_client_cert,
         });
         self.detectors.set_config(config.detect.clone());
         self.operators.store(Arc::new(operators));

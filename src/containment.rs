@@ -85,6 +85,22 @@ impl Containment {
         true
     }
 
+    /// A key bound to workload identities was presented from another identity: the request
+    /// is refused already; the detection is audited, notified and acted on.
+    pub async fn on_identity_mismatch(
+        &self,
+        consumer: &Consumer,
+        source: Option<IpAddr>,
+        identity: Option<&str>,
+    ) {
+        let detected = self
+            .detectors
+            .identity_mismatch(&consumer.name, source, identity);
+        if let Some(detection) = detected {
+            self.handle(detection).await;
+        }
+    }
+
     /// After a charged response.
     pub fn on_charged(
         &self,

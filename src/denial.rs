@@ -65,6 +65,8 @@ pub enum DenyReason {
     AuthFlood {
         retry_after: Duration,
     },
+    /// Refused by the consumer's binding: identity, network or model (src/denial_binding.rs).
+    Binding(crate::denial_binding::BindingDenial),
 }
 
 impl DenyReason {
@@ -86,6 +88,7 @@ impl DenyReason {
             | DenyReason::TokenLimited { .. }
             | DenyReason::OverBudget { .. }
             | DenyReason::AuthFlood { .. } => 429,
+            DenyReason::Binding(b) => b.status(),
         }
     }
 
@@ -113,6 +116,7 @@ impl DenyReason {
             DenyReason::TokenLimited { .. } => "token_limited",
             DenyReason::OverBudget { .. } => "over_budget",
             DenyReason::AuthFlood { .. } => "auth_flood",
+            DenyReason::Binding(b) => b.outcome(),
         }
     }
 
@@ -140,6 +144,7 @@ impl DenyReason {
             // OpenAI's own code for an exhausted quota; its SDK raises RateLimitError.
             DenyReason::OverBudget { .. } => "insufficient_quota",
             DenyReason::AuthFlood { .. } => "too_many_failed_authentications",
+            DenyReason::Binding(b) => b.code(),
         }
     }
 
@@ -220,6 +225,7 @@ impl DenyReason {
                 "keygate: too many failed authentications from this address. Retry in {}.",
                 reset_text(*retry_after)
             ),
+            DenyReason::Binding(b) => b.message(),
         }
     }
 

@@ -8,15 +8,18 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::binding;
 use crate::auth::extract::{key_in_query, presented_key, Presented, CREDENTIAL_HEADERS};
 use crate::auth::key;
+use crate::auth::key_id::KeyId;
 use crate::auth::overrides::Overrides;
-use crate::auth::registry::{Consumer, Lookup, Registry};
-use crate::config::ConsumerStatus;
+use crate::auth::registry::{Consumer, IdentityFound, Lookup, Registry};
+use crate::config::{Authentication, ConsumerStatus};
 use crate::denial::{Denial, DenyReason};
+use crate::denial_binding::BindingDenial;
 use crate::mutation::{HeaderMutation, HeaderValue};
 use crate::providers::ErrorShape;
-use crate::request::RequestView;
+use crate::request::{Caller, RequestView};
 use crate::secrets::cache::CredentialCache;
 use crate::{path, scope};
 
@@ -24,6 +27,8 @@ use crate::{path, scope};
 pub const CONSUMER_HEADER: &str = "x-keygate-consumer";
 pub const PROVIDER_HEADER: &str = "x-keygate-provider";
 const KEYGATE_PREFIX: &str = "x-keygate-";
+/// Workload identity details for the gateway, never for the provider.
+const CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
 
 /// An allowed request: who it is, and how to rewrite it for the upstream.
 #[derive(Debug, Clone)]
@@ -49,11 +54,21 @@ impl Decision {
     }
 }
 
-/// A refusal by the gate, with the consumer when the key identified one.
+/// A refusal by the gate, with the consumer (and key) when the credential identified one.
 #[derive(Debug, Clone)]
 pub struct Refused {
     pub reason: DenyReason,
     pub consumer: Option<Arc<Consumer>>,
+    pub key_id: Option<KeyId>,
+}
+
+/// An authenticated request: its consumer, the key it presented (none when its workload
+/// identity alone authenticated it), and how it was authenticated.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub consumer: Arc<Consumer>,
+    pub key_id: Option<KeyId>,
+    pub by: Authentication,
 }
 
 /// Holds the current registry snapshot, the operator overrides and the credential cache.
@@ -101,55 +116,88 @@ impl Gate {
         &self.credentials
     }
 
-    /// Authenticates the key the request presents and checks the route against the
-    /// consumer's scope and status.
-    pub fn authenticate(&self, req: &RequestView<'_>) -> Result<Arc<Consumer>, Refused> {
-        self.authenticate_at(req, SystemTime::now())
+    /// Authenticates the request by its key or its caller's workload identity, checks the
+    /// caller against the consumer's binding (identities, allowed sources), then the
+    /// consumer's status and the route against its scope.
+    pub fn authenticate(
+        &self,
+        req: &RequestView<'_>,
+        caller: &Caller<'_>,
+    ) -> Result<Authenticated, Refused> {
+        self.authenticate_at(req, caller, SystemTime::now())
     }
 
     fn authenticate_at(
         &self,
         req: &RequestView<'_>,
+        caller: &Caller<'_>,
         now: SystemTime,
-    ) -> Result<Arc<Consumer>, Refused> {
-        let refuse = |reason, consumer: Option<&Arc<Consumer>>| Refused {
+    ) -> Result<Authenticated, Refused> {
+        let refuse = |reason, consumer: Option<&Arc<Consumer>>, key_id| Refused {
             reason,
             consumer: consumer.cloned(),
+            key_id,
         };
         let normalized =
-            path::normalize(req.path).map_err(|e| refuse(DenyReason::BadPath(e), None))?;
+            path::normalize(req.path).map_err(|e| refuse(DenyReason::BadPath(e), None, None))?;
         if key_in_query(req.path) {
-            return Err(refuse(DenyReason::KeyInQuery, None));
+            return Err(refuse(DenyReason::KeyInQuery, None, None));
         }
-        let text = match presented_key(req) {
-            Presented::One(text) => text,
-            Presented::None => return Err(refuse(DenyReason::MissingKey, None)),
-            Presented::Ambiguous => return Err(refuse(DenyReason::ConflictingKeys, None)),
-            Presented::Unreadable => return Err(refuse(DenyReason::UnreadableCredential, None)),
-        };
-        let parsed = key::parse(text).map_err(|e| refuse(DenyReason::MalformedKey(e), None))?;
         let registry = self.registry.load();
         let overrides = self.overrides.load();
-        let consumer = match registry.lookup(&parsed, now) {
-            Lookup::Found(c, hash) => {
-                if overrides.key_revoked(&hash.key_id()) {
-                    return Err(refuse(DenyReason::KeyRevoked, Some(c)));
+        let presented = presented_key(req);
+        let key_attempt = is_key_attempt(&presented);
+        let (consumer, key_id) = match (presented, caller.identity) {
+            // Without a keygate key, a verified identity may authenticate on its own; a
+            // placeholder some SDKs insist on sending (`api_key="unused"`) is ignored.
+            (Presented::None, Some(id)) | (Presented::One(_), Some(id)) if !key_attempt => {
+                match registry.lookup_identity(&id) {
+                    IdentityFound::Found(c) => (c.clone(), None),
+                    IdentityFound::Unknown | IdentityFound::Ambiguous => {
+                        let reason = BindingDenial::UnknownIdentity {
+                            identity: id.as_str().to_string(),
+                        };
+                        return Err(refuse(DenyReason::Binding(reason), None, None));
+                    }
                 }
-                c.clone()
             }
-            Lookup::Unknown => return Err(refuse(DenyReason::UnknownKey, None)),
-            Lookup::Expired(c) => return Err(refuse(DenyReason::ExpiredKey, Some(c))),
+            (Presented::One(text), _) => {
+                let parsed = key::parse(text)
+                    .map_err(|e| refuse(DenyReason::MalformedKey(e), None, None))?;
+                match registry.lookup(&parsed, now) {
+                    Lookup::Found(c, hash) => {
+                        let kid = hash.key_id();
+                        if overrides.key_revoked(&kid) {
+                            return Err(refuse(DenyReason::KeyRevoked, Some(c), Some(kid)));
+                        }
+                        (c.clone(), Some(kid))
+                    }
+                    Lookup::Unknown => return Err(refuse(DenyReason::UnknownKey, None, None)),
+                    Lookup::Expired(c) => {
+                        return Err(refuse(DenyReason::ExpiredKey, Some(c), None))
+                    }
+                }
+            }
+            (Presented::None, _) => return Err(refuse(DenyReason::MissingKey, None, None)),
+            (Presented::Ambiguous, _) => {
+                return Err(refuse(DenyReason::ConflictingKeys, None, None))
+            }
+            (Presented::Unreadable, _) => {
+                return Err(refuse(DenyReason::UnreadableCredential, None, None))
+            }
         };
+        let refuse_here = |reason| Err(refuse(reason, Some(&consumer), key_id));
+        if let Err(denial) = binding::check(&consumer, caller) {
+            return refuse_here(DenyReason::Binding(denial));
+        }
         let status = match consumer.status {
             ConsumerStatus::Revoked => ConsumerStatus::Revoked,
             configured => overrides.status(&consumer.name).unwrap_or(configured),
         };
         match status {
             ConsumerStatus::Active => {}
-            ConsumerStatus::Suspended => {
-                return Err(refuse(DenyReason::Suspended, Some(&consumer)))
-            }
-            ConsumerStatus::Revoked => return Err(refuse(DenyReason::Revoked, Some(&consumer))),
+            ConsumerStatus::Suspended => return refuse_here(DenyReason::Suspended),
+            ConsumerStatus::Revoked => return refuse_here(DenyReason::Revoked),
         }
         if let Err(denial) = scope::check(&consumer.routes, req.method, &normalized) {
             let reason = DenyReason::OutOfScope {
@@ -157,9 +205,20 @@ impl Gate {
                 path: normalized.chars().take(200).collect(),
                 sensitive: denial == scope::ScopeDenial::SensitiveNotNamed,
             };
-            return Err(refuse(reason, Some(&consumer)));
+            return refuse_here(reason);
         }
-        Ok(consumer)
+        let by = match key_id {
+            None => Authentication::Identity,
+            Some(_) if consumer.binding.authentication == Authentication::Key => {
+                Authentication::Key
+            }
+            Some(_) => Authentication::KeyAndIdentity,
+        };
+        Ok(Authenticated {
+            consumer,
+            key_id,
+            by,
+        })
     }
 
     /// The rewrite for the upstream: every credential header and inbound `x-keygate-*`
@@ -190,8 +249,12 @@ impl Gate {
     pub fn decide(&self, req: &RequestView<'_>) -> Decision {
         let shape = request_shape(req);
         let deny = |reason| Decision::Deny(Denial::new(reason, shape));
-        let consumer = match self.authenticate(req) {
-            Ok(c) => c,
+        let caller = Caller {
+            identity: None,
+            address: req.peer,
+        };
+        let consumer = match self.authenticate(req, &caller) {
+            Ok(authenticated) => authenticated.consumer,
             Err(refused) => return deny(refused.reason),
         };
         match self.credential(&consumer, req) {
@@ -215,6 +278,9 @@ fn rewrite(
         .filter(|h| **h != inject)
         .map(|h| h.to_string())
         .collect();
+    if req.header(CLIENT_CERT_HEADER).is_some() && inject != CLIENT_CERT_HEADER {
+        remove.push(CLIENT_CERT_HEADER.to_string());
+    }
     for h in &req.headers {
         let own = h.name == CONSUMER_HEADER || h.name == PROVIDER_HEADER;
         if h.name.starts_with(KEYGATE_PREFIX) && !own && !remove.iter().any(|r| r == h.name) {
@@ -239,6 +305,17 @@ fn rewrite(
         ),
     ];
     HeaderMutation { remove, set }
+}
+
+/// Whether the request presents something meant as a keygate key (`kg_…`, in any case), as
+/// opposed to a placeholder an SDK requires next to workload-identity authentication.
+fn is_key_attempt(presented: &Presented<'_>) -> bool {
+    match presented {
+        Presented::One(text) => text
+            .get(..3)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("kg_")),
+        _ => false,
+    }
 }
 
 /// Errors are shaped for the SDK the client is using, which the request itself reveals; the

@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::identity::SpiffeId;
+
 /// One request header as received. Names are lowercase (HTTP/2 and Envoy guarantee it).
 #[derive(Debug, Clone, Copy)]
 pub struct Header<'a> {
@@ -25,6 +27,19 @@ pub struct RequestView<'a> {
     /// The downstream peer address Envoy reports. The client address the pipeline uses is
     /// this, or `x-forwarded-for` when configured to trust it.
     pub peer: Option<IpAddr>,
+    /// The workload identity of the peer certificate Envoy verified (ext_authz
+    /// `source.principal`, ext_proc `connection.uri_san_peer_certificate`), as reported.
+    pub peer_identity: Option<&'a str>,
+    /// The whole request body, when the edge holds it (ext_authz with `with_request_body`).
+    pub body: Option<&'a [u8]>,
+}
+
+/// Who is calling, as the pipeline judged it: the workload identity (from the verified peer
+/// certificate, or a trusted proxy's `x-forwarded-client-cert`) and the client address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caller<'a> {
+    pub identity: Option<SpiffeId<'a>>,
+    pub address: Option<IpAddr>,
 }
 
 impl<'a> RequestView<'a> {

@@ -96,13 +96,15 @@ impl Setup {
             peer: None,
             header_count: 0,
             body_len: None,
+            peer_identity: None,
+            body: None,
         };
         let admitted = match block(
             self.pipeline
                 .admit(&view, Phases::Full { body_follows: true }),
         ) {
             Admission::Allowed(a) => a,
-            Admission::Denied(d) => panic!("denied: {d:?}"),
+            Admission::Denied(d, _) => panic!("denied: {d:?}"),
         };
         assert!(admitted.read_body, "an LLM POST's body is read");
         let mut exchange = admitted.exchange.expect("ext_proc has an exchange");

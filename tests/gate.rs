@@ -27,6 +27,8 @@ fn decide(
         peer: None,
         header_count: 0,
         body_len: None,
+        peer_identity: None,
+        body: None,
     };
     gate.decide(&view)
 }

@@ -60,7 +60,8 @@ def test_istio_ext_proc_matches_the_shipped_envoy_filter() -> None:
     want = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
     [patch] = [p for p in docs(DEPLOY / "istio" / "keygate-ext-proc.yaml")[0]["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
     got = patch["patch"]["value"]["typed_config"]
-    for field in ("failure_mode_allow", "message_timeout", "processing_mode", "allowed_override_modes", "allow_mode_override"):
+    for field in ("failure_mode_allow", "message_timeout", "processing_mode", "allowed_override_modes", "allow_mode_override",
+                  "request_attributes", "metadata_options"):
         assert got[field] == want[field], field
 
 
@@ -247,6 +248,33 @@ def test_envoy_configmap_recipe_listens_on_the_pod_ip(tmp_path) -> None:
     envoy = subprocess.run([str(venv_bin("envoy")), "--mode", "validate", "-c", str(path)],
                            capture_output=True, text=True, timeout=60)
     assert envoy.returncode == 0, envoy.stdout + envoy.stderr
+
+
+def test_istio_recipe_keeps_the_sidecars_client_cert_header(tmp_path) -> None:
+    """Behind the gateway pod's sidecar, the caller's SPIFFE ID arrives in
+    x-forwarded-client-cert: the Istio README's recipe makes Envoy keep it (the shipped SANITIZE
+    would drop it on the plaintext hop), the result validates, and keygate's ConfigMap names the
+    setting that trusts it, off until an operator follows that README."""
+    readme = (DEPLOY / "istio" / "README.md").read_text()
+    recipe = readme[readme.index("sed -e"):readme.index("> ext_proc.yaml")]
+    expressions = re.findall(r"-e '([^']+)'", recipe)
+    assert len(expressions) == 2, recipe
+    args = [arg for e in expressions for arg in ("-e", e)]
+    out = subprocess.run(["sed", *args, str(REPO_ROOT / "envoy" / "ext_proc.yaml")], capture_output=True,
+                         text=True, check=True)
+    rendered = yaml.safe_load(out.stdout)
+    listener = rendered["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["forward_client_cert_details"] == "ALWAYS_FORWARD_ONLY"
+    path = tmp_path / "ext_proc.yaml"
+    path.write_text(out.stdout)
+    envoy = subprocess.run([str(venv_bin("envoy")), "--mode", "validate", "-c", str(path)],
+                           capture_output=True, text=True, timeout=60)
+    assert envoy.returncode == 0, envoy.stdout + envoy.stderr
+    config = yaml.safe_load(kube("ConfigMap", "keygate-config")["data"]["keygate.yaml"])
+    assert config["network"]["trust_forwarded_client_cert"] is False
+    assert "trust_forwarded_client_cert: true" in readme
 
 
 def test_redis_manifest_is_the_one_keygates_config_points_at() -> None:

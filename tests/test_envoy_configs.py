@@ -225,7 +225,10 @@ def test_ext_proc_filter_fails_closed() -> None:
         "request_trailer_mode": "SKIP",
         "response_trailer_mode": "SKIP",
     }
-    assert f["request_attributes"] == ["source.address"]
+    # The client address and the verified client certificate's SPIFFE ID (workload identity).
+    assert f["request_attributes"] == ["source.address", "connection.uri_san_peer_certificate"]
+    # keygate's decision is accepted as dynamic metadata in its own namespace, and only there.
+    assert f["metadata_options"] == {"receiving_namespaces": {"untyped": ["keygate"]}}
     # DEFAULT honours keygate's clear_route_cache, so the provider route is re-picked.
     assert f.get("route_cache_action", "DEFAULT") == "DEFAULT"
     assert not f.get("disable_clear_route_cache", False)
@@ -280,6 +283,27 @@ def test_access_log_never_logs_secret_headers(kind: str) -> None:
     for header in SECRET_HEADERS:
         assert f"({header})" not in fmt and f"({header}:" not in fmt, header
     assert "%req(:path)%" not in fmt  # would include the query string
+
+
+# Where each edge's dynamic metadata lands: ext_proc names the namespace (keygate), ext_authz
+# files an authorization server's metadata under its own filter name.
+METADATA_NAMESPACE = {"ext_proc": "keygate", "ext_authz": "envoy.filters.http.ext_authz"}
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+def test_access_log_carries_keygates_decision(kind: str) -> None:
+    """The runbooks send operators to this log: each line has the client address and keygate's
+    decision from its dynamic metadata (after the response, ext_proc adds tokens and USD)."""
+    (log,) = hcm(load(CONFIGS[kind]))["access_log"]
+    fields = log["typed_config"]["log_format"]["json_format"]
+    assert fields["client_address"] == "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+    decided = ["consumer", "team", "provider", "model", "key_id", "identity", "outcome"]
+    if kind == "ext_proc":
+        decided += ["input_tokens", "output_tokens", "tokens", "usd"]
+    for name in decided:
+        assert fields[name] == f"%DYNAMIC_METADATA({METADATA_NAMESPACE[kind]}:{name})%", name
+    # Keep the client's own x-forwarded-client-cert away from keygate unless configured.
+    assert hcm(load(CONFIGS[kind]))["forward_client_cert_details"] == "SANITIZE"
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))

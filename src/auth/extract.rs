@@ -86,6 +86,8 @@ mod tests {
             peer: None,
             header_count: 0,
             body_len: None,
+            peer_identity: None,
+            body: None,
         }
     }
 

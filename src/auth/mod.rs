@@ -1,7 +1,9 @@
 //! Consumer authentication: the key format, hashing, where keys arrive, and the registry.
 
+pub mod binding;
 pub mod extract;
 pub mod hash;
+pub mod identities;
 pub mod key;
 pub mod key_id;
 pub mod overrides;
@@ -11,4 +13,4 @@ pub use hash::KeyHash;
 pub use key::{KeyEnv, KeyFormatError, ParsedKey};
 pub use key_id::{KeyId, KeyIdError};
 pub use overrides::{OverrideState, Overrides};
-pub use registry::{Consumer, Lookup, Provider, Registry};
+pub use registry::{Binding, Consumer, IdentityFound, Lookup, Provider, Registry};

@@ -5,9 +5,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::identities::{IdentityIndex, IdentityLookup};
 use super::{KeyEnv, KeyHash, KeyId, ParsedKey};
-use crate::config::{Config, ConsumerConfig, ConsumerStatus, ProviderConfig, TeamConfig};
+use crate::cidr::Cidr;
+use crate::config::{
+    Authentication, Config, ConsumerConfig, ConsumerStatus, ProviderConfig, TeamConfig,
+};
+use crate::identity::{IdentityPattern, SpiffeId};
 use crate::limits::Policy;
+use crate::model_scope::ModelPattern;
 use crate::providers::ProviderKind;
 use crate::scope::RoutePattern;
 
@@ -37,6 +43,30 @@ pub struct Consumer {
     /// The consumer's key ids (`kid_…`).
     key_ids: Box<[KeyId]>,
     pub canary: bool,
+    /// Where the consumer may be used from and what authenticates it (shared, like routes).
+    pub binding: Arc<Binding>,
+}
+
+/// What authenticates a consumer, where it may call from, and which models it may call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Binding {
+    pub authentication: Authentication,
+    pub identities: Vec<IdentityPattern>,
+    /// Empty: any address.
+    pub allowed_sources: Vec<Cidr>,
+    /// Empty: any model.
+    pub models: Vec<ModelPattern>,
+}
+
+impl Binding {
+    fn of(c: &ConsumerConfig) -> Binding {
+        Binding {
+            authentication: c.authentication,
+            identities: c.identities.clone(),
+            allowed_sources: c.allowed_sources.clone(),
+            models: c.scope.models.clone().unwrap_or_default(),
+        }
+    }
 }
 
 impl Consumer {
@@ -52,6 +82,7 @@ struct Interner {
     strings: HashMap<String, Arc<str>>,
     routes: HashMap<Vec<RoutePattern>, Arc<[RoutePattern]>>,
     policies: HashMap<Policy, Arc<Policy>>,
+    bindings: HashMap<Binding, Arc<Binding>>,
 }
 
 impl Interner {
@@ -70,6 +101,15 @@ impl Interner {
         }
         let shared: Arc<[RoutePattern]> = routes.into();
         self.routes.insert(routes.to_vec(), shared.clone());
+        shared
+    }
+
+    fn binding(&mut self, binding: Binding) -> Arc<Binding> {
+        if let Some(shared) = self.bindings.get(&binding) {
+            return shared.clone();
+        }
+        let shared = Arc::new(binding.clone());
+        self.bindings.insert(binding, shared.clone());
         shared
     }
 
@@ -99,12 +139,22 @@ pub enum Lookup<'a> {
     Expired(&'a Arc<Consumer>),
 }
 
+/// What a workload identity finds.
+#[derive(Debug)]
+pub enum IdentityFound<'a> {
+    Found(&'a Arc<Consumer>),
+    Unknown,
+    Ambiguous,
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     keys: HashMap<KeyHash, KeyEntry>,
     consumers: Vec<Arc<Consumer>>,
     /// Index into `consumers` by name, for the work done per consumer (detectors, admin).
     by_name: HashMap<Arc<str>, u32>,
+    /// The consumers that workload identities authenticate on their own.
+    identities: IdentityIndex,
     providers: BTreeMap<String, Arc<Provider>>,
 }
 
@@ -183,7 +233,11 @@ impl Registry {
                 limits: shared.policy(limits),
                 key_ids: c.keys.iter().map(|k| k.hash.key_id()).collect(),
                 canary: c.canary,
+                binding: shared.binding(Binding::of(c)),
             }));
+            if c.authentication == Authentication::Identity {
+                registry.identities.add(&c.identities, index);
+            }
             for key in &c.keys {
                 registry.keys.insert(
                     key.hash,
@@ -195,7 +249,20 @@ impl Registry {
                 );
             }
         }
+        registry.identities.seal();
         registry
+    }
+
+    /// The consumer a workload identity authenticates on its own (`authentication: identity`).
+    pub fn lookup_identity(&self, id: &SpiffeId<'_>) -> IdentityFound<'_> {
+        match self.identities.lookup(id) {
+            IdentityLookup::Found(i) => self
+                .consumers
+                .get(i)
+                .map_or(IdentityFound::Unknown, IdentityFound::Found),
+            IdentityLookup::Unknown => IdentityFound::Unknown,
+            IdentityLookup::Ambiguous => IdentityFound::Ambiguous,
+        }
     }
 
     /// The consumer with this name.

@@ -8,6 +8,9 @@ use serde::Deserialize;
 use super::limits::LimitSettings;
 use crate::auth::hash::KeyHash;
 use crate::auth::key::KeyEnv;
+use crate::cidr::Cidr;
+use crate::identity::IdentityPattern;
+use crate::model_scope::ModelPattern;
 use crate::providers::ProviderKind;
 use crate::scope::RoutePattern;
 use crate::serde_util::rfc3339_opt;
@@ -65,6 +68,17 @@ pub struct ConsumerConfig {
     pub provider: String,
     #[serde(default)]
     pub status: ConsumerStatus,
+    /// What authenticates the consumer: its key (default), its workload identity, or both.
+    #[serde(default)]
+    pub authentication: Authentication,
+    /// The workload identities (SPIFFE IDs or patterns) that authenticate it, or that its
+    /// keys are bound to.
+    #[serde(default)]
+    pub identities: Vec<IdentityPattern>,
+    /// The client addresses its requests may come from (CIDR ranges); empty: anywhere.
+    #[serde(default)]
+    pub allowed_sources: Vec<Cidr>,
+    #[serde(default)]
     pub keys: Vec<KeyConfig>,
     pub scope: ScopeConfig,
     #[serde(default)]
@@ -72,6 +86,29 @@ pub struct ConsumerConfig {
     /// A tripwire: any use of this consumer's keys is a critical detection and is refused.
     #[serde(default)]
     pub canary: bool,
+}
+
+/// What authenticates a consumer's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Authentication {
+    /// A consumer key, from wherever it is presented.
+    #[default]
+    Key,
+    /// The caller's verified workload identity alone: no key.
+    Identity,
+    /// A consumer key, presented from one of the consumer's identities.
+    KeyAndIdentity,
+}
+
+impl Authentication {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authentication::Key => "key",
+            Authentication::Identity => "identity",
+            Authentication::KeyAndIdentity => "key_and_identity",
+        }
+    }
 }
 
 /// One stored key: its hash and optional expiry. A consumer holds at most two (rotation overlap).
@@ -94,4 +131,7 @@ fn default_key_env() -> KeyEnv {
 pub struct ScopeConfig {
     /// `METHOD /path` patterns; `*` matches one segment, a trailing `**` any rest.
     pub routes: Vec<RoutePattern>,
+    /// Model names or patterns (`*` = any characters) the consumer may call; absent: any.
+    #[serde(default)]
+    pub models: Option<Vec<ModelPattern>>,
 }

@@ -1,6 +1,7 @@
 //! Typed configuration. Parsing errors and semantic errors both name the exact field path,
 //! e.g. `consumers[2].scope.routes[0]: unknown method "POTS"`.
 
+mod bindings;
 mod consumers;
 pub mod leaks;
 mod limits;

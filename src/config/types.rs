@@ -340,6 +340,11 @@ pub struct NetworkConfig {
     /// instead of an empty error from Envoy.
     #[serde(default = "default_max_request_headers")]
     pub max_request_headers: usize,
+    /// Take the caller's workload identity from `x-forwarded-client-cert` (its last element,
+    /// which the nearest proxy appended) instead of Envoy's own TLS peer: only when a proxy
+    /// that verifies client certificates (a mesh sidecar) is the only way in to Envoy.
+    #[serde(default)]
+    pub trust_forwarded_client_cert: bool,
 }
 
 fn default_max_request_headers() -> usize {
@@ -352,6 +357,7 @@ impl Default for NetworkConfig {
             xff_num_trusted_hops: 0,
             trust_forwarded_for: false,
             max_request_headers: default_max_request_headers(),
+            trust_forwarded_client_cert: false,
         }
     }
 }

@@ -222,7 +222,7 @@ pub fn validate_consumers(
             }
         }
     }
-    Ok(())
+    super::bindings::validate_identity_overlaps(consumers, label)
 }
 
 /// Checks one consumer; the returned field path is relative (`.provider`, `.keys[0].env`).
@@ -274,6 +274,7 @@ pub fn validate_consumer(
             "list at least one route; scope is deny by default".into(),
         );
     }
+    super::bindings::validate_binding(consumer)?;
     if provider.kind == ProviderKind::Generic {
         if let Some(field) = uncountable(&consumer.limits) {
             return err(format!(".limits.{field}"), GENERIC_LIMITS.into());

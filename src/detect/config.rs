@@ -42,6 +42,7 @@ pub struct DetectConfig {
     pub budget_overrun: BudgetOverrunConfig,
     pub new_sources: NewSourcesConfig,
     pub canary: CanaryConfig,
+    pub identity_mismatch: IdentityMismatchConfig,
 }
 
 impl Default for DetectConfig {
@@ -59,6 +60,7 @@ impl Default for DetectConfig {
             budget_overrun: BudgetOverrunConfig::default(),
             new_sources: NewSourcesConfig::default(),
             canary: CanaryConfig::default(),
+            identity_mismatch: IdentityMismatchConfig::default(),
         }
     }
 }
@@ -190,6 +192,24 @@ impl Default for CanaryConfig {
     }
 }
 
+/// A key bound to workload identities presented from another one (`key_and_identity`): the
+/// key was copied out of where it belongs. The request is refused whatever the action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityMismatchConfig {
+    /// Default `alert`: the bound key is useless elsewhere, and suspending would let whoever
+    /// holds the copy cut off the workload it belongs to.
+    pub action: Action,
+}
+
+impl Default for IdentityMismatchConfig {
+    fn default() -> Self {
+        IdentityMismatchConfig {
+            action: Action::Alert,
+        }
+    }
+}
+
 /// The most learned addresses a consumer may keep, whatever the config says.
 pub const MAX_LEARNED_CAP: usize = 4096;
 
@@ -262,6 +282,7 @@ impl DetectConfig {
             ("budget_overrun.action", &self.budget_overrun.action),
             ("new_sources.action", &self.new_sources.action),
             ("canary.action", &self.canary.action),
+            ("identity_mismatch.action", &self.identity_mismatch.action),
         ] {
             if let Action::Throttle { factor, period } = action {
                 if !(factor.is_finite() && *factor > 0.0 && *factor <= 1.0) || period.is_zero() {

@@ -56,10 +56,11 @@ pub enum DetectorKind {
     BudgetOverrun = 2,
     NewSources = 3,
     Canary = 4,
+    IdentityMismatch = 5,
 }
 
 impl DetectorKind {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// Stable snake_case name (metric labels, audit lines, payloads).
     pub fn as_str(self) -> &'static str {
@@ -69,13 +70,16 @@ impl DetectorKind {
             DetectorKind::BudgetOverrun => "budget_overrun",
             DetectorKind::NewSources => "new_sources",
             DetectorKind::Canary => "canary",
+            DetectorKind::IdentityMismatch => "identity_mismatch",
         }
     }
 
     /// Fixed per detector: a rate spike and a canary hit look like a leak in progress.
     pub fn severity(self) -> Severity {
         match self {
-            DetectorKind::RateSpike | DetectorKind::Canary => Severity::Critical,
+            DetectorKind::RateSpike | DetectorKind::Canary | DetectorKind::IdentityMismatch => {
+                Severity::Critical
+            }
             _ => Severity::Warning,
         }
     }
@@ -126,9 +130,12 @@ pub struct Evidence {
     pub new_address_count: Option<usize>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub new_addresses: Vec<IpAddr>,
-    /// The address a canary key was used from.
+    /// The address a canary key (or a key bound to other identities) was used from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<IpAddr>,
+    /// The workload identity a bound key was presented from (`identity_mismatch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// One detector firing for one consumer.

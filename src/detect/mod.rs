@@ -138,6 +138,54 @@ impl Detectors {
         Some(detection)
     }
 
+    /// A key bound to workload identities was presented from another identity (or none): a
+    /// critical detection, once per cooldown like a canary. The caller acts on it.
+    pub fn identity_mismatch(
+        &self,
+        consumer: &Arc<str>,
+        source: Option<IpAddr>,
+        identity: Option<&str>,
+    ) -> Option<Detection> {
+        let evidence = Evidence {
+            source,
+            identity: identity.map(|id| id.chars().take(256).collect()),
+            ..Evidence::default()
+        };
+        let action = self.config.load().identity_mismatch.action;
+        self.fire_now(consumer, DetectorKind::IdentityMismatch, evidence, action)
+    }
+
+    /// One immediate detection of `kind` unless one fired within the cooldown.
+    fn fire_now(
+        &self,
+        consumer: &Arc<str>,
+        kind: DetectorKind,
+        evidence: Evidence,
+        action: Action,
+    ) -> Option<Detection> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let config = self.config.load();
+        let entry = self
+            .consumers
+            .entry(consumer.clone())
+            .or_insert_with(|| Box::new(Mutex::new(ConsumerState::new(now, &config))));
+        let mut state = lock(&entry);
+        state.last_seen = state.last_seen.max(now);
+        if !state.try_fire(kind, now, config.cooldown) {
+            return None;
+        }
+        let detection = Detection {
+            consumer: consumer.clone(),
+            detector: kind,
+            severity: kind.severity(),
+            evidence,
+            action,
+            at: wall,
+        };
+        count(&detection);
+        Some(detection)
+    }
+
     /// [`Detectors::evaluate_with`] without budgets and with the system clock.
     pub fn evaluate(&self, now: Instant) -> Vec<Detection> {
         self.evaluate_with(now, SystemTime::now(), |_| None)

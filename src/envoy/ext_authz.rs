@@ -15,9 +15,11 @@ use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use super::headers::{self, ValueField};
+use super::metadata;
 use crate::denial::Denial;
 use crate::pipeline::{Admission, Phases, Pipeline};
 use crate::request::{parse_address, Header};
+use crate::verdict::Verdict;
 
 const GRPC_OK: i32 = 0;
 const GRPC_PERMISSION_DENIED: i32 = 7;
@@ -64,24 +66,27 @@ pub async fn check(pipeline: &Pipeline, request: &CheckRequest) -> CheckResponse
             ..Default::default()
         };
     };
-    let peer = attributes
-        .and_then(|a| a.source.as_ref())
-        .and_then(|s| s.address.as_ref())
-        .and_then(socket_ip);
+    let source = attributes.and_then(|a| a.source.as_ref());
+    let peer = source.and_then(|s| s.address.as_ref()).and_then(socket_ip);
+    // The identity of the client certificate Envoy verified (its first URI SAN).
+    let principal = source.map(|s| s.principal.as_str());
     // With `with_request_body` Envoy sends the whole body: its real length is checked, so a
-    // chunked upload without `content-length` cannot pass the size limit unmeasured.
-    let body_len = match (http.raw_body.len(), http.body.len()) {
-        (0, 0) => None,
-        (0, text) => Some(text as u64),
-        (raw, _) => Some(raw as u64),
+    // chunked upload without `content-length` cannot pass the size limit unmeasured, and its
+    // model is read.
+    let body: &[u8] = match (http.raw_body.is_empty(), http.body.is_empty()) {
+        (true, true) => &[],
+        (true, false) => http.body.as_bytes(),
+        (false, _) => &http.raw_body,
     };
-    let view = headers::request_view(
+    let mut view = headers::request_view(
         &http.method,
         &http.path,
         header_view(http.header_map.as_ref(), &http.headers),
         peer,
-        body_len,
+        (!body.is_empty()).then_some(body.len() as u64),
     );
+    view.peer_identity = principal;
+    view.body = (!body.is_empty()).then_some(body);
     match pipeline.admit(&view, Phases::HeadersOnly).await {
         Admission::Allowed(allowed) => CheckResponse {
             status: Some(rpc::Status {
@@ -93,9 +98,9 @@ pub async fn check(pipeline: &Pipeline, request: &CheckRequest) -> CheckResponse
                 headers_to_remove: allowed.mutation.remove,
                 ..Default::default()
             })),
-            ..Default::default()
+            dynamic_metadata: Some(metadata::fields(&allowed.verdict)),
         },
-        Admission::Denied(denial) => denied(&denial),
+        Admission::Denied(denial, verdict) => denied(&denial, &verdict),
     }
 }
 
@@ -124,8 +129,8 @@ fn socket_ip(address: &Address) -> Option<std::net::IpAddr> {
     }
 }
 
-/// A denial as ext_authz's DeniedHttpResponse.
-pub fn denied(denial: &Denial) -> CheckResponse {
+/// A denial as ext_authz's DeniedHttpResponse, with what keygate knew as metadata.
+pub fn denied(denial: &Denial, verdict: &Verdict) -> CheckResponse {
     let code = match denial.status() {
         401 => GRPC_UNAUTHENTICATED,
         503 => GRPC_UNAVAILABLE,
@@ -155,6 +160,6 @@ pub fn denied(denial: &Denial) -> CheckResponse {
             headers: response_headers,
             body: String::from_utf8_lossy(&denial.body()).into_owned(),
         })),
-        ..Default::default()
+        dynamic_metadata: Some(metadata::fields(verdict)),
     }
 }

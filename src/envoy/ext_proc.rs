@@ -24,13 +24,17 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::headers::{self, ValueField};
+use super::metadata;
 use crate::denial::Denial;
 use crate::pipeline::{Admission, BodyPlan, Exchange, Phases, Pipeline};
 use crate::request::parse_address;
+use crate::verdict::Verdict;
 
 /// The filter name Envoy keys `request_attributes` under.
 const FILTER_NAME: &str = "envoy.filters.http.ext_proc";
 const SOURCE_ATTRIBUTE: &str = "source.address";
+/// The first URI SAN of the client certificate Envoy verified (a SPIFFE ID in a mesh).
+const PEER_URI_ATTRIBUTE: &str = "connection.uri_san_peer_certificate";
 
 /// The ext_proc gRPC service.
 #[derive(Debug, Clone)]
@@ -49,6 +53,7 @@ impl ProcService {
             pipeline: self.pipeline.clone(),
             exchange: None,
             request_body: BodySendMode::None,
+            publish: None,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct Session {
     pipeline: Pipeline,
     exchange: Option<Exchange>,
     request_body: BodySendMode,
+    /// keygate's decision to publish as dynamic metadata with the next answer.
+    publish: Option<Verdict>,
 }
 
 impl Session {
@@ -100,6 +107,9 @@ impl Session {
             Some(In::ResponseBody(b)) => {
                 if let Some(exchange) = &mut self.exchange {
                     exchange.response_body(&b.body, b.end_of_stream);
+                    if b.end_of_stream {
+                        self.publish = Some(exchange.verdict().clone());
+                    }
                 }
                 (Out::ResponseBody(BodyResponse::default()), None)
             }
@@ -113,6 +123,7 @@ impl Session {
         ProcessingResponse {
             response: Some(response),
             mode_override,
+            dynamic_metadata: self.publish.take().map(|v| metadata::namespaced(&v)),
             ..Default::default()
         }
     }
@@ -125,14 +136,20 @@ impl Session {
         let all = headers::view(h.headers.as_ref());
         let method = headers::text(&all, ":method").unwrap_or_default();
         let path = headers::text(&all, ":path").unwrap_or_default();
-        let view = headers::request_view(method, path, all, source_attribute(message), None);
+        let source = attribute(message, SOURCE_ATTRIBUTE).and_then(parse_address);
+        let mut view = headers::request_view(method, path, all, source, None);
+        view.peer_identity = attribute(message, PEER_URI_ATTRIBUTE);
         let phases = Phases::Full {
             body_follows: !h.end_of_stream,
         };
         let allowed = match self.pipeline.admit(&view, phases).await {
             Admission::Allowed(allowed) => allowed,
-            Admission::Denied(denial) => return (Out::ImmediateResponse(immediate(&denial)), None),
+            Admission::Denied(denial, verdict) => {
+                self.publish = Some(verdict);
+                return (Out::ImmediateResponse(immediate(&denial)), None);
+            }
         };
+        self.publish = Some(allowed.verdict);
         self.exchange = allowed.exchange;
         let mode = allowed.read_body.then(|| {
             self.request_body = BodySendMode::Buffered;
@@ -155,7 +172,9 @@ impl Session {
         let Some(exchange) = &mut self.exchange else {
             return Out::RequestBody(BodyResponse::default());
         };
-        let rewritten = match exchange.request_body(&body.body).await {
+        let decided = exchange.request_body(&body.body).await;
+        self.publish = Some(exchange.verdict().clone());
+        let rewritten = match decided {
             Ok(Some(rewritten)) => rewritten,
             Ok(None) => return Out::RequestBody(BodyResponse::default()),
             Err(denial) => {
@@ -198,6 +217,7 @@ impl Session {
                 );
                 if h.end_of_stream {
                     exchange.response_body(&[], true);
+                    self.publish = Some(exchange.verdict().clone());
                 }
                 plan
             }
@@ -249,11 +269,12 @@ fn mode(request_body: BodySendMode, response_body: BodySendMode) -> ProcessingMo
     }
 }
 
-fn source_attribute(message: &ProcessingRequest) -> Option<std::net::IpAddr> {
+/// A string attribute Envoy evaluated for the request (`request_attributes`); empty is none.
+fn attribute<'a>(message: &'a ProcessingRequest, name: &str) -> Option<&'a str> {
     use envoy_types::pb::google::protobuf::value::Kind;
     let fields = &message.attributes.get(FILTER_NAME)?.fields;
-    match fields.get(SOURCE_ATTRIBUTE)?.kind.as_ref()? {
-        Kind::StringValue(s) => parse_address(s),
+    match fields.get(name)?.kind.as_ref()? {
+        Kind::StringValue(s) if !s.is_empty() => Some(s),
         _ => None,
     }
 }

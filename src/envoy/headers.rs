@@ -53,6 +53,8 @@ pub fn request_view<'a>(
             .filter(|h| !h.name.starts_with(':'))
             .collect(),
         peer,
+        peer_identity: None,
+        body: None,
     }
 }
 

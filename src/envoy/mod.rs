@@ -5,6 +5,7 @@
 pub mod ext_authz;
 pub mod ext_proc;
 mod headers;
+mod metadata;
 
 pub use ext_authz::AuthzService;
 pub use ext_proc::ProcService;

@@ -10,15 +10,18 @@ use std::time::{Instant, SystemTime};
 
 use metrics::{counter, histogram};
 
+use super::models::{self, compressed};
 use super::response::{BodyPlan, ResponseReader};
 use super::{record, Shared};
 use crate::auth::registry::Consumer;
 use crate::denial::{Denial, DenyReason};
 use crate::limits::{Cost, Reservation};
+use crate::model_scope::Body;
 use crate::providers::{ErrorShape, ProviderKind};
 use crate::request::RequestView;
 use crate::telemetry;
 use crate::usage::{self, Dialect, Endpoint, RequestEstimate};
+use crate::verdict::{SettledUsage, Verdict};
 
 pub struct Exchange {
     shared: Arc<Shared>,
@@ -41,10 +44,14 @@ pub struct Exchange {
     estimate: Option<RequestEstimate>,
     reservation: Option<Reservation>,
     response: ResponseReader,
+    /// The request's path (without the query), for the model it names.
+    path: Box<str>,
+    verdict: Verdict,
 }
 
 impl Exchange {
     /// Starts the exchange of an admitted request.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start(
         shared: Arc<Shared>,
         consumer: Arc<Consumer>,
@@ -53,6 +60,7 @@ impl Exchange {
         shape: ErrorShape,
         include_usage: bool,
         body_follows: bool,
+        verdict: Verdict,
     ) -> Self {
         let allowed_at = Instant::now();
         if let Some(ip) = source {
@@ -69,10 +77,7 @@ impl Exchange {
         let deployment = (consumer.provider.kind == ProviderKind::AzureOpenai)
             .then(|| usage::azure_deployment(path).map(Arc::from))
             .flatten();
-        let compressed_body = req
-            .header("content-encoding")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .is_some_and(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("identity"));
+        let compressed_body = compressed(req);
         Exchange {
             rewritable_path: path.ends_with("/chat/completions")
                 || path.ends_with("/v1/completions"),
@@ -92,7 +97,15 @@ impl Exchange {
             estimate: None,
             reservation: None,
             response: ResponseReader::Waiting,
+            path: path.into(),
+            verdict,
         }
+    }
+
+    /// What is known of the decision: the outcome once final, the model once the body was
+    /// read, the usage once the response is settled.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
     }
 
     /// Whether the request body must reach [`Exchange::request_body`] before it is forwarded.
@@ -104,6 +117,19 @@ impl Exchange {
     /// against the token limits and budgets, and counts the request's outcome. Returns a
     /// replacement body when keygate rewrote it (`include_usage`, an output cap).
     pub async fn request_body(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, Denial> {
+        // The model is read on its own (in full, a duplicate refused) when a list needs it, or
+        // when no usage dialect reads the body; otherwise the estimate's reading names it.
+        if !self.consumer.binding.models.is_empty() || self.dialect.is_none() {
+            let seen = Body::Whole {
+                bytes: body,
+                compressed: self.compressed_body,
+            };
+            let (model, checked) = models::check(&self.consumer, &self.path, seen);
+            self.verdict.model = model;
+            if let Err(reason) = checked {
+                return Err(self.refuse(reason));
+            }
+        }
         let policy = &self.consumer.limits;
         let billed = self.dialect.is_some() && self.endpoint != Endpoint::Other;
         let mut estimate = match self.dialect {
@@ -113,6 +139,10 @@ impl Exchange {
                 ..RequestEstimate::default()
             },
         };
+        if self.verdict.model.is_none() {
+            let named = self.deployment.as_deref().or(estimate.model.as_deref());
+            self.verdict.model = named.map(str::to_string);
+        }
         if estimate.model.is_none() {
             estimate.model = self.deployment.as_deref().map(str::to_string);
         }
@@ -139,22 +169,27 @@ impl Exchange {
                 .reserve(&self.consumer, body.len() as u64, cost, SystemTime::now())
                 .await
         };
-        let pending = std::mem::take(&mut self.awaits_body);
         match reserved {
             Ok(reservation) => {
                 self.reservation = Some(reservation);
-                if pending {
+                if std::mem::take(&mut self.awaits_body) {
                     record(Some(&self.consumer), "allowed");
+                    self.verdict.outcome = Some("allowed");
                 }
             }
-            Err(reason) => {
-                record(Some(&self.consumer), reason.outcome());
-                return Err(Denial::new(reason, self.shape));
-            }
+            Err(reason) => return Err(self.refuse(reason)),
         }
         let rewritten = self.rewrite(body, &estimate);
         self.estimate = Some(estimate);
         Ok(rewritten)
+    }
+
+    /// A refusal in the body phase, counted once.
+    fn refuse(&mut self, reason: DenyReason) -> Denial {
+        self.awaits_body = false;
+        record(Some(&self.consumer), reason.outcome());
+        self.verdict.outcome = Some(reason.outcome());
+        Denial::new(reason, self.shape)
     }
 
     /// The body as sent upstream: OpenAI streams made to report usage, and the output cap
@@ -263,6 +298,12 @@ impl Exchange {
                         charge.micro_usd,
                     );
                 }
+                self.verdict.usage = Some(SettledUsage {
+                    input_tokens: used.input_tokens,
+                    output_tokens: used.output_tokens,
+                    micro_usd: charge.micro_usd,
+                    estimated,
+                });
                 (used.total_tokens(), charge.micro_usd)
             }
             None => (0, 0),

@@ -8,6 +8,8 @@
 
 mod admission;
 pub mod exchange;
+mod identity;
+mod models;
 mod response;
 mod source;
 
@@ -23,6 +25,7 @@ use crate::gate::Gate;
 use crate::limits::Limiter;
 use crate::mutation::HeaderMutation;
 use crate::telemetry;
+use crate::verdict::Verdict;
 
 pub use exchange::Exchange;
 pub use response::{
@@ -42,6 +45,9 @@ pub struct Settings {
     pub max_assembled_bytes: usize,
     /// Envoy's limit on a request's headers (`network.max_request_headers`).
     pub max_request_headers: usize,
+    /// Take the caller's identity from `x-forwarded-client-cert`
+    /// (`network.trust_forwarded_client_cert`) instead of Envoy's TLS peer.
+    pub trust_forwarded_client_cert: bool,
 }
 
 impl Default for Settings {
@@ -51,6 +57,7 @@ impl Default for Settings {
             include_usage: true,
             max_assembled_bytes: DEFAULT_MAX_ASSEMBLED,
             max_request_headers: 100,
+            trust_forwarded_client_cert: false,
         }
     }
 }
@@ -73,13 +80,15 @@ pub struct Admitted {
     /// The edge must deliver the request body to [`Exchange::request_body`] before the
     /// request is forwarded; the admission is final only then.
     pub read_body: bool,
+    /// What is known of the decision so far (its outcome only once final).
+    pub verdict: Verdict,
 }
 
 /// The request phase's answer. Not boxed: it is moved once, into the edge's stream state.
 #[allow(clippy::large_enum_variant)]
 pub enum Admission {
     Allowed(Admitted),
-    Denied(Denial),
+    Denied(Denial, Verdict),
 }
 
 /// What every exchange shares.

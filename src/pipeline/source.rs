@@ -52,6 +52,8 @@ mod tests {
             peer: Some("10.0.0.9".parse().unwrap()),
             header_count: 0,
             body_len: None,
+            peer_identity: None,
+            body: None,
         }
     }
 

@@ -51,12 +51,14 @@ class Authority:
         )
         self.pem = _write(directory, name, self.cert, self.key)
 
-    def issue(self, stem: str, dns: list[str], ips: list[str], client: bool = False, uris: list[str] = ()) -> Pem:
-        """A certificate with CN=`stem` and the given DNS, IP and URI subject alternative names."""
+    def issue(self, stem: str, dns: list[str], ips: list[str], client: bool = False,
+              uris: list[str] | None = None) -> Pem:
+        """A certificate for `stem` with these DNS, IP and URI SANs (a workload certificate
+        has one URI SAN, its SPIFFE ID)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        names = ([x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-                 + [x509.UniformResourceIdentifier(u) for u in uris])
+        names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        names += [x509.UniformResourceIdentifier(u) for u in uris or []]
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = (
             x509.CertificateBuilder().subject_name(_name(stem)).issuer_name(self.cert.subject)
