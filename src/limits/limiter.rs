@@ -172,7 +172,7 @@ impl Limiter {
             let backend = self.backend.load_full();
             let pause = match &*backend {
                 Backend::Shared(shared) => {
-                    if let Err(e) = shared.sync_once().await {
+                    if let Err(e) = shared.sync_once(false).await {
                         tracing::debug!(error = %e, "limits sync pass stopped early");
                     }
                     shared.sync_interval()
@@ -195,7 +195,7 @@ impl Limiter {
     /// True when budgets are shared after it (Redis answered, its epoch current, no rebuild).
     pub async fn sync_now(&self) -> bool {
         match &*self.backend.load_full() {
-            Backend::Shared(shared) => shared.sync_once().await.is_ok() && shared.is_trusted(),
+            Backend::Shared(shared) => shared.sync_once(true).await.is_ok() && shared.is_trusted(),
             Backend::Local(_) => false,
         }
     }

@@ -46,6 +46,8 @@ pub struct SharedStore {
     /// The epoch is current and no rebuild is under way (as of the last sync or grant).
     pub(super) trusted: AtomicBool,
     pub(super) sync_interval: ArcSwap<Duration>,
+    /// When the sync last published month totals and holdings.
+    pub(super) published_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -80,6 +82,7 @@ impl SharedStore {
             epoch: ArcSwapOption::empty(),
             trusted: AtomicBool::new(false),
             sync_interval: ArcSwap::from_pointee(sync_interval),
+            published_at: std::sync::Mutex::new(None),
         }
     }
 

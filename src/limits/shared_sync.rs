@@ -34,8 +34,11 @@ impl SharedStore {
         **self.sync_interval.load()
     }
 
-    /// One sync pass; stops at the first Redis error (the next pass starts over).
-    pub async fn sync_once(&self) -> Result<Synced, StoreError> {
+    /// One sync pass; stops at the first Redis error (the next pass starts over). Totals and
+    /// holdings are published every `fresh() / 2` (or at once when `publish` is set): a
+    /// replica's total plus holding only changes when it is granted more, which the grant
+    /// itself records, so publishing more often would only cost Redis calls.
+    pub async fn sync_once(&self, publish: bool) -> Result<Synced, StoreError> {
         let redis = self.redis.load_full();
         if !redis.available() {
             self.trusted.store(false, Ordering::Relaxed);
@@ -62,10 +65,22 @@ impl SharedStore {
             }
         }
         self.trusted.store(!rebuilding, Ordering::Relaxed);
-        synced.published += self.publish(&redis, self.ledger.take_unpublished()).await?;
+        if publish || synced.rebuilt || self.publish_due() {
+            synced.published += self.publish(&redis, self.ledger.take_unpublished()).await?;
+        }
         synced.granted += self.top_up(&redis, &month, !rebuilding).await?;
         synced.given_back += self.give_back_idle(&redis).await?;
         Ok(synced)
+    }
+
+    /// Whether the periodic publication is due (and if so, marks it done).
+    fn publish_due(&self) -> bool {
+        let mut at = self.published_at.lock().unwrap_or_else(|p| p.into_inner());
+        let due = at.is_none_or(|t| t.elapsed() >= self.fresh() / 2);
+        if due {
+            *at = Some(Instant::now());
+        }
+        due
     }
 
     /// Records each changed total with this process's holding, and each changed holding.
