@@ -1,0 +1,39 @@
+//! The ext_authz edge: an arbitrary `CheckRequest` (protobuf bytes as Envoy sends them)
+//! through the header-only pipeline.
+#![no_main]
+
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use keygate::envoy::ext_authz::check;
+use keygate_fuzz::{assert_no_secret, check_denial_body, fixture};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(request) = CheckRequest::decode(data) else {
+        return;
+    };
+    let fixture = fixture();
+    let pipeline = fixture.pipeline();
+    let response = fixture.runtime.block_on(check(&pipeline, &request));
+    if std::env::var_os("KEYGATE_FUZZ_DEBUG").is_some() {
+        eprintln!("{response:?}");
+    }
+    let code = response.status.as_ref().map_or(-1, |s| s.code);
+    match response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            assert_ne!(code, 0, "a denial with an OK status");
+            let status = denied.status.map_or(0, |s| s.code);
+            assert!((400..600).contains(&status), "denial status {status}");
+            check_denial_body(denied.body.as_bytes());
+            for header in &denied.headers {
+                if let Some(h) = &header.header {
+                    assert_no_secret(h.value.as_bytes(), "denial header");
+                    assert_no_secret(&h.raw_value, "denial header");
+                }
+            }
+        }
+        Some(HttpResponse::OkResponse(_)) => assert_eq!(code, 0),
+        Some(HttpResponse::ErrorResponse(_)) | None => assert_ne!(code, 0),
+    }
+});

@@ -1,0 +1,57 @@
+//! The ext_proc edge: one gRPC stream's messages, decoded from the input as a sequence of
+//! length-delimited `ProcessingRequest`s (as Envoy sends them, minus gRPC framing), answered by
+//! one session in order: request headers, bodies, response headers and bodies, trailers.
+#![no_main]
+
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
+use envoy_types::pb::envoy::service::ext_proc::v3::ProcessingRequest;
+use keygate::envoy::ext_proc::ProcService;
+use keygate_fuzz::{assert_no_secret, check_denial_body, fixture};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+
+const MAX_MESSAGES: usize = 24;
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = data;
+    let mut messages = Vec::new();
+    while !input.is_empty() && messages.len() < MAX_MESSAGES {
+        match ProcessingRequest::decode_length_delimited(&mut input) {
+            Ok(m) => messages.push(m),
+            Err(_) => break,
+        }
+    }
+    if messages.is_empty() {
+        return;
+    }
+    // KEYGATE_FUZZ_DEBUG=1 prints each answer, to see what an input does.
+    let debug = std::env::var_os("KEYGATE_FUZZ_DEBUG").is_some();
+    let fixture = fixture();
+    let service = ProcService::new(fixture.pipeline());
+    fixture.runtime.block_on(async {
+        let mut session = service.session();
+        for message in messages {
+            let response = session.respond(message).await;
+            if debug {
+                eprintln!("{response:?}");
+            }
+            match response.response {
+                Some(Out::ImmediateResponse(immediate)) => {
+                    let code = immediate.status.map_or(0, |s| s.code);
+                    assert!((400..600).contains(&code), "denial status {code}");
+                    check_denial_body(&immediate.body);
+                    for header in immediate.headers.iter().flat_map(|h| &h.set_headers) {
+                        if let Some(h) = &header.header {
+                            assert_no_secret(&h.raw_value, "denial header");
+                            assert_no_secret(h.value.as_bytes(), "denial header");
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => panic!("a message without a response"),
+            }
+        }
+        // The stream closes: the exchange settles inside the runtime, as in production.
+        drop(session);
+    });
+});
