@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             // Errors name the file and never run on without bound.
             let message = e.to_string();
-            assert!(message.starts_with("/etc/keygate/keygate.yaml: "), "{message}");
+            assert!(
+                message.starts_with("/etc/keygate/keygate.yaml: "),
+                "{message}"
+            );
         }
     }
 

@@ -94,7 +94,11 @@ fuzz_target!(|data: &[u8]| {
     PEAK.store(base, Ordering::Relaxed);
     let whole = decompress(encoding, body, limit);
     if let Ok(out) = &whole {
-        assert!(out.len() <= limit, "{} bytes decoded past a {limit} limit", out.len());
+        assert!(
+            out.len() <= limit,
+            "{} bytes decoded past a {limit} limit",
+            out.len()
+        );
     }
     let whole = whole.map(|out| out.into_owned());
     let peak = PEAK.load(Ordering::Relaxed) - base;

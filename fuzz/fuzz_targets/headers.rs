@@ -49,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Presented::Ambiguous | Presented::Unreadable => {
-            assert!(view.headers.iter().any(|h| CREDENTIAL_HEADERS.contains(&h.name)));
+            assert!(view
+                .headers
+                .iter()
+                .any(|h| CREDENTIAL_HEADERS.contains(&h.name)));
         }
     }
 });

@@ -35,13 +35,21 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(canonical, text.to_ascii_lowercase());
         assert!(canonical.parse::<KeyHash>().expect("canonical hash parses") == hash);
         let id = hash.key_id().to_string();
-        assert_eq!(id.parse::<KeyId>().expect("derived key id parses").to_string(), id);
+        assert_eq!(
+            id.parse::<KeyId>()
+                .expect("derived key id parses")
+                .to_string(),
+            id
+        );
     }
 
     if let Ok(id) = text.parse::<KeyId>() {
         // Only the canonical spelling parses, so display gives the input back.
         assert_eq!(id.to_string(), text);
         let yaml = serde_yaml::to_string(&id).expect("key id serializes");
-        assert_eq!(serde_yaml::from_str::<KeyId>(&yaml).expect("key id yaml"), id);
+        assert_eq!(
+            serde_yaml::from_str::<KeyId>(&yaml).expect("key id yaml"),
+            id
+        );
     }
 });

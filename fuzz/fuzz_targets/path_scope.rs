@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(path == "/" || !path.ends_with('/'), "{path:?}");
     for segment in path.split('/').skip(1) {
         assert!(path == "/" || !segment.is_empty(), "{path:?}");
-        assert!(segment != "." && segment != "..", "{raw_path:?} -> {path:?}");
+        assert!(
+            segment != "." && segment != "..",
+            "{raw_path:?} -> {path:?}"
+        );
         // An escape left in place is never a dot or a separator in disguise.
         let lower = segment.to_ascii_lowercase();
         assert!(!lower.contains("%2e") && !lower.contains("%2f") && !lower.contains("%5c"));

@@ -15,7 +15,6 @@ fuzz_target!(|data: &[u8]| {
         _ => Dialect::Cohere,
     };
     if let Ok(Some(usage)) = parse_body(dialect, body) {
-        assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok());
         if let Some(model) = &usage.model {
             assert!(!model.is_empty() && model.chars().count() <= MAX_MODEL_CHARS);
         }

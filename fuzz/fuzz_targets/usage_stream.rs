@@ -12,7 +12,11 @@ fn decode(limit: usize, parts: &[&[u8]]) -> (Vec<(Option<String>, Vec<u8>)>, u64
     let mut events = Vec::new();
     for part in parts {
         decoder.feed_with(part, |name, data| {
-            assert!(data.len() <= limit, "event of {} bytes past the limit", data.len());
+            assert!(
+                data.len() <= limit,
+                "event of {} bytes past the limit",
+                data.len()
+            );
             events.push((name.map(str::to_owned), data.to_vec()));
         });
     }

@@ -173,9 +173,7 @@ pub fn check_denial_body(body: &[u8]) {
 pub fn assert_no_secret(bytes: &[u8], what: &str) {
     for secret in SECRETS {
         assert!(
-            !bytes
-                .windows(secret.len())
-                .any(|w| w == secret.as_bytes()),
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
             "{what} leaks a provider secret"
         );
     }

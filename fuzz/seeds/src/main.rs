@@ -54,7 +54,9 @@ impl Seeds {
 }
 
 fn main() {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("fuzz dir");
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("fuzz dir");
     let seeds = Seeds {
         root: fuzz.parent().expect("repo root").to_path_buf(),
         out: fuzz.join("corpus"),
@@ -143,7 +145,11 @@ fn usage(s: &Seeds) {
         (2, "cohere_v2_chat.json"),
     ];
     for (dialect, name) in bodies {
-        s.write("usage_body", name, &[&[dialect], &s.fixture(name)[..]].concat());
+        s.write(
+            "usage_body",
+            name,
+            &[&[dialect], &s.fixture(name)[..]].concat(),
+        );
     }
     let streams = [
         (0u8, "mock_openai_chat_stream_usage.sse"),
@@ -172,19 +178,55 @@ fn usage(s: &Seeds) {
 
 fn requests(s: &Seeds) {
     let bodies: [(u8, &str); 14] = [
-        (0, r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#),
-        (0, r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#),
-        (0, r#"{"model":"gpt-4o-mini","stream":true,"stream_options":null,"messages":[]}"#),
-        (0, r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{},"messages":[]}"#),
-        (0, r#" { "stream" : true , "stream_options" : { "include_usage" : false , "x" : 1 } , "prompt" : "abc" } "#),
-        (0, r#"{"stream":true,"stream_options":{"continuous_usage_stats":true},"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{\"a\":1}"}}]}]}"#),
-        (0, r#"{"str\u0065am":true,"messages":[],"stream":false,"stream":true}"#),
-        (0, r#"{"model":"text-embedding-3-small","input":["abcd","efgh"]}"#),
+        (
+            0,
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#,
+        ),
+        (
+            0,
+            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#,
+        ),
+        (
+            0,
+            r#"{"model":"gpt-4o-mini","stream":true,"stream_options":null,"messages":[]}"#,
+        ),
+        (
+            0,
+            r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{},"messages":[]}"#,
+        ),
+        (
+            0,
+            r#" { "stream" : true , "stream_options" : { "include_usage" : false , "x" : 1 } , "prompt" : "abc" } "#,
+        ),
+        (
+            0,
+            r#"{"stream":true,"stream_options":{"continuous_usage_stats":true},"messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{\"a\":1}"}}]}]}"#,
+        ),
+        (
+            0,
+            r#"{"str\u0065am":true,"messages":[],"stream":false,"stream":true}"#,
+        ),
+        (
+            0,
+            r#"{"model":"text-embedding-3-small","input":["abcd","efgh"]}"#,
+        ),
         (0, r#"{"prompt":[[1,2,3],[4]],"max_tokens":7}"#),
-        (0, r#"{"model":"o3","instructions":"abcd","input":[{"role":"user","content":[{"type":"input_text","text":"abcdefgh"}]},{"type":"function_call_output","call_id":"c","output":"abcd"}],"max_output_tokens":9}"#),
-        (1, r#"{"model":"claude-opus-4-20250514","max_tokens":1024,"system":[{"type":"text","text":"be brief"}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"42"}]}]}],"stream":true}"#),
-        (2, r#"{"message":"abcd","preamble":"abcd","chat_history":[{"role":"USER","message":"abcd"}]}"#),
-        (2, r#"{"model":"command-r","messages":[{"role":"user","content":"hi"}],"stream":true}"#),
+        (
+            0,
+            r#"{"model":"o3","instructions":"abcd","input":[{"role":"user","content":[{"type":"input_text","text":"abcdefgh"}]},{"type":"function_call_output","call_id":"c","output":"abcd"}],"max_output_tokens":9}"#,
+        ),
+        (
+            1,
+            r#"{"model":"claude-opus-4-20250514","max_tokens":1024,"system":[{"type":"text","text":"be brief"}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"42"}]}]}],"stream":true}"#,
+        ),
+        (
+            2,
+            r#"{"message":"abcd","preamble":"abcd","chat_history":[{"role":"USER","message":"abcd"}]}"#,
+        ),
+        (
+            2,
+            r#"{"model":"command-r","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        ),
         (0, "not json at all"),
     ];
     for (i, (dialect, body)) in bodies.iter().enumerate() {
@@ -228,21 +270,33 @@ fn br(data: &[u8]) -> Vec<u8> {
 fn compressed(s: &Seeds) {
     let json = s.fixture("mock_openai_chat.json");
     let sse = s.fixture("mock_anthropic_stream.sse");
-    // Limit bytes: 0x20 0x00 is 8 KiB; 0x00 0x40 is 64 bytes (too small for the fixtures).
+    // Limit bytes (see the target): 0x90 0x00 is 64 KiB; 0x00 0x40 is 64 bytes, too small.
     let cases: Vec<(&str, u8, [u8; 2], u8, Vec<u8>)> = vec![
-        ("identity", 0, [0x20, 0], 0, json.clone()),
-        ("gzip", 1, [0x20, 0], 1, gzip(&json)),
-        ("gzip-fixture", 1, [0x20, 0], 5, s.fixture("mock_openai_chat.json.gz")),
-        ("gzip-multimember", 1, [0x40, 0], 3, [gzip(&json), gzip(&sse)].concat()),
+        ("identity", 0, [0x90, 0], 0, json.clone()),
+        ("gzip", 1, [0x90, 0], 1, gzip(&json)),
+        (
+            "gzip-fixture",
+            1,
+            [0x90, 0],
+            5,
+            s.fixture("mock_openai_chat.json.gz"),
+        ),
+        (
+            "gzip-multimember",
+            1,
+            [0x90, 0],
+            3,
+            [gzip(&json), gzip(&sse)].concat(),
+        ),
         ("gzip-small-limit", 1, [0, 0x40], 2, gzip(&json)),
-        ("deflate-zlib", 3, [0x20, 0], 4, zlib(&sse)),
-        ("deflate-raw", 3, [0x20, 0], 1, raw_deflate(&sse)),
-        ("br", 4, [0x20, 0], 6, br(&sse)),
+        ("deflate-zlib", 3, [0x90, 0], 4, zlib(&sse)),
+        ("deflate-raw", 3, [0x90, 0], 1, raw_deflate(&sse)),
+        ("br", 4, [0x90, 0], 6, br(&sse)),
         ("br-small-limit", 4, [0, 0x40], 7, br(&json)),
-        ("gzip-br", 6, [0x20, 0], 0, br(&gzip(&json))),
-        ("br-gzip", 7, [0x20, 0], 0, gzip(&br(&json))),
-        ("bomb-gzip", 1, [0x20, 0], 6, gzip(&vec![b'a'; 1 << 20])),
-        ("bomb-br", 4, [0x20, 0], 6, br(&vec![b'a'; 1 << 20])),
+        ("gzip-br", 6, [0x90, 0], 0, br(&gzip(&json))),
+        ("br-gzip", 7, [0x90, 0], 0, gzip(&br(&json))),
+        ("bomb-gzip", 1, [0x90, 0], 6, gzip(&vec![b'a'; 1 << 20])),
+        ("bomb-br", 4, [0x90, 0], 6, br(&vec![b'a'; 1 << 20])),
     ];
     for (name, selector, limit, chunking, body) in cases {
         let mut input = vec![selector, limit[0], limit[1], chunking];
@@ -252,8 +306,16 @@ fn compressed(s: &Seeds) {
 }
 
 fn configs(s: &Seeds) {
-    s.write("config", "examples-keygate", &s.read("examples/keygate.yaml"));
-    s.write("config", "examples-secrets", &s.read("examples/secrets.yaml"));
+    s.write(
+        "config",
+        "examples-keygate",
+        &s.read("examples/keygate.yaml"),
+    );
+    s.write(
+        "config",
+        "examples-secrets",
+        &s.read("examples/secrets.yaml"),
+    );
     // The keygate.yaml inside the Kubernetes ConfigMap, and every YAML block of the README.
     let deploy = String::from_utf8(s.read("deploy/kubernetes/keygate.yaml")).expect("utf-8");
     if let Some(start) = deploy.find("keygate.yaml: |") {
@@ -415,7 +477,8 @@ fn ext_proc(s: &Seeds) {
     let bearer = format!("Bearer {OPENAI_KEY}");
     let openai = ("authorization", bearer.as_str());
     let chat = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
-    let chat_stream = br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
+    let chat_stream =
+        br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
     let json = "application/json";
     let sse = "text/event-stream; charset=utf-8";
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -551,14 +614,82 @@ fn check_request(method: &str, path: &str, headers: &[(&str, &str)], raw: bool) 
 fn ext_authz(s: &Seeds) {
     let bearer = format!("Bearer {OPENAI_KEY}");
     let cases = [
-        ("allow-raw", check_request("POST", "/v1/chat/completions", &[("authorization", &bearer), ("content-length", "42")], true)),
-        ("allow-legacy", check_request("GET", "/v1/models?limit=2", &[("authorization", &bearer), ("x-keygate-provider", "spoofed")], false)),
-        ("anthropic", check_request("POST", "/v1/messages", &[("x-api-key", ANTHROPIC_KEY), ("anthropic-version", "2023-06-01")], true)),
-        ("azure", check_request("POST", "/openai/deployments/x/embeddings", &[("api-key", AZURE_KEY)], true)),
-        ("denied-sensitive", check_request("GET", "/v1/fine_tuning/jobs", &[("authorization", &bearer)], true)),
-        ("denied-suspended", check_request("GET", "/v1/models", &[("authorization", &format!("Bearer {SUSPENDED_KEY}"))], false)),
-        ("denied-typo", check_request("GET", "/v1/models", &[("authorization", "Bearer kg_live_FuzzOpenAIKey00000000000000000_2EN2wm")], true)),
-        ("denied-no-key", check_request("GET", "/v1/models", &[], true)),
+        (
+            "allow-raw",
+            check_request(
+                "POST",
+                "/v1/chat/completions",
+                &[("authorization", &bearer), ("content-length", "42")],
+                true,
+            ),
+        ),
+        (
+            "allow-legacy",
+            check_request(
+                "GET",
+                "/v1/models?limit=2",
+                &[
+                    ("authorization", &bearer),
+                    ("x-keygate-provider", "spoofed"),
+                ],
+                false,
+            ),
+        ),
+        (
+            "anthropic",
+            check_request(
+                "POST",
+                "/v1/messages",
+                &[
+                    ("x-api-key", ANTHROPIC_KEY),
+                    ("anthropic-version", "2023-06-01"),
+                ],
+                true,
+            ),
+        ),
+        (
+            "azure",
+            check_request(
+                "POST",
+                "/openai/deployments/x/embeddings",
+                &[("api-key", AZURE_KEY)],
+                true,
+            ),
+        ),
+        (
+            "denied-sensitive",
+            check_request(
+                "GET",
+                "/v1/fine_tuning/jobs",
+                &[("authorization", &bearer)],
+                true,
+            ),
+        ),
+        (
+            "denied-suspended",
+            check_request(
+                "GET",
+                "/v1/models",
+                &[("authorization", &format!("Bearer {SUSPENDED_KEY}"))],
+                false,
+            ),
+        ),
+        (
+            "denied-typo",
+            check_request(
+                "GET",
+                "/v1/models",
+                &[(
+                    "authorization",
+                    "Bearer kg_live_FuzzOpenAIKey00000000000000000_2EN2wm",
+                )],
+                true,
+            ),
+        ),
+        (
+            "denied-no-key",
+            check_request("GET", "/v1/models", &[], true),
+        ),
         ("no-http", CheckRequest::default().encode_to_vec()),
     ];
     for (name, bytes) in cases {
