@@ -5,7 +5,7 @@
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use keygate::envoy::ext_authz::check;
-use keygate_fuzz::{assert_no_secret, check_denial_body, fixture};
+use keygate_fuzz::{assert_no_secret, check_allow_mutation, check_denial_body, fixture};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -33,7 +33,27 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        Some(HttpResponse::OkResponse(_)) => assert_eq!(code, 0),
+        Some(HttpResponse::OkResponse(ok)) => {
+            assert_eq!(code, 0);
+            let http = request
+                .attributes
+                .as_ref()
+                .and_then(|a| a.request.as_ref())
+                .and_then(|r| r.http.as_ref())
+                .expect("an allow had HTTP attributes");
+            let names: Vec<&str> = match &http.header_map {
+                Some(m) if !m.headers.is_empty() => {
+                    m.headers.iter().map(|h| h.key.as_str()).collect()
+                }
+                _ => http.headers.keys().map(String::as_str).collect(),
+            };
+            let set: Vec<&str> = ok
+                .headers
+                .iter()
+                .filter_map(|o| o.header.as_ref().map(|h| h.key.as_str()))
+                .collect();
+            check_allow_mutation(names, &ok.headers_to_remove, &set);
+        }
         Some(HttpResponse::ErrorResponse(_)) | None => assert_ne!(code, 0),
     }
 });

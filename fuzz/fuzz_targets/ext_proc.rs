@@ -3,10 +3,11 @@
 //! one session in order: request headers, bodies, response headers and bodies, trailers.
 #![no_main]
 
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
 use envoy_types::pb::envoy::service::ext_proc::v3::ProcessingRequest;
 use keygate::envoy::ext_proc::ProcService;
-use keygate_fuzz::{assert_no_secret, check_denial_body, fixture};
+use keygate_fuzz::{assert_no_secret, check_allow_mutation, check_denial_body, fixture};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -31,6 +32,15 @@ fuzz_target!(|data: &[u8]| {
     fixture.runtime.block_on(async {
         let mut session = service.session();
         for message in messages {
+            let names: Vec<String> = match &message.request {
+                Some(In::RequestHeaders(h)) => h
+                    .headers
+                    .iter()
+                    .flat_map(|m| &m.headers)
+                    .map(|h| h.key.clone())
+                    .collect(),
+                _ => Vec::new(),
+            };
             let response = session.respond(message).await;
             if debug {
                 eprintln!("{response:?}");
@@ -46,6 +56,17 @@ fuzz_target!(|data: &[u8]| {
                             assert_no_secret(h.value.as_bytes(), "denial header");
                         }
                     }
+                }
+                Some(Out::RequestHeaders(headers)) => {
+                    let mutation = headers.response.and_then(|r| r.header_mutation);
+                    let (removed, set) = mutation
+                        .map(|m| (m.remove_headers, m.set_headers))
+                        .unwrap_or_default();
+                    let set: Vec<&str> = set
+                        .iter()
+                        .filter_map(|o| o.header.as_ref().map(|h| h.key.as_str()))
+                        .collect();
+                    check_allow_mutation(names.iter().map(String::as_str), &removed, &set);
                 }
                 Some(_) => {}
                 None => panic!("a message without a response"),

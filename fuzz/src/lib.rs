@@ -169,6 +169,26 @@ pub fn check_denial_body(body: &[u8]) {
     assert_no_secret(body, "denial body");
 }
 
+/// On an allow, every header that can carry a consumer key and every inbound `x-keygate-*`
+/// header must be removed or overwritten before the request goes upstream: `request` is the
+/// names the client sent, `removed` and `set` the names in the mutation.
+pub fn check_allow_mutation<'a>(
+    request: impl IntoIterator<Item = &'a str>,
+    removed: &[String],
+    set: &[&str],
+) {
+    for name in request {
+        let sensitive = keygate::auth::extract::CREDENTIAL_HEADERS.contains(&name)
+            || name.starts_with("x-keygate-");
+        if sensitive {
+            assert!(
+                removed.iter().any(|r| r == name) || set.contains(&name),
+                "an allow forwards the client's {name:?} header"
+            );
+        }
+    }
+}
+
 /// Panics if `bytes` contains any provider secret of the fixture.
 pub fn assert_no_secret(bytes: &[u8], what: &str) {
     for secret in SECRETS {
