@@ -25,11 +25,11 @@ fuzz_target!(|data: &[u8]| {
             assert_ne!(code, 0, "a denial with an OK status");
             let status = denied.status.map_or(0, |s| s.code);
             assert!((400..600).contains(&status), "denial status {status}");
-            check_denial_body(denied.body.as_bytes());
+            check_denial_body(denied.body.as_bytes(), data);
             for header in &denied.headers {
                 if let Some(h) = &header.header {
-                    assert_no_secret(h.value.as_bytes(), "denial header");
-                    assert_no_secret(&h.raw_value, "denial header");
+                    assert_no_secret(h.value.as_bytes(), data, "denial header");
+                    assert_no_secret(&h.raw_value, data, "denial header");
                 }
             }
         }

@@ -49,11 +49,11 @@ fuzz_target!(|data: &[u8]| {
                 Some(Out::ImmediateResponse(immediate)) => {
                     let code = immediate.status.map_or(0, |s| s.code);
                     assert!((400..600).contains(&code), "denial status {code}");
-                    check_denial_body(&immediate.body);
+                    check_denial_body(&immediate.body, data);
                     for header in immediate.headers.iter().flat_map(|h| &h.set_headers) {
                         if let Some(h) = &header.header {
-                            assert_no_secret(&h.raw_value, "denial header");
-                            assert_no_secret(h.value.as_bytes(), "denial header");
+                            assert_no_secret(&h.raw_value, data, "denial header");
+                            assert_no_secret(h.value.as_bytes(), data, "denial header");
                         }
                     }
                 }

@@ -158,15 +158,16 @@ fn build_fixture() -> Fixture {
     }
 }
 
-/// A denial body must be JSON a client SDK can parse, and must not carry a provider secret.
-pub fn check_denial_body(body: &[u8]) {
+/// A denial body must be JSON a client SDK can parse, and must not carry a provider secret
+/// (unless the client sent that text itself: denials may quote the request's path).
+pub fn check_denial_body(body: &[u8], input: &[u8]) {
     if let Err(e) = serde_json::from_slice::<serde_json::Value>(body) {
         panic!(
             "denial body is not JSON ({e}): {:?}",
             String::from_utf8_lossy(body)
         );
     }
-    assert_no_secret(body, "denial body");
+    assert_no_secret(body, input, "denial body");
 }
 
 /// On an allow, every header that can carry a consumer key and every inbound `x-keygate-*`
@@ -189,12 +190,42 @@ pub fn check_allow_mutation<'a>(
     }
 }
 
-/// Panics if `bytes` contains any provider secret of the fixture.
-pub fn assert_no_secret(bytes: &[u8], what: &str) {
+/// Panics if `bytes` contains a provider secret of the fixture that `input` (what the client
+/// sent, also read with its percent-escapes decoded, as path normalization does) does not.
+pub fn assert_no_secret(bytes: &[u8], input: &[u8], what: &str) {
+    let holds = |haystack: &[u8], secret: &str| {
+        haystack
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes())
+    };
+    let decoded = percent_decoded(input);
     for secret in SECRETS {
         assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            !holds(bytes, secret) || holds(input, secret) || holds(&decoded, secret),
             "{what} leaks a provider secret"
         );
     }
+}
+
+fn percent_decoded(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let escape = match input.get(i..i + 3) {
+            Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match escape {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(input[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
