@@ -84,6 +84,23 @@ pub fn readable_accept_encoding(value: &str) -> Option<String> {
     })
 }
 
+/// Whether a brotli stream starts with the Large-Window Brotli escape: WBITS bits `0010001`
+/// (with the next bit set the stream is invalid anyway). `Content-Encoding: br` is RFC 7932,
+/// whose window is at most 16 MiB and which has no such escape, but the brotli crate accepts
+/// the large-window extension by default: its window (up to 1 GiB) is allocated up front, so a
+/// 22-byte body made the decoder allocate 1 GiB whatever the output limit (measured by
+/// `fuzz/fuzz_targets/decompress.rs`, which counts what decoding allocates).
+fn large_window_brotli(first: Option<&u8>) -> bool {
+    first.is_some_and(|b| b & 0x7f == 0x11)
+}
+
+fn large_window_error() -> UsageError {
+    UsageError::Corrupt(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "large-window brotli is not the br content-coding (RFC 7932)",
+    ))
+}
+
 /// A zlib stream starts with CMF/FLG: compression method 8, and the pair divisible by 31.
 fn looks_like_zlib(prefix: &[u8]) -> bool {
     match prefix {
@@ -118,6 +135,7 @@ fn inflate(coding: Coding, input: &[u8], limit: usize) -> Result<Vec<u8>, UsageE
         Coding::Gzip => Box::new(MultiGzDecoder::new(input)),
         Coding::Deflate if looks_like_zlib(input) => Box::new(ZlibDecoder::new(input)),
         Coding::Deflate => Box::new(DeflateDecoder::new(input)),
+        Coding::Brotli if large_window_brotli(input.first()) => return Err(large_window_error()),
         Coding::Brotli => Box::new(brotli::Decompressor::new(input, BROTLI_BUFFER)),
     };
     let mut out = Vec::new();
@@ -198,6 +216,8 @@ impl std::fmt::Debug for Inner {
 pub struct StreamDecoder {
     inner: Inner,
     limit: usize,
+    /// Whether a non-empty chunk was fed (the first byte of a brotli stream is checked).
+    started: bool,
 }
 
 impl StreamDecoder {
@@ -221,7 +241,11 @@ impl StreamDecoder {
                 ))
             }
         };
-        Ok(StreamDecoder { inner, limit })
+        Ok(StreamDecoder {
+            inner,
+            limit,
+            started: false,
+        })
     }
 
     /// Decodes the next compressed chunk; identity chunks are borrowed back.
@@ -233,6 +257,13 @@ impl StreamDecoder {
                 return Err(UsageError::TooLarge { limit: self.limit });
             }
             return Ok(Cow::Borrowed(chunk));
+        }
+        if !self.started && !chunk.is_empty() {
+            self.started = true;
+            if matches!(self.inner, Inner::Brotli(_)) && large_window_brotli(chunk.first()) {
+                self.inner = Inner::Failed(FailKind::Corrupt);
+                return Err(large_window_error());
+            }
         }
         let mut chunk = chunk;
         let sniffed: Vec<u8>;

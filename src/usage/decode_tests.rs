@@ -226,3 +226,49 @@ fn accept_encoding_keeps_only_the_codings_keygate_reads() {
     assert_eq!(readable_accept_encoding("zstd"), Some("identity".into()));
     assert_eq!(readable_accept_encoding("*"), Some("identity".into()));
 }
+
+/// A 22-byte Large-Window Brotli stream: WBITS escape, a 1 GiB window, then an uncompressed
+/// meta-block that is not the last. The brotli crate sized its ring buffer to the window, so
+/// this allocated 1 GiB before producing a byte (`fuzz/fuzz_targets/decompress.rs` counts the
+/// allocations of decoding; the input is also in its corpus as `regression-br-large-window`).
+const LARGE_WINDOW_BR: &[u8] = b"\x11\x1e\x1e\x00\x02AAAAAAAAAAAAAAAA\x00";
+
+#[test]
+fn large_window_brotli_is_refused_before_decoding() {
+    assert_eq!(LARGE_WINDOW_BR.len(), 22);
+    assert!(matches!(
+        decompress(Some("br"), LARGE_WINDOW_BR, MIB),
+        Err(UsageError::Corrupt(_))
+    ));
+    assert!(matches!(
+        decompress(Some("gzip, br"), LARGE_WINDOW_BR, MIB),
+        Err(UsageError::Corrupt(_))
+    ));
+    for split in [1, 5, LARGE_WINDOW_BR.len()] {
+        let mut d = StreamDecoder::new(Some("br"), MIB).unwrap();
+        assert!(d.feed(b"").unwrap().is_empty());
+        assert!(matches!(
+            d.feed(&LARGE_WINDOW_BR[..split]),
+            Err(UsageError::Corrupt(_))
+        ));
+        assert!(d.feed(&LARGE_WINDOW_BR[split..]).is_err());
+        assert!(d.finish().is_err());
+    }
+}
+
+#[test]
+fn every_rfc_7932_window_still_decodes() {
+    let data = sample();
+    for lgwin in 10..=24 {
+        let mut body = Vec::new();
+        {
+            let mut e = brotli::CompressorWriter::new(&mut body, 4096, 5, lgwin);
+            e.write_all(&data).unwrap();
+        }
+        assert!(!large_window_brotli(body.first()), "lgwin {lgwin}");
+        let out = decompress(Some("br"), &body, MIB).unwrap();
+        assert_eq!(out.as_ref(), data.as_slice(), "lgwin {lgwin}");
+        let streamed = stream_decode("br", &body, &[7], MIB).unwrap();
+        assert_eq!(streamed, data, "lgwin {lgwin}");
+    }
+}

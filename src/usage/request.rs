@@ -51,7 +51,12 @@ pub struct RequestEstimate {
 /// must update `Content-Length`. Note that the client then receives the extra final chunk
 /// (`"choices": []` plus `usage`), as if it had asked for it.
 pub fn ensure_include_usage(body: &[u8]) -> Result<Option<Vec<u8>>, UsageError> {
-    serde_json::from_slice::<IgnoredAny>(body).map_err(UsageError::from_json)?;
+    // JSON is UTF-8 (RFC 8259, section 8.1), and serde_json checks that only for strings it
+    // keeps: `IgnoredAny` skipped invalid bytes inside strings, so a body every other reader
+    // here refuses was edited and re-sent (found by fuzz/fuzz_targets/request_body.rs).
+    let text = std::str::from_utf8(body)
+        .map_err(|_| UsageError::InvalidJson(serde::de::Error::custom("the body is not UTF-8")))?;
+    serde_json::from_str::<IgnoredAny>(text).map_err(UsageError::from_json)?;
     let Some(top) = splice::object_at(body, 0) else {
         return Ok(None);
     };

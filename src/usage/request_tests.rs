@@ -80,6 +80,22 @@ fn leaves_alone_what_needs_no_change() {
 }
 
 #[test]
+fn bodies_that_are_not_utf8_are_not_json() {
+    // The fuzz target's input (request_body corpus: regression-non-utf8-key): an invalid
+    // UTF-8 key inside the `include_usage` value used to pass validation, and the splice
+    // replaced it, so a body keygate reads as non-JSON went upstream rewritten.
+    let body = b"{\"stream\":true,\"stream_options\":{\"include_usage\":{\"incl\x98\x98\":false}},\"prompt\":\"abc\"}";
+    assert!(serde_json::from_slice::<Value>(body).is_err());
+    assert!(matches!(
+        ensure_include_usage(body),
+        Err(UsageError::InvalidJson(_))
+    ));
+    assert!(!request_estimate(Dialect::OpenAi, body).stream);
+    // Non-ASCII UTF-8 is fine.
+    assert!(ensure(r#"{"stream":true,"prompt":"héllo ✓"}"#).is_some());
+}
+
+#[test]
 fn estimates_openai_chat() {
     let body = json!({
         "model": "gpt-4o-mini",
