@@ -10,6 +10,7 @@ pub mod bucket;
 pub mod guard;
 pub mod lease;
 pub mod limiter;
+mod limiter_sync;
 pub mod local;
 pub mod local_budget;
 pub mod policy;
