@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
             .zip(&values)
             .map(|(name, value)| Header { name, value })
             .collect(),
+        header_count: names.len(),
+        body_len: None,
         peer: None,
+        peer_identity: None,
+        body: None,
     };
     let _ = view.content_length();
 
