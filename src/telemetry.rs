@@ -39,6 +39,11 @@ pub const LIMITS_FALLBACK_TOTAL: &str = "keygate_limits_fallback_total";
 pub const LIMITS_LEASE_MISS_TOTAL: &str = "keygate_limits_lease_miss_total";
 /// Calls to Redis by operation and result (`ok`, `error`).
 pub const LIMITS_REDIS_CALLS_TOTAL: &str = "keygate_limits_redis_calls_total";
+/// Exchanges parked between their request phase and an observed response.
+pub const HANDOVER_PARKED: &str = "keygate_exchanges_parked";
+/// Parked exchanges by what became of them (`claimed` by the response observer, `unmatched`
+/// ticket, `expired` unobserved and charged their estimate).
+pub const HANDOVER_TOTAL: &str = "keygate_exchange_handovers_total";
 pub const REVOCATION_PROPAGATION_SECONDS: &str = "keygate_revocation_propagation_seconds";
 pub const ADMIN_CALLS_TOTAL: &str = "keygate_admin_calls_total";
 /// Detections returned by the detectors (after their cooldown), by consumer, detector and
@@ -189,6 +194,14 @@ fn describe() {
     describe_counter!(
         LIMITS_LEASE_MISS_TOTAL,
         "Limit decisions that waited for Redis because the local lease ran short."
+    );
+    describe_gauge!(
+        HANDOVER_PARKED,
+        "Exchanges waiting for their response to be observed (one per request in flight)."
+    );
+    describe_counter!(
+        HANDOVER_TOTAL,
+        "Parked exchanges by result: claimed by the response observer, unmatched, expired."
     );
     describe_counter!(
         LIMITS_REDIS_CALLS_TOTAL,

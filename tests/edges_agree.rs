@@ -227,7 +227,11 @@ fn run(edge: Edge, keys: &Keys, requests: &[Req]) -> (Vec<Answer>, Vec<String>) 
         requests
             .iter()
             .map(|r| match edge {
-                Edge::ExtProc => via_ext_proc(&mut service.session(), &rt, r),
+                Edge::ExtProc => via_ext_proc(
+                    &mut service.session(keygate::envoy::Responses::Held),
+                    &rt,
+                    r,
+                ),
                 Edge::ExtAuthz => via_ext_authz(&app.pipeline, &rt, r),
             })
             .collect::<Vec<_>>()

@@ -33,7 +33,7 @@ fn pipeline(f: &common::Fixture) -> Pipeline {
 }
 
 fn proc_session(f: &common::Fixture) -> ext_proc::Session {
-    ext_proc::ProcService::new(pipeline(f)).session()
+    ext_proc::ProcService::new(pipeline(f)).session(ext_proc::Responses::Held)
 }
 
 fn respond(

@@ -57,12 +57,18 @@ def test_kubernetes_config_parses_with_field_paths(cargo_build, tmp_path) -> Non
 def test_istio_ext_proc_matches_the_shipped_envoy_filter() -> None:
     shipped = yaml.safe_load((REPO_ROOT / "envoy" / "ext_proc.yaml").read_text())
     hcm = shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    want = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
-    [patch] = [p for p in docs(DEPLOY / "istio" / "keygate-ext-proc.yaml")[0]["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
-    got = patch["patch"]["value"]["typed_config"]
-    for field in ("failure_mode_allow", "message_timeout", "processing_mode", "allowed_override_modes", "allow_mode_override",
-                  "request_attributes", "metadata_options"):
-        assert got[field] == want[field], field
+    patches = [p["patch"]["value"] for p in docs(DEPLOY / "istio" / "keygate-ext-proc.yaml")[0]["spec"]["configPatches"]
+               if p["applyTo"] == "HTTP_FILTER"]
+    # Both filters (the decision, then the response observer), in the shipped order.
+    assert [p["name"] for p in patches] == [f["name"] for f in hcm["http_filters"][:-1]]
+    for patch in patches:
+        want = next(f for f in hcm["http_filters"] if f["name"] == patch["name"])["typed_config"]
+        got = patch["typed_config"]
+        for field in ("failure_mode_allow", "message_timeout", "processing_mode", "allowed_override_modes",
+                      "allow_mode_override", "request_attributes", "metadata_options", "observability_mode",
+                      "deferred_close_timeout"):
+            assert got.get(field) == want.get(field), (patch["name"], field)
+        assert got["grpc_service"].get("initial_metadata") == want["grpc_service"].get("initial_metadata")
 
 
 def test_istio_gateway_hcm_matches_the_shipped_path_hygiene() -> None:

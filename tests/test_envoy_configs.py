@@ -216,12 +216,13 @@ def test_ext_proc_filter_fails_closed() -> None:
     assert f["failure_mode_allow"] is False
     assert f["message_timeout"] == "0.5s"
     assert f["grpc_service"]["envoy_grpc"]["cluster_name"] == KEYGATE_CLUSTER
+    # The responses go to the observer filter; keygate parks each exchange for it.
+    assert f["grpc_service"]["initial_metadata"] == [{"key": "x-keygate-responses", "value": "observed"}]
     assert f["processing_mode"] == {
         "request_header_mode": "SEND",
-        "response_header_mode": "SEND",
+        "response_header_mode": "SKIP",
         "request_body_mode": "NONE",
-        # Never BUFFERED: Envoy fails a buffered body over its buffer limit with a 500.
-        "response_body_mode": "STREAMED",
+        "response_body_mode": "NONE",
         "request_trailer_mode": "SKIP",
         "response_trailer_mode": "SKIP",
     }
@@ -232,12 +233,30 @@ def test_ext_proc_filter_fails_closed() -> None:
     # DEFAULT honours keygate's clear_route_cache, so the provider route is re-picked.
     assert f.get("route_cache_action", "DEFAULT") == "DEFAULT"
     assert not f.get("disable_clear_route_cache", False)
-    # Overrides are allowed, but only the exact combinations keygate sends.
+    # Overrides are allowed, but only the one keygate sends: the request body, buffered.
     assert f["allow_mode_override"] is True
-    allowed = {(m["request_body_mode"], m["response_body_mode"]) for m in f["allowed_override_modes"]}
-    assert allowed == {
-        ("BUFFERED", "BUFFERED"), ("BUFFERED", "STREAMED"), ("BUFFERED", "NONE"), ("NONE", "BUFFERED"), ("NONE", "NONE"),
+    assert [(m["response_header_mode"], m["request_body_mode"], m["response_body_mode"])
+            for m in f["allowed_override_modes"]] == [("SKIP", "BUFFERED", "NONE")]
+
+
+def test_ext_proc_observer_only_reads_responses() -> None:
+    """The second filter sends response headers and streamed bodies without Envoy waiting
+    (observability_mode), with keygate's metadata (the ticket), and never blocks a response."""
+    f = http_filter(load(EXT_PROC_CONFIG), "keygate.responses")
+    assert f["observability_mode"] is True
+    assert f["failure_mode_allow"] is True
+    assert f["grpc_service"]["envoy_grpc"]["cluster_name"] == KEYGATE_CLUSTER
+    assert f["processing_mode"] == {
+        "request_header_mode": "SKIP",
+        "response_header_mode": "SEND",
+        "request_body_mode": "NONE",
+        # Never BUFFERED: observability_mode sends only STREAMED bodies.
+        "response_body_mode": "STREAMED",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
     }
+    assert f["metadata_options"] == {"forwarding_namespaces": {"untyped": ["keygate"]}}
+    assert not f.get("allow_mode_override", False)
 
 
 def test_ext_authz_filter_fails_closed() -> None:
@@ -273,7 +292,8 @@ def test_hcm_path_hygiene_and_timeouts(kind: str) -> None:
     assert h["use_remote_address"] is True
     # The fail-closed filter runs before the router.
     names = [f["name"] for f in h["http_filters"]]
-    assert names == [FILTER_NAMES[kind], "envoy.filters.http.router"]
+    observer = ["keygate.responses"] if kind == "ext_proc" else []
+    assert names == [FILTER_NAMES[kind], *observer, "envoy.filters.http.router"]
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
@@ -293,7 +313,8 @@ METADATA_NAMESPACE = {"ext_proc": "keygate", "ext_authz": "envoy.filters.http.ex
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 def test_access_log_carries_keygates_decision(kind: str) -> None:
     """The runbooks send operators to this log: each line has the client address and keygate's
-    decision from its dynamic metadata (after the response, ext_proc adds tokens and USD)."""
+    decision from its dynamic metadata (with held responses, ext_proc adds tokens and USD after
+    the response; observed, as shipped, those stay null)."""
     (log,) = hcm(load(CONFIGS[kind]))["access_log"]
     fields = log["typed_config"]["log_format"]["json_format"]
     assert fields["client_address"] == "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
@@ -361,11 +382,10 @@ def test_fails_closed_when_keygate_is_down(kind: str, workdir: Path) -> None:
             status, response_headers, body = get_full(f"http://127.0.0.1:{listen_port}/v1/models", headers)
             assert (status, body) == (503, b""), (status, body, envoy.log_tail())
             assert response_headers["content-length"] == "0"
-        # Escaped slashes are refused before keygate is asked about the request. With
-        # ext_proc, Envoy's own 400 still passes the filter's response phase, which fails
-        # closed too while keygate is down.
+        # Escaped slashes are refused before keygate is asked about the request; Envoy's own
+        # 400 passes ext_proc's response observer, which never blocks a response.
         status, _ = get(f"http://127.0.0.1:{listen_port}/v1/a%2Fb")
-        assert status == (400 if kind == "ext_authz" else 503)
+        assert status == 400
         assert get(f"http://127.0.0.1:{listen_port}/v1/models?key=sk-query-secret") == (503, b"")
     log = envoy.log_text()
     access = [json.loads(line) for line in log.splitlines() if line.startswith("{")]

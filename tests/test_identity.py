@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from harness import free_port, mint_key, start_envoy, start_keygate, start_mock
-from harness.envoy_config import load, render, write
+from harness.envoy_config import hold_responses, load, render, write
 from harness.keygate import MintedKey, counter
 from harness.mock import header_values, mock_clear, mock_requests
 from harness.mtls import Mesh, behind_sidecar, spiffe_id, terminate_mtls
@@ -114,9 +114,10 @@ class Bed:
                              timeout=10, http_client=httpx.Client(verify=context))
 
 
-def start_bed(workdir: Path, mode: str, sidecar: bool) -> Bed:
+def start_bed(workdir: Path, mode: str, sidecar: bool, held: bool = False) -> Bed:
     """mock ← Envoy (`mode`) ← mTLS, with keygate; `sidecar`: the identity arrives through a
-    front listener's x-forwarded-client-cert instead of Envoy's own TLS peer."""
+    front listener's x-forwarded-client-cert instead of Envoy's own TLS peer; `held`: ext_proc
+    with held responses instead of the observer filter."""
     mesh = Mesh(workdir / "pki")
     workloads = {
         "trainer": mesh.workload("ml", "trainer"),
@@ -136,7 +137,8 @@ def start_bed(workdir: Path, mode: str, sidecar: bool) -> Bed:
                       listen_port=envoy_port, admin_port=free_port(), keygate_port=kg.grpc_port,
                       upstream_port=mock_port)
     port = free_port() if sidecar else envoy_port
-    shaped = behind_sidecar(load(rendered), mesh, port) if sidecar else terminate_mtls(load(rendered), mesh)
+    base = hold_responses(load(rendered)) if held else load(rendered)
+    shaped = behind_sidecar(base, mesh, port) if sidecar else terminate_mtls(base, mesh)
     envoy = start_envoy(write(shaped, workdir / f"envoy-{mode}-mtls.yaml", "mTLS"), workdir)
     return Bed(Stack(mode, mock, mock_port, kg, envoy, envoy_port, keys, workdir), mesh, port, workloads)
 
@@ -164,8 +166,8 @@ def test_an_identity_alone_calls_the_provider_with_no_key(bed: Bed) -> None:
     decided(line, "ml", "allowed", "gpt-4o-mini")
     assert line["identity"] == spiffe_id("ml", "trainer") and line["key_id"] is None
     if bed.mode == "ext_proc":
-        assert line["tokens"] > 0 and line["usd"] > 0, line
-        assert line["tokens"] == line["input_tokens"] + line["output_tokens"]
+        # The shipped config observes responses: Envoy writes the line before keygate counts.
+        assert line["tokens"] is None and line["usd"] is None, line
     [upstream] = mock_requests(bed.stack.mock_port)
     assert header_values(upstream, "authorization") == [f"Bearer {OPENAI_SECRET}"]
     # The official SDK wants an api_key; a placeholder is ignored when the identity decides.
@@ -176,6 +178,20 @@ def test_an_identity_alone_calls_the_provider_with_no_key(bed: Bed) -> None:
     line = bed.line_after(before)
     decided(line, "ml", "allowed", "gpt-4o-mini")
     assert line["identity"] == spiffe_id("ml", "notebook")
+
+
+def test_held_responses_put_the_usage_in_the_access_log(cargo_build, tmp_path_factory) -> None:
+    """With held responses (docs/envoy.md, one Envoy reaching several keygates) keygate
+    answers the last body chunk with the usage, so Envoy's access log carries it."""
+    bed = start_bed(tmp_path_factory.mktemp("gateway-held"), "ext_proc", sidecar=False, held=True)
+    try:
+        status, answer, line = bed.request("trainer", chat("gpt-4o-mini"))
+        assert status == 200, answer
+        decided(line, "ml", "allowed", "gpt-4o-mini")
+        assert line["tokens"] > 0 and line["usd"] > 0, line
+        assert line["tokens"] == line["input_tokens"] + line["output_tokens"]
+    finally:
+        bed.stack.stop()
 
 
 def test_an_unknown_identity_is_refused(bed: Bed) -> None:

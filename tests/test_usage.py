@@ -212,6 +212,35 @@ def test_openai_json_usage_and_spend_are_exact(stack: Stack, recorded: Recorded)
     assert m.delta("keygate_usage_estimated_total", 0) == 0
 
 
+def test_responses_are_observed_by_the_second_filter(stack: Stack) -> None:
+    """The shipped config reads responses with its observe-only filter: keygate parks each
+    allowed exchange after the request phases and the observer claims it by its ticket (none
+    unmatched, none left parked). The client gets the provider's content-length, which Envoy
+    would drop on a body held in STREAMED mode. A denial parks nothing."""
+    def handovers(result: str) -> float:
+        return counter(stack.keygate.metrics(), "keygate_exchange_handovers_total", result=result)
+
+    claimed, unmatched = handovers("claimed"), handovers("unmatched")
+    m = Meter(stack, "team-openai")
+    body = json.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "three small words"}]})
+    conn = http.client.HTTPConnection(HOST, stack.envoy_port, timeout=10)
+    conn.request("POST", "/v1/chat/completions", body=body, headers={
+        "authorization": f"Bearer {stack.keys['openai'].key}", "content-type": "application/json"})
+    resp = conn.getresponse()
+    answer = resp.read()
+    conn.close()
+    assert resp.status == 200, answer
+    assert resp.getheader("content-length") == str(len(answer))
+    usage = json.loads(answer)["usage"]
+    assert m.tokens("output", usage["completion_tokens"]) == usage["completion_tokens"]
+    assert poll(lambda: handovers("claimed") - claimed, 1) == 1
+    assert handovers("unmatched") == unmatched
+    assert counter(stack.keygate.metrics(), "keygate_exchanges_parked") == 0
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="kg_live_wrong", max_retries=0).models.list()
+    assert (handovers("claimed") - claimed, handovers("unmatched")) == (1, unmatched)
+
+
 @pytest.mark.parametrize("client_asked", [False, True])
 def test_openai_streams_are_accounted_exactly(stack: Stack, client_asked: bool) -> None:
     m = Meter(stack, "team-openai")

@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let fixture = fixture();
     let service = ProcService::new(fixture.pipeline());
     fixture.runtime.block_on(async {
-        let mut session = service.session();
+        let mut session = service.session(keygate::envoy::Responses::Held);
         for message in messages {
             let names: Vec<String> = match &message.request {
                 Some(In::RequestHeaders(h)) => h

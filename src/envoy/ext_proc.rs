@@ -1,8 +1,10 @@
 //! ext_proc edge: one gRPC stream per HTTP request. The request-headers message becomes the
 //! pipeline's request phase (allow = header mutation plus a route-cache clear, because
 //! routing uses `x-keygate-provider`; denial = ImmediateResponse). After an allow, the
-//! pipeline's [`Exchange`] follows the request body and the response; `mode_override` asks
-//! Envoy for exactly the bodies it needs.
+//! pipeline's [`Exchange`] follows the request body and, when the responses are held, the
+//! response; `mode_override` asks Envoy for exactly the bodies it needs. When a second filter
+//! observes the responses (see [`Responses`]), the exchange is parked for it after the
+//! request phases and this stream is done.
 
 use std::pin::Pin;
 
@@ -19,16 +21,30 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpBody,
     HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse, TrailersResponse,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::headers::{self, ValueField};
 use super::metadata;
+use super::observer::Observer;
 use crate::denial::Denial;
 use crate::pipeline::{Admission, BodyPlan, Exchange, Phases, Pipeline};
 use crate::request::parse_address;
 use crate::verdict::Verdict;
+
+/// gRPC request metadata (the filter's `grpc_service.initial_metadata`) saying where this
+/// filter's responses go: `observed` means a second, observe-only ext_proc filter reads them.
+pub const RESPONSES_METADATA: &str = "x-keygate-responses";
+
+/// Who reads an allowed request's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Responses {
+    /// This stream: Envoy stops each response phase until keygate answers.
+    Held,
+    /// A filter in `observability_mode`: Envoy sends the response and goes on; this stream
+    /// parks the exchange after the request phases and asks for no response phase.
+    Observed,
+}
 
 /// The filter name Envoy keys `request_attributes` under.
 const FILTER_NAME: &str = "envoy.filters.http.ext_proc";
@@ -47,14 +63,21 @@ impl ProcService {
         ProcService { pipeline }
     }
 
-    /// The state of one ext_proc stream.
-    pub fn session(&self) -> Session {
+    /// The state of one ext_proc stream from the deciding filter.
+    pub fn session(&self, responses: Responses) -> Session {
         Session {
             pipeline: self.pipeline.clone(),
+            responses,
             exchange: None,
+            ticket: None,
             request_body: BodySendMode::None,
             publish: None,
         }
+    }
+
+    /// The state of one ext_proc stream from the observing filter.
+    pub fn observer(&self) -> Observer {
+        Observer::new(self.pipeline.clone())
     }
 }
 
@@ -68,22 +91,58 @@ impl ExternalProcessor for ProcService {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let mut session = self.session();
-        let mut inbound = request.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            while let Some(message) = inbound.next().await {
-                let reply = match message {
-                    Ok(m) => Ok(session.respond(m).await),
-                    Err(status) => Err(status),
-                };
-                let failed = reply.is_err();
-                if tx.send(reply).await.is_err() || failed {
-                    break;
+        let responses = match request.metadata().get(RESPONSES_METADATA) {
+            Some(v) if v.as_bytes() == b"observed" => Responses::Observed,
+            _ => Responses::Held,
+        };
+        let conversation = Conversation {
+            inbound: request.into_inner(),
+            session: self.session(responses),
+            observer: None,
+            closed: false,
+        };
+        // The answers are produced as tonic polls for them: no task or channel per stream.
+        let answers = futures_util::stream::unfold(conversation, Conversation::next);
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+/// One ext_proc stream: the deciding filter's messages get answers; an observing filter's
+/// (`observability_mode`) are read and never answered, and the stream ends once keygate
+/// needs no more of them.
+struct Conversation {
+    inbound: Streaming<ProcessingRequest>,
+    session: Session,
+    observer: Option<Observer>,
+    closed: bool,
+}
+
+impl Conversation {
+    async fn next(mut self) -> Option<(Result<ProcessingResponse, Status>, Self)> {
+        if self.closed {
+            return None;
+        }
+        loop {
+            let message = match self.inbound.next().await? {
+                Ok(message) => message,
+                Err(status) => {
+                    self.closed = true;
+                    return Some((Err(status), self));
                 }
+            };
+            if message.observability_mode {
+                let pipeline = &self.session.pipeline;
+                let observer = self
+                    .observer
+                    .get_or_insert_with(|| Observer::new(pipeline.clone()));
+                if observer.observe(&message) {
+                    continue;
+                }
+                return None;
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            let answer = self.session.respond(message).await;
+            return Some((Ok(answer), self));
+        }
     }
 }
 
@@ -91,7 +150,10 @@ impl ExternalProcessor for ProcService {
 /// exchange, which settles: an interrupted response is still charged.
 pub struct Session {
     pipeline: Pipeline,
+    responses: Responses,
     exchange: Option<Exchange>,
+    /// The ticket the exchange is parked under, with [`Responses::Observed`].
+    ticket: Option<u64>,
     request_body: BodySendMode,
     /// keygate's decision to publish as dynamic metadata with the next answer.
     publish: Option<Verdict>,
@@ -123,7 +185,10 @@ impl Session {
         ProcessingResponse {
             response: Some(response),
             mode_override,
-            dynamic_metadata: self.publish.take().map(|v| metadata::namespaced(&v)),
+            dynamic_metadata: self
+                .publish
+                .take()
+                .map(|v| metadata::namespaced(&v, self.ticket)),
             ..Default::default()
         }
     }
@@ -151,9 +216,15 @@ impl Session {
         };
         self.publish = Some(allowed.verdict);
         self.exchange = allowed.exchange;
+        if self.responses == Responses::Observed && self.exchange.is_some() {
+            self.ticket = Some(self.pipeline.handover().ticket());
+            if !allowed.read_body {
+                self.park();
+            }
+        }
         let mode = allowed.read_body.then(|| {
             self.request_body = BodySendMode::Buffered;
-            mode(self.request_body, BodySendMode::Streamed)
+            self.mode(BodySendMode::Streamed)
         });
         let response = Out::RequestHeaders(HeadersResponse {
             response: Some(CommonResponse {
@@ -175,10 +246,16 @@ impl Session {
         let decided = exchange.request_body(&body.body).await;
         self.publish = Some(exchange.verdict().clone());
         let rewritten = match decided {
-            Ok(Some(rewritten)) => rewritten,
-            Ok(None) => return Out::RequestBody(BodyResponse::default()),
+            Ok(rewritten) => {
+                self.park();
+                match rewritten {
+                    Some(rewritten) => rewritten,
+                    None => return Out::RequestBody(BodyResponse::default()),
+                }
+            }
             Err(denial) => {
                 self.exchange = None;
+                self.ticket = None;
                 return Out::ImmediateResponse(immediate(&denial));
             }
         };
@@ -251,21 +328,35 @@ impl Session {
         };
         (
             Out::ResponseHeaders(response),
-            override_to.map(|body| mode(self.request_body, body)),
+            override_to.map(|body| self.mode(body)),
         )
     }
-}
 
-/// A processing mode keygate asks for. The shipped Envoy config allows exactly these
-/// combinations (`allowed_override_modes`).
-fn mode(request_body: BodySendMode, response_body: BodySendMode) -> ProcessingMode {
-    ProcessingMode {
-        request_header_mode: HeaderSendMode::Default as i32,
-        response_header_mode: HeaderSendMode::Send as i32,
-        request_body_mode: request_body as i32,
-        response_body_mode: response_body as i32,
-        request_trailer_mode: HeaderSendMode::Skip as i32,
-        response_trailer_mode: HeaderSendMode::Skip as i32,
+    /// Hands the exchange to the response observer, once its request phases are done.
+    fn park(&mut self) {
+        if let Some(ticket) = self.ticket {
+            if let Some(exchange) = self.exchange.take() {
+                self.pipeline.handover().park(ticket, exchange);
+            }
+        }
+    }
+
+    /// A processing mode keygate asks for. The shipped Envoy configs allow exactly these
+    /// combinations (`allowed_override_modes`): with observed responses, this filter never
+    /// asks for a response phase.
+    fn mode(&self, response_body: BodySendMode) -> ProcessingMode {
+        let (response_headers, response_body) = match self.responses {
+            Responses::Held => (HeaderSendMode::Send, response_body),
+            Responses::Observed => (HeaderSendMode::Skip, BodySendMode::None),
+        };
+        ProcessingMode {
+            request_header_mode: HeaderSendMode::Default as i32,
+            response_header_mode: response_headers as i32,
+            request_body_mode: self.request_body as i32,
+            response_body_mode: response_body as i32,
+            request_trailer_mode: HeaderSendMode::Skip as i32,
+            response_trailer_mode: HeaderSendMode::Skip as i32,
+        }
     }
 }
 

@@ -10,6 +10,9 @@ use crate::verdict::{self, Verdict};
 /// The dynamic metadata namespace keygate writes.
 pub const NAMESPACE: &str = "keygate";
 
+/// The field naming the parked exchange a response observer claims (a number; not logged).
+pub const TICKET: &str = "ticket";
+
 /// The verdict's fields as a Struct.
 pub fn fields(verdict: &Verdict) -> Struct {
     Struct {
@@ -29,10 +32,17 @@ pub fn fields(verdict: &Verdict) -> Struct {
 }
 
 /// The verdict under the `keygate` namespace (ext_proc's `dynamic_metadata`, whose top-level
-/// keys are namespaces).
-pub fn namespaced(verdict: &Verdict) -> Struct {
+/// keys are namespaces), with the ticket of an exchange parked for the response observer.
+pub fn namespaced(verdict: &Verdict, ticket: Option<u64>) -> Struct {
+    let mut fields = fields(verdict);
+    if let Some(ticket) = ticket {
+        let number = Value {
+            kind: Some(Kind::NumberValue(ticket as f64)),
+        };
+        fields.fields.insert(TICKET.to_string(), number);
+    }
     let inner = Value {
-        kind: Some(Kind::StructValue(fields(verdict))),
+        kind: Some(Kind::StructValue(fields)),
     };
     Struct {
         fields: [(NAMESPACE.to_string(), inner)].into_iter().collect(),
@@ -50,7 +60,7 @@ mod tests {
             consumer: Some("team-a".into()),
             ..Verdict::default()
         };
-        let outer = namespaced(&verdict);
+        let outer = namespaced(&verdict, None);
         let Some(Kind::StructValue(inner)) = outer.fields[NAMESPACE].kind.clone() else {
             panic!("keygate is a struct");
         };

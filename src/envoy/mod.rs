@@ -6,6 +6,8 @@ pub mod ext_authz;
 pub mod ext_proc;
 mod headers;
 mod metadata;
+mod observer;
 
 pub use ext_authz::AuthzService;
-pub use ext_proc::ProcService;
+pub use ext_proc::{ProcService, Responses};
+pub use observer::Observer;

@@ -8,6 +8,7 @@
 
 mod admission;
 pub mod exchange;
+mod handover;
 mod identity;
 mod models;
 mod response;
@@ -28,6 +29,7 @@ use crate::telemetry;
 use crate::verdict::Verdict;
 
 pub use exchange::Exchange;
+pub use handover::{Handover, MAX_PARK};
 pub use response::{
     Assembly, BodyPlan, DEFAULT_MAX_ASSEMBLED, MAX_ENVOY_BUFFERED, MAX_PARSED_BODY,
 };
@@ -99,6 +101,7 @@ pub(crate) struct Shared {
     containment: Option<Arc<Containment>>,
     settings: ArcSwap<Settings>,
     assembly: Arc<Assembly>,
+    handover: Handover,
 }
 
 /// The pipeline; cheap to clone.
@@ -130,6 +133,7 @@ impl Pipeline {
                 containment,
                 settings: ArcSwap::from_pointee(Settings::default()),
                 assembly: Arc::new(Assembly::new(DEFAULT_MAX_ASSEMBLED)),
+                handover: Handover::new(),
             }),
         }
     }
@@ -147,6 +151,11 @@ impl Pipeline {
 
     pub fn gate(&self) -> &Arc<Gate> {
         &self.shared.gate
+    }
+
+    /// Exchanges between their request phase and an observed response (see [`Handover`]).
+    pub fn handover(&self) -> &Handover {
+        &self.shared.handover
     }
 }
 

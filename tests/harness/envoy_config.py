@@ -105,6 +105,44 @@ def rewrite(
     return config
 
 
+OBSERVER_FILTER = "keygate.responses"
+DECIDING_FILTER = "envoy.filters.http.ext_proc"
+HELD_OVERRIDES = [
+    {"response_header_mode": "SEND", "request_body_mode": req, "response_body_mode": resp,
+     "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}
+    for req, resp in [("BUFFERED", "BUFFERED"), ("BUFFERED", "STREAMED"), ("BUFFERED", "NONE"),
+                      ("NONE", "BUFFERED"), ("NONE", "NONE")]
+]
+
+
+def hold_responses(config: Config) -> Config:
+    """The shipped ext_proc config with held responses, as docs/envoy.md "One Envoy, several
+    keygates" describes: no observer filter, and the deciding filter asks for the response
+    headers and streamed body itself (Envoy waits for keygate on each). Needed when one Envoy
+    reaches several keygates, since the observer's stream may reach another one. Returns a
+    new dict."""
+    config = copy.deepcopy(config)
+    held = 0
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener.get("filter_chains", []):
+            for net in chain.get("filters", []):
+                filters = net.get("typed_config", {}).get("http_filters")
+                if filters is None:
+                    continue
+                filters[:] = [f for f in filters if f.get("name") != OBSERVER_FILTER]
+                for f in filters:
+                    if f.get("name") != DECIDING_FILTER:
+                        continue
+                    tc = f["typed_config"]
+                    tc["grpc_service"].pop("initial_metadata", None)
+                    tc["processing_mode"].update(response_header_mode="SEND", response_body_mode="STREAMED")
+                    tc["allowed_override_modes"] = copy.deepcopy(HELD_OVERRIDES)
+                    held += 1
+    if held == 0:
+        raise ValueError("config has no ext_proc filter to hold responses in")
+    return config
+
+
 PROVIDER_HEADER = "x-keygate-provider"
 TEMPLATE_PROVIDER = "openai"
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from . import leaks
-from .envoy_config import render, start_envoy
+from .envoy_config import hold_responses, render, start_envoy
 from .keygate import Keygate, counter, start_keygate
 from .mock import start_mock
 from .paths import REPO_ROOT
@@ -54,7 +54,8 @@ class Replicas:
         self.envoy_port = free_port()
         rendered = render(REPO_ROOT / "envoy" / "ext_proc.yaml", workdir / "envoy.yaml", listen_port=self.envoy_port,
                           admin_port=free_port(), keygate_port=self.keygates[0].grpc_port, upstream_port=mock_port)
-        envoy_config = yaml.safe_load(rendered.read_text())
+        # One Envoy, three keygates: the response observer's stream could reach another one.
+        envoy_config = hold_responses(yaml.safe_load(rendered.read_text()))
         cluster = next(c for c in envoy_config["static_resources"]["clusters"] if c["name"] == "keygate")
         cluster["lb_policy"] = "ROUND_ROBIN"
         cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [

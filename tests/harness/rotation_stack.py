@@ -20,7 +20,7 @@ import yaml
 
 from . import leaks
 from .bao import READ_POLICY, Bao, start_bao
-from .envoy_config import render, start_envoy
+from .envoy_config import hold_responses, render, start_envoy
 from .keygate import Keygate, mint_key, start_keygate
 from .mock import header_values, mock_console_key, mock_keys, mock_requests, mock_seed, start_mock
 from .paths import REPO_ROOT, keygate_bin
@@ -243,7 +243,8 @@ def _start(workdir: Path, grace: str, every: str | None, replicas: int, policy: 
     envoy_port = free_port()
     rendered = render(REPO_ROOT / "envoy" / "ext_proc.yaml", workdir / "envoy.yaml", listen_port=envoy_port,
                       admin_port=free_port(), keygate_port=keygates[0].grpc_port, upstream_port=mock_port)
-    envoy_config = yaml.safe_load(rendered.read_text())
+    # One Envoy, several keygates: the response observer's stream could reach another one.
+    envoy_config = hold_responses(yaml.safe_load(rendered.read_text()))
     cluster = next(c for c in envoy_config["static_resources"]["clusters"] if c["name"] == "keygate")
     cluster["lb_policy"] = "ROUND_ROBIN"
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [

@@ -7,7 +7,7 @@
 //! Two benchmark variants go further (see [`Variant`]): the baseline drops the ext_proc /
 //! ext_authz HTTP filter, leaving Envoy's own routing (its client sends the `x-keygate-provider`
 //! header keygate would have added); the request-headers-only variant restricts ext_proc to the
-//! request-headers phase.
+//! request-headers phase and drops the response observer.
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +15,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::{Mapping, Value};
 
 const KEYGATE_CLUSTER: &str = "keygate";
-const GATE_FILTERS: [&str; 2] = [
+const GATE_FILTERS: [&str; 3] = [
     "envoy.filters.http.ext_proc",
     "envoy.filters.http.ext_authz",
+    OBSERVER_FILTER,
 ];
+/// The shipped ext_proc config's second filter, which observes responses.
+const OBSERVER_FILTER: &str = "keygate.responses";
 /// Keys removed from provider clusters, as in the Python harness.
 const DNS_TLS_KEYS: [&str; 7] = [
     "transport_socket",
@@ -239,8 +242,12 @@ fn strip_gate_filters(config: &mut Value) -> Result<()> {
     Ok(())
 }
 
-/// Sets the ext_proc filter to request headers only and forbids mode overrides.
+/// Sets the ext_proc filter to request headers only, forbids mode overrides, and removes the
+/// response observer.
 fn headers_only(config: &mut Value) -> Result<()> {
+    for_each_filter_list(config, &mut |http| {
+        http.retain(|f| f.get("name").and_then(Value::as_str) != Some(OBSERVER_FILTER));
+    })?;
     let mut changed = 0;
     for_each_http_filter(config, &mut |f| {
         if f.get("name").and_then(Value::as_str) != Some(GATE_FILTERS[0]) {
@@ -257,6 +264,9 @@ fn headers_only(config: &mut Value) -> Result<()> {
         tc.insert("processing_mode".into(), mode);
         tc.insert("allow_mode_override".into(), false.into());
         tc.remove("allowed_override_modes");
+        if let Some(grpc) = tc.get_mut("grpc_service").and_then(Value::as_mapping_mut) {
+            grpc.remove("initial_metadata");
+        }
         changed += 1;
     })?;
     if changed == 0 {
@@ -295,8 +305,11 @@ mod tests {
         let src = crate::procs::repo_root().join("envoy/ext_proc.yaml");
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("headers.yaml");
+        assert!(has_response_phases(&src).unwrap());
         render(&src, &out, &ports, Variant::RequestHeadersOnly).unwrap();
         assert!(!has_response_phases(&out).unwrap());
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(!text.contains(OBSERVER_FILTER) && !text.contains("initial_metadata"));
         let uds = Ports {
             keygate: Endpoint::Uds("/tmp/kg.sock".into()),
             ..ports
