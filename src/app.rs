@@ -258,6 +258,7 @@ impl App {
                 _ = tick.tick() => {}
                 _ = stopped(&mut stop) => return,
             }
+            self.pipeline.handover().expire(crate::pipeline::MAX_PARK);
             self.flush_ledger();
             if let Err(e) = self.overrides.store().reload() {
                 tracing::warn!(error = %e, "state file unreadable; keeping the current overrides");
@@ -293,6 +294,8 @@ impl App {
     /// ledger.
     pub async fn shutdown(&self) {
         self.notifications.shutdown().await;
+        // Responses still unobserved are charged their estimates before the ledger's last write.
+        self.pipeline.handover().settle_all();
         self.flush_ledger();
     }
 }

@@ -303,3 +303,32 @@ fn the_json_assembled_at_once_is_bounded_across_exchanges_and_given_back() {
         "every byte of the bound given back"
     );
 }
+
+#[test]
+fn a_parked_exchange_is_claimed_once_by_its_ticket_or_settled_when_it_expires() {
+    let s = setup();
+    let handover = s.pipeline.handover();
+    let ticket = handover.ticket();
+    assert_ne!(ticket, handover.ticket(), "tickets are unique");
+    handover.park(ticket, s.exchange("/v1/chat/completions", CHAT));
+    assert!(
+        handover.claim(ticket + 1_000_000).is_none(),
+        "another ticket"
+    );
+    let mut exchange = handover.claim(ticket).expect("parked under its ticket");
+    assert!(handover.claim(ticket).is_none(), "claimed once");
+    exchange.response_headers(200, Some("application/json"), None, None);
+    exchange.response_body(chat_response(true).as_bytes(), true);
+    assert_eq!(s.spent(), 1000 + 2 * 500, "charged its exact usage");
+
+    // Nobody claims the next one: it waits, then is settled on its estimate.
+    let ticket = handover.ticket();
+    handover.park(ticket, s.exchange("/v1/chat/completions", CHAT));
+    assert_eq!(handover.expire(std::time::Duration::from_secs(60)), 0);
+    assert_eq!(handover.len(), 1);
+    assert_eq!(handover.expire(std::time::Duration::ZERO), 1);
+    assert!(handover.is_empty() && handover.claim(ticket).is_none());
+    // Its worst case, as its reservation held: every body byte an input token at $1/M and
+    // its max_tokens (50) at $2/M; the provider may have served it.
+    assert_eq!(s.spent(), 2000 + CHAT.len() as u64 + 50 * 2);
+}

@@ -261,6 +261,15 @@ impl Exchange {
         }
     }
 
+    /// Settles an exchange whose response nobody observed: a billed request is charged its
+    /// worst case (what its reservation held), since the provider may have served it.
+    pub fn settle_unobserved(&mut self) {
+        if matches!(self.response, ResponseReader::Waiting) {
+            self.response = ResponseReader::Unseen;
+        }
+        self.finish();
+    }
+
     /// Charges what the response used, feeds the detectors and settles the reservation.
     /// Idempotent; also runs when the exchange is dropped mid-stream, which charges an
     /// estimate.

@@ -2,8 +2,8 @@
 //! response to a second, observe-only processor (ext_proc `observability_mode`), the request
 //! side parks its [`Exchange`] under a ticket it publishes as dynamic metadata; the response
 //! side claims it with that ticket. An exchange nobody claims (the client went away before
-//! the response, or no observer is configured) is settled after [`MAX_PARK`] on its
-//! reservation's estimate, so nothing is held for ever and nothing goes uncharged.
+//! the response, or no observer is configured) is settled after [`MAX_PARK`] at its worst
+//! case, the amount its reservation held: nothing is held for ever, nothing goes uncharged.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,12 +109,14 @@ impl Handover {
             tracing::warn!(
                 exchanges = expired.len(),
                 after_s = max.as_secs(),
-                "responses never observed: charged their estimates (is the response observer filter configured and reaching this keygate?)"
+                "responses never observed: charged their worst case (is the response observer filter configured and reaching this keygate?)"
             );
         }
-        // Dropping settles each exchange, outside the lock.
+        // Settled outside the lock.
         let n = expired.len();
-        drop(expired);
+        for mut parked in expired {
+            parked.exchange.settle_unobserved();
+        }
         n
     }
 

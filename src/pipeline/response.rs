@@ -126,6 +126,9 @@ pub enum ResponseReader {
         /// Its content-encoding is one keygate does not decode.
         undecodable: bool,
     },
+    /// The response was never seen (no observer claimed the exchange), though the provider
+    /// may have served it.
+    Unseen,
     /// Settled.
     Done,
 }
@@ -299,7 +302,14 @@ impl ResponseReader {
                 }
                 Some((settlement.usage, settlement.estimated))
             }
-            ResponseReader::Waiting | ResponseReader::Skipped | ResponseReader::Done => None,
+            ResponseReader::Unseen if dialect.is_some() && endpoint != Endpoint::Other => {
+                tracing::warn!(consumer = %consumer, "response never observed; charging the worst case");
+                worst()
+            }
+            ResponseReader::Waiting
+            | ResponseReader::Unseen
+            | ResponseReader::Skipped
+            | ResponseReader::Done => None,
         }
     }
 }
