@@ -42,7 +42,7 @@ pub const LIMITS_REDIS_CALLS_TOTAL: &str = "keygate_limits_redis_calls_total";
 /// Exchanges parked between their request phase and an observed response.
 pub const HANDOVER_PARKED: &str = "keygate_exchanges_parked";
 /// Parked exchanges by what became of them (`claimed` by the response observer, `unmatched`
-/// ticket, `expired` unobserved and charged their estimate).
+/// ticket, `expired` or `overflow`: unobserved and charged their worst case).
 pub const HANDOVER_TOTAL: &str = "keygate_exchange_handovers_total";
 pub const REVOCATION_PROPAGATION_SECONDS: &str = "keygate_revocation_propagation_seconds";
 pub const ADMIN_CALLS_TOTAL: &str = "keygate_admin_calls_total";
@@ -201,7 +201,7 @@ fn describe() {
     );
     describe_counter!(
         HANDOVER_TOTAL,
-        "Parked exchanges by result: claimed by the response observer, unmatched, expired."
+        "Parked exchanges by result: claimed by the response observer, unmatched, expired, overflow."
     );
     describe_counter!(
         LIMITS_REDIS_CALLS_TOTAL,

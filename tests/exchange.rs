@@ -332,3 +332,23 @@ fn a_parked_exchange_is_claimed_once_by_its_ticket_or_settled_when_it_expires() 
     // its max_tokens (50) at $2/M; the provider may have served it.
     assert_eq!(s.spent(), 2000 + CHAT.len() as u64 + 50 * 2);
 }
+
+#[test]
+fn past_its_capacity_an_exchange_is_charged_its_worst_case_at_once() {
+    let s = setup();
+    let handover = keygate::pipeline::Handover::with_capacity(1);
+    handover.park(handover.ticket(), s.exchange("/v1/chat/completions", CHAT));
+    assert_eq!(s.spent(), 0, "the first one waits for its response");
+    let ticket = handover.ticket();
+    handover.park(ticket, s.exchange("/v1/chat/completions", CHAT));
+    assert_eq!(handover.len(), 1);
+    assert!(
+        handover.claim(ticket).is_none(),
+        "the second was not parked"
+    );
+    assert_eq!(
+        s.spent(),
+        CHAT.len() as u64 + 50 * 2,
+        "and was charged its worst case"
+    );
+}

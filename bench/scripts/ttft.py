@@ -1,10 +1,11 @@
-"""Streaming time to first token through Envoy with and without keygate (ext_proc with
-response phases), with the real openai SDK. Run: `.venv/bin/python bench/scripts/ttft.py`
-(after `cargo build --release`; KEYGATE_BIN / MOCK_PROVIDER_BIN select other builds).
+"""Streaming time to first token through Envoy with and without keygate (ext_proc with usage
+accounting: responses observed as shipped, and held as before issue 16), with the real openai
+SDK. Run: `.venv/bin/python bench/scripts/ttft.py` (after `cargo build --release`;
+KEYGATE_BIN / MOCK_PROVIDER_BIN select other builds).
 
 Each configuration runs `--streams` chat completions with `stream=True`; TTFT is measured from
 the request to the first content chunk, total from the request to the end of the stream. The
-two configurations alternate request by request so machine drift hits both alike."""
+three configurations alternate request by request so machine drift hits all alike."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import openai  # noqa: E402
 import yaml  # noqa: E402
 
 from harness import free_port, render, start_envoy  # noqa: E402
+from harness.envoy_config import OBSERVER_FILTER, hold_responses  # noqa: E402
 from harness.stack import OPENAI_SECRET, start_stack  # noqa: E402
 
 
@@ -34,8 +36,18 @@ def baseline_envoy(work: Path, mock_port: int):
                   admin_port=free_port(), keygate_port=free_port(), upstream_port=mock_port)
     config = yaml.safe_load(path.read_text())
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"]
+    gate = {"envoy.filters.http.ext_proc", OBSERVER_FILTER}
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in gate]
     path.write_text(yaml.safe_dump(config))
+    return start_envoy(path, work), port
+
+
+def held_envoy(work: Path, mock_port: int, keygate_port: int):
+    """The shipped config with held responses, in front of the same keygate."""
+    port = free_port()
+    path = render(ROOT / "envoy" / "ext_proc.yaml", work / "held.yaml", listen_port=port,
+                  admin_port=free_port(), keygate_port=keygate_port, upstream_port=mock_port)
+    path.write_text(yaml.safe_dump(hold_responses(yaml.safe_load(path.read_text()))))
     return start_envoy(path, work), port
 
 
@@ -60,20 +72,25 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="keygate-ttft-"))
     stack = start_stack(work, "ext_proc")
     envoy, port = baseline_envoy(work, stack.mock_port)
+    held, held_port = held_envoy(work, stack.mock_port, stack.keygate.grpc_port)
     try:
-        keygate = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=stack.keys["openai"].key, max_retries=0)
+        key = stack.keys["openai"].key
+        keygate = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=key, max_retries=0)
+        holding = openai.OpenAI(base_url=f"http://127.0.0.1:{held_port}/v1", api_key=key, max_retries=0)
         plain = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=OPENAI_SECRET, max_retries=0)
-        results: dict[str, list[tuple[float, float]]] = {"baseline": [], "keygate": []}
+        clients = {"baseline": (plain, {"x-keygate-provider": "openai"}), "keygate": (keygate, {}),
+                   "keygate, held responses": (holding, {})}
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
         for _ in range(10):
-            one(plain, {"x-keygate-provider": "openai"})
-            one(keygate, {})
+            for client, extra in clients.values():
+                one(client, extra)
         for _ in range(args.streams):
-            results["baseline"].append(one(plain, {"x-keygate-provider": "openai"}))
-            results["keygate"].append(one(keygate, {}))
+            for name, (client, extra) in clients.items():
+                results[name].append(one(client, extra))
         lines = [
             "## Streaming time to first token (openai SDK, through Envoy)",
             "",
-            f"{args.streams} streams each, 32 chunks 2 ms apart, the two configurations alternating.",
+            f"{args.streams} streams each, 32 chunks 2 ms apart, the three configurations alternating.",
             "",
             "| configuration | TTFT p50 ms | TTFT p90 ms | stream total p50 ms |",
             "| --- | --- | --- | --- |",
@@ -84,13 +101,16 @@ def main() -> None:
             lines.append(
                 f"| {name} | {statistics.median(ttft):.3f} | {ttft[int(len(ttft) * 0.9)]:.3f} | {statistics.median(total):.3f} |"
             )
-        added = statistics.median(r[0] for r in results["keygate"]) - statistics.median(r[0] for r in results["baseline"])
-        lines += ["", f"Added TTFT at p50: {added:+.3f} ms"]
+        base = statistics.median(r[0] for r in results["baseline"])
+        added = statistics.median(r[0] for r in results["keygate"]) - base
+        added_held = statistics.median(r[0] for r in results["keygate, held responses"]) - base
+        lines += ["", f"Added TTFT at p50: {added:+.3f} ms (held responses: {added_held:+.3f} ms)"]
         print("\n".join(lines))
         if args.out:
             args.out.write_text("\n".join(lines) + "\n")
     finally:
         envoy.stop()
+        held.stop()
         stack.stop()
 
 

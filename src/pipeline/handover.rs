@@ -19,6 +19,11 @@ use crate::telemetry;
 /// (the shipped configs): a response that has not started by then never will.
 pub const MAX_PARK: Duration = Duration::from_secs(310);
 
+/// Exchanges parked at once, at most. One is parked per request in flight between its allow
+/// and its response, so this is only reached when clients go away before their responses by
+/// the ten thousand; past it an exchange is settled at once, at its worst case.
+pub const MAX_PARKED: usize = 65_536;
+
 /// Tickets fit a protobuf number (f64) exactly.
 const TICKET_BITS: u32 = 53;
 
@@ -26,6 +31,7 @@ const TICKET_BITS: u32 = 53;
 pub struct Handover {
     next: AtomicU64,
     parked: Mutex<HashMap<u64, Parked>>,
+    capacity: usize,
 }
 
 struct Parked {
@@ -41,6 +47,11 @@ impl Default for Handover {
 
 impl Handover {
     pub fn new() -> Self {
+        Handover::with_capacity(MAX_PARKED)
+    }
+
+    /// A handover that parks at most `capacity` exchanges at once.
+    pub fn with_capacity(capacity: usize) -> Self {
         // Tickets start at a per-process offset, so an observer still holding a ticket from a
         // keygate that restarted cannot claim a new process's exchange by accident.
         let boot = SystemTime::now()
@@ -50,6 +61,7 @@ impl Handover {
         Handover {
             next: AtomicU64::new(u64::from(boot) << 21 | 1),
             parked: Mutex::new(HashMap::new()),
+            capacity,
         }
     }
 
@@ -58,18 +70,33 @@ impl Handover {
         self.next.fetch_add(1, Ordering::Relaxed) & ((1 << TICKET_BITS) - 1)
     }
 
-    /// Parks `exchange` until [`Handover::claim`] with `ticket`.
+    /// Parks `exchange` until [`Handover::claim`] with `ticket`. When the capacity
+    /// ([`MAX_PARKED`]) is reached, it is settled at once at its worst case instead (counted
+    /// `overflow`).
     pub fn park(&self, ticket: u64, exchange: Exchange) {
         let parked = Parked {
             exchange,
             since: Instant::now(),
         };
-        let (replaced, held) = {
+        let (refused, held) = {
             let mut map = self.lock();
-            (map.insert(ticket, parked), map.len())
+            if map.len() >= self.capacity {
+                (Some(parked), map.len())
+            } else {
+                // Tickets are unique (a counter), so nothing is replaced.
+                map.insert(ticket, parked);
+                (None, map.len())
+            }
         };
         gauge!(telemetry::HANDOVER_PARKED).set(held as f64);
-        drop(replaced);
+        if let Some(mut parked) = refused {
+            counter!(telemetry::HANDOVER_TOTAL, "result" => "overflow").increment(1);
+            tracing::warn!(
+                parked = held,
+                "too many responses waiting to be observed: this one is charged its worst case now"
+            );
+            parked.exchange.settle_unobserved();
+        }
     }
 
     /// The exchange parked under `ticket`, once. `None` is counted: the observer named a

@@ -29,7 +29,7 @@ use crate::telemetry;
 use crate::verdict::Verdict;
 
 pub use exchange::Exchange;
-pub use handover::{Handover, MAX_PARK};
+pub use handover::{Handover, MAX_PARK, MAX_PARKED};
 pub use response::{
     Assembly, BodyPlan, DEFAULT_MAX_ASSEMBLED, MAX_ENVOY_BUFFERED, MAX_PARSED_BODY,
 };

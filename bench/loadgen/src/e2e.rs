@@ -36,7 +36,7 @@ pub struct Configuration {
 }
 
 /// Every configuration, baseline first; `--configs` picks a subset by name.
-pub const CONFIGURATIONS: [Configuration; 11] = [
+pub const CONFIGURATIONS: [Configuration; 13] = [
     Configuration {
         name: "baseline",
         label: "a. baseline (Envoy → mock, no keygate)",
@@ -60,7 +60,7 @@ pub const CONFIGURATIONS: [Configuration; 11] = [
     },
     Configuration {
         name: "ext_proc+usage",
-        label: "d. + keygate via ext_proc with response phases (usage accounting)",
+        label: "d. + keygate via ext_proc with usage accounting (responses observed)",
         envoy: EnvoyKind::ExtProcUsage,
         flavor: Flavor::Plain,
         uds: false,
@@ -111,6 +111,20 @@ pub const CONFIGURATIONS: [Configuration; 11] = [
         name: "null_proc",
         label: "k. c's Envoy config, a do-nothing ext_proc server instead of keygate (floor)",
         envoy: EnvoyKind::ExtProcHeaders,
+        flavor: Flavor::Null,
+        uds: false,
+    },
+    Configuration {
+        name: "usage+held",
+        label: "l. d with held responses (as before issue 16; one Envoy, several keygates)",
+        envoy: EnvoyKind::ExtProcHeld,
+        flavor: Flavor::Plain,
+        uds: false,
+    },
+    Configuration {
+        name: "null_proc+body",
+        label: "m. k with the request body sent BUFFERED: the floor of d's two held messages",
+        envoy: EnvoyKind::ExtProcBody,
         flavor: Flavor::Null,
         uds: false,
     },
@@ -171,8 +185,10 @@ pub fn report(
          tests/harness/envoy_config.py does: a = ext_proc.yaml with the ext_proc filter removed \
          (the client sends the `x-keygate-provider: openai` header keygate would add); b = \
          ext_authz.yaml; c = ext_proc.yaml with `processing_mode` set to request headers only \
-         and mode overrides off; d = ext_proc.yaml as shipped (response headers always, \
-         request/response bodies as keygate asks for usage accounting). e and f add provider \
+         and mode overrides off, without the response observer; d = ext_proc.yaml as shipped \
+         (usage accounting: request headers, the request body when keygate asks for it, and \
+         the response sent to the observe-only second filter, which Envoy does not wait \
+         for). e and f add provider \
          limits on every window (requests per second/minute/hour/day, tokens per minute/day) \
          and a monthly budget, all far above the load so nothing is denied: the rows measure \
          the checks (e: local buckets; f: the same decided from leases and allowances of the \
@@ -182,7 +198,10 @@ pub fn report(
          the same keygate as b and c over its Unix socket (`listeners.grpc_uds`) instead of \
          TCP. j and k are b and c with `null-processor` in keygate's place: a tonic server \
          that allows every request without reading it, so they measure the floor of the hop \
-         itself (the client sends the `x-keygate-provider` header, as for a).\n\n",
+         itself (the client sends the `x-keygate-provider` header, as for a). l is d with \
+         held responses (docs/envoy.md; how keygate read responses before issue 16), in front \
+         of the same keygate as b and c. m is k with the request body sent BUFFERED: the \
+         floor of the two messages Envoy waits for in d.\n\n",
         shape.rounds, shape.duration, shape.warmup, shape.consumers, shape.max_conns
     );
     let mut headers = vec!["rate", "configuration", "achieved req/s"];

@@ -73,6 +73,13 @@ pub enum Variant {
     /// ext_proc restricted to the request-headers phase (no bodies, no response phases, no
     /// mode overrides): the shape keygate shipped before usage accounting.
     RequestHeadersOnly,
+    /// [`Variant::RequestHeadersOnly`] plus the request body, BUFFERED: the two messages
+    /// Envoy waits for on an LLM POST in the shipped config, without mode overrides (for the
+    /// do-nothing processor, which asks for nothing).
+    RequestHeadersAndBody,
+    /// The shipped config with held responses (docs/envoy.md): no observer filter, and the
+    /// deciding filter asks for the response phases itself, as keygate shipped before issue 16.
+    HeldResponses,
 }
 
 /// Reads `src`, rewrites it for `ports` and `variant`, writes `out`.
@@ -82,7 +89,9 @@ pub fn render(src: &Path, out: &Path, ports: &Ports, variant: Variant) -> Result
     match variant {
         Variant::AsShipped => {}
         Variant::Baseline => strip_gate_filters(&mut config)?,
-        Variant::RequestHeadersOnly => headers_only(&mut config)?,
+        Variant::RequestHeadersOnly => headers_only(&mut config, "NONE")?,
+        Variant::RequestHeadersAndBody => headers_only(&mut config, "BUFFERED")?,
+        Variant::HeldResponses => hold_responses(&mut config)?,
     }
     let name = src
         .file_name()
@@ -242,9 +251,9 @@ fn strip_gate_filters(config: &mut Value) -> Result<()> {
     Ok(())
 }
 
-/// Sets the ext_proc filter to request headers only, forbids mode overrides, and removes the
-/// response observer.
-fn headers_only(config: &mut Value) -> Result<()> {
+/// Sets the ext_proc filter to request headers (and the request body in `request_body` mode)
+/// only, forbids mode overrides, and removes the response observer.
+fn headers_only(config: &mut Value, request_body: &str) -> Result<()> {
     for_each_filter_list(config, &mut |http| {
         http.retain(|f| f.get("name").and_then(Value::as_str) != Some(OBSERVER_FILTER));
     })?;
@@ -256,10 +265,11 @@ fn headers_only(config: &mut Value) -> Result<()> {
         let Some(tc) = f.get_mut("typed_config").and_then(Value::as_mapping_mut) else {
             return;
         };
-        let mode: Value = serde_yaml::from_str(
-            "{request_header_mode: SEND, response_header_mode: SKIP, request_body_mode: NONE, \
-             response_body_mode: NONE, request_trailer_mode: SKIP, response_trailer_mode: SKIP}",
-        )
+        let mode: Value = serde_yaml::from_str(&format!(
+            "{{request_header_mode: SEND, response_header_mode: SKIP, \
+             request_body_mode: {request_body}, response_body_mode: NONE, \
+             request_trailer_mode: SKIP, response_trailer_mode: SKIP}}"
+        ))
         .unwrap_or(Value::Null);
         tc.insert("processing_mode".into(), mode);
         tc.insert("allow_mode_override".into(), false.into());
@@ -271,6 +281,57 @@ fn headers_only(config: &mut Value) -> Result<()> {
     })?;
     if changed == 0 {
         bail!("Envoy config: no ext_proc filter to restrict to request headers");
+    }
+    Ok(())
+}
+
+/// Removes the response observer and lets the deciding filter hold the responses, exactly
+/// as docs/envoy.md "One Envoy, several keygates" and tests/harness/envoy_config.py do.
+fn hold_responses(config: &mut Value) -> Result<()> {
+    for_each_filter_list(config, &mut |http| {
+        http.retain(|f| f.get("name").and_then(Value::as_str) != Some(OBSERVER_FILTER));
+    })?;
+    let mut changed = 0;
+    for_each_http_filter(config, &mut |f| {
+        if f.get("name").and_then(Value::as_str) != Some(GATE_FILTERS[0]) {
+            return;
+        }
+        let Some(tc) = f.get_mut("typed_config").and_then(Value::as_mapping_mut) else {
+            return;
+        };
+        if let Some(grpc) = tc.get_mut("grpc_service").and_then(Value::as_mapping_mut) {
+            grpc.remove("initial_metadata");
+        }
+        if let Some(mode) = tc
+            .get_mut("processing_mode")
+            .and_then(Value::as_mapping_mut)
+        {
+            mode.insert("response_header_mode".into(), "SEND".into());
+            mode.insert("response_body_mode".into(), "STREAMED".into());
+        }
+        let overrides = [
+            "BUFFERED:BUFFERED",
+            "BUFFERED:STREAMED",
+            "BUFFERED:NONE",
+            "NONE:BUFFERED",
+            "NONE:NONE",
+        ]
+        .iter()
+        .filter_map(|pair| {
+            let (request, response) = pair.split_once(':')?;
+            serde_yaml::from_str(&format!(
+                "{{response_header_mode: SEND, request_body_mode: {request}, \
+                     response_body_mode: {response}, request_trailer_mode: SKIP, \
+                     response_trailer_mode: SKIP}}"
+            ))
+            .ok()
+        })
+        .collect();
+        tc.insert("allowed_override_modes".into(), Value::Sequence(overrides));
+        changed += 1;
+    })?;
+    if changed == 0 {
+        bail!("Envoy config: no ext_proc filter to hold responses in");
     }
     Ok(())
 }
@@ -310,6 +371,21 @@ mod tests {
         assert!(!has_response_phases(&out).unwrap());
         let text = std::fs::read_to_string(&out).unwrap();
         assert!(!text.contains(OBSERVER_FILTER) && !text.contains("initial_metadata"));
+        assert!(!text.contains("BUFFERED"), "{text}");
+        render(&src, &out, &ports, Variant::HeldResponses).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(!text.contains(OBSERVER_FILTER) && !text.contains("initial_metadata"));
+        assert!(has_response_phases(&out).unwrap());
+        assert_eq!(
+            text.matches("response_header_mode: SEND").count(),
+            6,
+            "{text}"
+        );
+        render(&src, &out, &ports, Variant::RequestHeadersAndBody).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            text.contains("request_body_mode: BUFFERED") && !has_response_phases(&out).unwrap()
+        );
         let uds = Ports {
             keygate: Endpoint::Uds("/tmp/kg.sock".into()),
             ..ports

@@ -109,6 +109,10 @@ pub enum EnvoyKind {
     ExtAuthz,
     ExtProcHeaders,
     ExtProcUsage,
+    /// ext_proc with the request headers and the request body (BUFFERED), nothing else.
+    ExtProcBody,
+    /// The shipped ext_proc config with held responses (before issue 16).
+    ExtProcHeld,
 }
 
 impl EnvoyKind {
@@ -118,6 +122,8 @@ impl EnvoyKind {
             EnvoyKind::ExtAuthz => "ext_authz",
             EnvoyKind::ExtProcHeaders => "ext_proc",
             EnvoyKind::ExtProcUsage => "ext_proc+usage",
+            EnvoyKind::ExtProcBody => "ext_proc+body",
+            EnvoyKind::ExtProcHeld => "ext_proc+held",
         }
     }
 
@@ -133,6 +139,8 @@ impl EnvoyKind {
         match self {
             EnvoyKind::Baseline => Variant::Baseline,
             EnvoyKind::ExtProcHeaders => Variant::RequestHeadersOnly,
+            EnvoyKind::ExtProcBody => Variant::RequestHeadersAndBody,
+            EnvoyKind::ExtProcHeld => Variant::HeldResponses,
             EnvoyKind::ExtAuthz | EnvoyKind::ExtProcUsage => Variant::AsShipped,
         }
     }
