@@ -36,7 +36,7 @@ pub struct Configuration {
 }
 
 /// Every configuration, baseline first; `--configs` picks a subset by name.
-pub const CONFIGURATIONS: [Configuration; 13] = [
+pub const CONFIGURATIONS: [Configuration; 14] = [
     Configuration {
         name: "baseline",
         label: "a. baseline (Envoy → mock, no keygate)",
@@ -128,6 +128,13 @@ pub const CONFIGURATIONS: [Configuration; 13] = [
         flavor: Flavor::Null,
         uds: false,
     },
+    Configuration {
+        name: "null_proc+observed",
+        label: "n. d's Envoy config, a do-nothing processor with d's messages (floor of d)",
+        envoy: EnvoyKind::ExtProcUsage,
+        flavor: Flavor::Null,
+        uds: false,
+    },
 ];
 
 /// A configuration while it runs.
@@ -201,7 +208,9 @@ pub fn report(
          itself (the client sends the `x-keygate-provider` header, as for a). l is d with \
          held responses (docs/envoy.md; how keygate read responses before issue 16), in front \
          of the same keygate as b and c. m is k with the request body sent BUFFERED: the \
-         floor of the two messages Envoy waits for in d.\n\n",
+         floor of the two messages Envoy waits for in d. n is d's Envoy config with the \
+         do-nothing processor, which asks for the request body as keygate does and reads the \
+         observer's messages without a word: the floor of d's whole message pattern.\n\n",
         shape.rounds, shape.duration, shape.warmup, shape.consumers, shape.max_conns
     );
     let mut headers = vec!["rate", "configuration", "achieved req/s"];

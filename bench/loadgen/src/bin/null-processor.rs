@@ -2,12 +2,21 @@
 //! Behind the same Envoy configs as keygate it measures the floor of an external-processing
 //! hop on this machine (Envoy's filter and gRPC client, the loopback round trip, tonic and
 //! h2), so the end-to-end report can say how much of keygate's added latency is keygate.
-//! It is built with the same runtime and transport settings as `keygate serve`.
+//! It is built with the same runtime and transport settings as `keygate serve`, and answers
+//! the way keygate's ext_proc edge does: as tonic polls (no task or channel per stream). Behind
+//! the shipped ext_proc config it sends the same messages keygate does, so it measures the
+//! floor of that shape: it asks for the request body of a request that has one (the
+//! override keygate sends), and reads an observe-only filter's messages without answering,
+//! closing that stream at the end of the response.
 
 use std::pin::Pin;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
+    BodySendMode, HeaderSendMode,
+};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::ProcessingMode;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
@@ -22,7 +31,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     BodyResponse, HeadersResponse, ProcessingRequest, ProcessingResponse,
 };
 use envoy_types::pb::google::rpc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -57,29 +66,54 @@ impl ExternalProcessor for Null {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = inbound.next().await {
-                let response = match message.request {
-                    Some(In::RequestHeaders(_)) => Out::RequestHeaders(HeadersResponse::default()),
-                    Some(In::ResponseHeaders(_)) => {
-                        Out::ResponseHeaders(HeadersResponse::default())
+        let observed = request
+            .metadata()
+            .get("x-keygate-responses")
+            .is_some_and(|v| v.as_bytes() == b"observed");
+        let inbound = request.into_inner();
+        let answers = futures_util::stream::unfold(inbound, move |mut inbound| async move {
+            loop {
+                let message = inbound.next().await?.ok()?;
+                if message.observability_mode {
+                    match &message.request {
+                        Some(In::ResponseBody(b)) if b.end_of_stream => return None,
+                        Some(In::ResponseHeaders(h)) if h.end_of_stream => return None,
+                        _ => continue,
                     }
-                    Some(In::RequestBody(_)) => Out::RequestBody(BodyResponse::default()),
-                    Some(In::ResponseBody(_)) => Out::ResponseBody(BodyResponse::default()),
+                }
+                let (response, mode_override) = match message.request {
+                    Some(In::RequestHeaders(h)) => {
+                        let body = (observed && !h.end_of_stream).then(ask_for_body);
+                        (Out::RequestHeaders(HeadersResponse::default()), body)
+                    }
+                    Some(In::ResponseHeaders(_)) => {
+                        (Out::ResponseHeaders(HeadersResponse::default()), None)
+                    }
+                    Some(In::RequestBody(_)) => (Out::RequestBody(BodyResponse::default()), None),
+                    Some(In::ResponseBody(_)) => (Out::ResponseBody(BodyResponse::default()), None),
                     _ => continue,
                 };
                 let reply = ProcessingResponse {
                     response: Some(response),
+                    mode_override,
                     ..Default::default()
                 };
-                if tx.send(Ok(reply)).await.is_err() {
-                    break;
-                }
+                return Some((Ok(reply), inbound));
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+/// The override keygate sends for a request body it reads, with observed responses.
+fn ask_for_body() -> ProcessingMode {
+    ProcessingMode {
+        request_header_mode: HeaderSendMode::Default as i32,
+        response_header_mode: HeaderSendMode::Skip as i32,
+        request_body_mode: BodySendMode::Buffered as i32,
+        response_body_mode: BodySendMode::None as i32,
+        request_trailer_mode: HeaderSendMode::Skip as i32,
+        response_trailer_mode: HeaderSendMode::Skip as i32,
     }
 }
 
