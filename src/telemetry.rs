@@ -265,8 +265,13 @@ fn describe() {
 
 /// Counts a request's final outcome (`allowed`, or the denial's label) once, with names from
 /// the registry (`unknown` when no consumer matched).
-pub fn record_outcome(consumer: &str, provider: &str, outcome: &'static str) {
-    counter!(REQUESTS_TOTAL, "consumer" => consumer.to_string(), "provider" => provider.to_string(), "outcome" => outcome)
+/// The names are shared, not copied: a request allocates no label strings.
+pub fn record_outcome(
+    consumer: impl Into<metrics::SharedString>,
+    provider: impl Into<metrics::SharedString>,
+    outcome: &'static str,
+) {
+    counter!(REQUESTS_TOTAL, "consumer" => consumer.into(), "provider" => provider.into(), "outcome" => outcome)
         .increment(1);
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, Label};
 
 use crate::auth::registry::Consumer;
 use crate::providers::ProviderKind;
@@ -113,17 +113,18 @@ impl Accounting {
         let (clamped, was_clamped) = crate::usage::clamp(usage);
         let usage = &clamped;
         if was_clamped {
-            counter!(telemetry::USAGE_CLAMPED_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.to_string())
+            counter!(telemetry::USAGE_CLAMPED_TOTAL, "consumer" => consumer.name.clone(), "provider" => provider.clone())
                 .increment(1);
             tracing::warn!(consumer = %consumer.name, "provider reported implausible usage; charged at the ceiling");
         }
         let model = self.model_label(usage.model.as_deref());
+        // Shared names, not copies: five token counters per charge allocate no strings.
         let labels = |kind: &'static str| {
-            [
-                ("consumer", consumer.name.to_string()),
-                ("provider", provider.to_string()),
-                ("model", model.to_string()),
-                ("kind", kind.to_string()),
+            vec![
+                Label::new("consumer", consumer.name.clone()),
+                Label::new("provider", provider.clone()),
+                Label::new("model", model.clone()),
+                Label::new("kind", kind),
             ]
         };
         for (kind, n) in [
@@ -133,15 +134,15 @@ impl Accounting {
             ("reasoning", usage.reasoning_tokens),
             ("cache_creation", usage.cache_creation_input_tokens),
         ] {
-            counter!(telemetry::TOKENS_TOTAL, &labels(kind)).increment(n);
+            counter!(telemetry::TOKENS_TOTAL, labels(kind)).increment(n);
         }
         if estimated {
-            counter!(telemetry::USAGE_ESTIMATED_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.to_string())
+            counter!(telemetry::USAGE_ESTIMATED_TOTAL, "consumer" => consumer.name.clone(), "provider" => provider.clone())
                 .increment(1);
         }
         let (micro_usd, priced) = self.price_or_ceiling(consumer.provider.kind, usage);
         if !priced {
-            counter!(telemetry::USAGE_UNPRICED_TOTAL, "consumer" => consumer.name.to_string(), "provider" => provider.to_string())
+            counter!(telemetry::USAGE_UNPRICED_TOTAL, "consumer" => consumer.name.clone(), "provider" => provider.clone())
                 .increment(1);
         }
         {
@@ -154,7 +155,7 @@ impl Accounting {
         if let Some((team, _)) = &consumer.limits.team_budget {
             self.ledger.add(&team_key(team), micro_usd, now);
         }
-        gauge!(telemetry::SPEND_MONTH_TO_DATE, "consumer" => consumer.name.to_string())
+        gauge!(telemetry::SPEND_MONTH_TO_DATE, "consumer" => consumer.name.clone())
             .set(micro_to_usd(month_to_date));
         Charge {
             micro_usd,

@@ -70,7 +70,7 @@ impl Exchange {
                 .record(&consumer.name, ip, allowed_at);
         }
         if let Some(n) = req.content_length() {
-            counter!(telemetry::REQUEST_BYTES_TOTAL, "consumer" => consumer.name.to_string(), "provider" => consumer.provider.name.to_string()).increment(n);
+            counter!(telemetry::REQUEST_BYTES_TOTAL, "consumer" => consumer.name.clone(), "provider" => consumer.provider.name.clone()).increment(n);
         }
         let dialect = Dialect::for_provider(consumer.provider.kind);
         let path = req.path.split('?').next().unwrap_or_default();
@@ -253,7 +253,7 @@ impl Exchange {
                 .increment(fed.measured as u64);
         }
         if fed.first_byte {
-            histogram!(telemetry::TIME_TO_FIRST_TOKEN_SECONDS, "provider" => self.consumer.provider.name.to_string())
+            histogram!(telemetry::TIME_TO_FIRST_TOKEN_SECONDS, "provider" => self.consumer.provider.name.clone())
                 .record(self.allowed_at.elapsed().as_secs_f64());
         }
         if end_of_stream {
@@ -324,10 +324,11 @@ impl Exchange {
         }
     }
 
-    fn labels(&self) -> (String, String) {
+    /// The consumer's and provider's names as metric labels (shared, not copied).
+    fn labels(&self) -> (Arc<str>, Arc<str>) {
         (
-            self.consumer.name.to_string(),
-            self.consumer.provider.name.to_string(),
+            self.consumer.name.clone(),
+            self.consumer.provider.name.clone(),
         )
     }
 }

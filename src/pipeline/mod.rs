@@ -162,7 +162,7 @@ impl Pipeline {
 /// Counts one request's outcome.
 fn record(consumer: Option<&Consumer>, outcome: &'static str) {
     match consumer {
-        Some(c) => telemetry::record_outcome(&c.name, &c.provider.name, outcome),
+        Some(c) => telemetry::record_outcome(c.name.clone(), c.provider.name.clone(), outcome),
         None => telemetry::record_outcome(telemetry::UNKNOWN, telemetry::UNKNOWN, outcome),
     }
 }

@@ -169,7 +169,7 @@ fn main() -> Result<()> {
     step(
         "active: metric series (`keygate_requests_total` per consumer)",
         &mut |c| {
-            keygate::telemetry::record_outcome(&c.name, &c.provider.name, "allowed");
+            keygate::telemetry::record_outcome(c.name.clone(), c.provider.name.clone(), "allowed");
         },
     );
     drop((registry, second, config, limiter, detectors, recorder));
