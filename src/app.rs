@@ -294,7 +294,7 @@ impl App {
     /// ledger.
     pub async fn shutdown(&self) {
         self.notifications.shutdown().await;
-        // Responses still unobserved are charged their estimates before the ledger's last write.
+        // Responses still unobserved are charged their worst case before the ledger's last write.
         self.pipeline.handover().settle_all();
         self.flush_ledger();
     }

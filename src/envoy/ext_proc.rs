@@ -74,11 +74,6 @@ impl ProcService {
             publish: None,
         }
     }
-
-    /// The state of one ext_proc stream from the observing filter.
-    pub fn observer(&self) -> Observer {
-        Observer::new(self.pipeline.clone())
-    }
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;

@@ -10,4 +10,3 @@ mod observer;
 
 pub use ext_authz::AuthzService;
 pub use ext_proc::{ProcService, Responses};
-pub use observer::Observer;

@@ -32,6 +32,8 @@ pub struct Handover {
     next: AtomicU64,
     parked: Mutex<HashMap<u64, Parked>>,
     capacity: usize,
+    /// Exchanges refused since the last [`Handover::expire`], which logs them.
+    overflowed: AtomicU64,
 }
 
 struct Parked {
@@ -62,6 +64,7 @@ impl Handover {
             next: AtomicU64::new(u64::from(boot) << 21 | 1),
             parked: Mutex::new(HashMap::new()),
             capacity,
+            overflowed: AtomicU64::new(0),
         }
     }
 
@@ -91,10 +94,7 @@ impl Handover {
         gauge!(telemetry::HANDOVER_PARKED).set(held as f64);
         if let Some(mut parked) = refused {
             counter!(telemetry::HANDOVER_TOTAL, "result" => "overflow").increment(1);
-            tracing::warn!(
-                parked = held,
-                "too many responses waiting to be observed: this one is charged its worst case now"
-            );
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
             parked.exchange.settle_unobserved();
         }
     }
@@ -116,8 +116,17 @@ impl Handover {
         taken.map(|p| p.exchange)
     }
 
-    /// Settles the exchanges parked longer than `max`. Returns how many.
+    /// Settles the exchanges parked longer than `max`, and logs what expired or overflowed
+    /// since the last call (the upkeep loop calls it every second). Returns how many expired.
     pub fn expire(&self, max: Duration) -> usize {
+        let overflowed = self.overflowed.swap(0, Ordering::Relaxed);
+        if overflowed > 0 {
+            tracing::warn!(
+                exchanges = overflowed,
+                capacity = self.capacity,
+                "too many responses waiting to be observed: charged their worst case at once"
+            );
+        }
         let now = Instant::now();
         let (expired, held): (Vec<Parked>, usize) = {
             let mut map = self.lock();

@@ -303,7 +303,8 @@ impl ResponseReader {
                 Some((settlement.usage, settlement.estimated))
             }
             ResponseReader::Unseen if dialect.is_some() && endpoint != Endpoint::Other => {
-                tracing::warn!(consumer = %consumer, "response never observed; charging the worst case");
+                // Logged in aggregate by the handover (once a second at most), and counted.
+                tracing::debug!(consumer = %consumer, "response never observed; charging the worst case");
                 worst()
             }
             ResponseReader::Waiting

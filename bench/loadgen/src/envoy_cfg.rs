@@ -251,9 +251,10 @@ fn strip_gate_filters(config: &mut Value) -> Result<()> {
     Ok(())
 }
 
-/// Sets the ext_proc filter to request headers (and the request body in `request_body` mode)
-/// only, forbids mode overrides, and removes the response observer.
-fn headers_only(config: &mut Value, request_body: &str) -> Result<()> {
+/// Removes the response observer and calls `change` on the deciding ext_proc filter's
+/// `typed_config`, without the `x-keygate-responses` marker (no observer reads responses
+/// any more). Fails when there is no such filter.
+fn without_observer(config: &mut Value, change: &mut dyn FnMut(&mut Mapping)) -> Result<()> {
     for_each_filter_list(config, &mut |http| {
         http.retain(|f| f.get("name").and_then(Value::as_str) != Some(OBSERVER_FILTER));
     })?;
@@ -265,43 +266,51 @@ fn headers_only(config: &mut Value, request_body: &str) -> Result<()> {
         let Some(tc) = f.get_mut("typed_config").and_then(Value::as_mapping_mut) else {
             return;
         };
-        let mode: Value = serde_yaml::from_str(&format!(
-            "{{request_header_mode: SEND, response_header_mode: SKIP, \
-             request_body_mode: {request_body}, response_body_mode: NONE, \
-             request_trailer_mode: SKIP, response_trailer_mode: SKIP}}"
-        ))
-        .unwrap_or(Value::Null);
-        tc.insert("processing_mode".into(), mode);
-        tc.insert("allow_mode_override".into(), false.into());
-        tc.remove("allowed_override_modes");
         if let Some(grpc) = tc.get_mut("grpc_service").and_then(Value::as_mapping_mut) {
             grpc.remove("initial_metadata");
         }
+        change(tc);
         changed += 1;
     })?;
     if changed == 0 {
-        bail!("Envoy config: no ext_proc filter to restrict to request headers");
+        bail!("Envoy config: no ext_proc filter to change");
     }
     Ok(())
+}
+
+/// Sets the ext_proc filter to request headers (and the request body in `request_body` mode)
+/// only, forbids mode overrides, and removes the response observer.
+fn headers_only(config: &mut Value, request_body: &str) -> Result<()> {
+    let mode: Value = serde_yaml::from_str(&format!(
+        "{{request_header_mode: SEND, response_header_mode: SKIP, \
+         request_body_mode: {request_body}, response_body_mode: NONE, \
+         request_trailer_mode: SKIP, response_trailer_mode: SKIP}}"
+    ))?;
+    without_observer(config, &mut |tc| {
+        tc.insert("processing_mode".into(), mode.clone());
+        tc.insert("allow_mode_override".into(), false.into());
+        tc.remove("allowed_override_modes");
+    })
 }
 
 /// Removes the response observer and lets the deciding filter hold the responses, exactly
 /// as docs/envoy.md "One Envoy, several keygates" and tests/harness/envoy_config.py do.
 fn hold_responses(config: &mut Value) -> Result<()> {
-    for_each_filter_list(config, &mut |http| {
-        http.retain(|f| f.get("name").and_then(Value::as_str) != Some(OBSERVER_FILTER));
-    })?;
-    let mut changed = 0;
-    for_each_http_filter(config, &mut |f| {
-        if f.get("name").and_then(Value::as_str) != Some(GATE_FILTERS[0]) {
-            return;
-        }
-        let Some(tc) = f.get_mut("typed_config").and_then(Value::as_mapping_mut) else {
-            return;
-        };
-        if let Some(grpc) = tc.get_mut("grpc_service").and_then(Value::as_mapping_mut) {
-            grpc.remove("initial_metadata");
-        }
+    let mut overrides = Vec::new();
+    for (request, response) in [
+        ("BUFFERED", "BUFFERED"),
+        ("BUFFERED", "STREAMED"),
+        ("BUFFERED", "NONE"),
+        ("NONE", "BUFFERED"),
+        ("NONE", "NONE"),
+    ] {
+        overrides.push(serde_yaml::from_str::<Value>(&format!(
+            "{{response_header_mode: SEND, request_body_mode: {request}, \
+             response_body_mode: {response}, request_trailer_mode: SKIP, \
+             response_trailer_mode: SKIP}}"
+        ))?);
+    }
+    without_observer(config, &mut |tc| {
         if let Some(mode) = tc
             .get_mut("processing_mode")
             .and_then(Value::as_mapping_mut)
@@ -309,31 +318,11 @@ fn hold_responses(config: &mut Value) -> Result<()> {
             mode.insert("response_header_mode".into(), "SEND".into());
             mode.insert("response_body_mode".into(), "STREAMED".into());
         }
-        let overrides = [
-            "BUFFERED:BUFFERED",
-            "BUFFERED:STREAMED",
-            "BUFFERED:NONE",
-            "NONE:BUFFERED",
-            "NONE:NONE",
-        ]
-        .iter()
-        .filter_map(|pair| {
-            let (request, response) = pair.split_once(':')?;
-            serde_yaml::from_str(&format!(
-                "{{response_header_mode: SEND, request_body_mode: {request}, \
-                     response_body_mode: {response}, request_trailer_mode: SKIP, \
-                     response_trailer_mode: SKIP}}"
-            ))
-            .ok()
-        })
-        .collect();
-        tc.insert("allowed_override_modes".into(), Value::Sequence(overrides));
-        changed += 1;
-    })?;
-    if changed == 0 {
-        bail!("Envoy config: no ext_proc filter to hold responses in");
-    }
-    Ok(())
+        tc.insert(
+            "allowed_override_modes".into(),
+            Value::Sequence(overrides.clone()),
+        );
+    })
 }
 
 #[cfg(test)]
