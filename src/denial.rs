@@ -294,6 +294,11 @@ fn reset_text(d: Duration) -> String {
     }
 }
 
+/// Marks every response keygate itself sends, so Envoy can tell keygate's denials from the
+/// provider's answers (the shipped config skips its response observer on it) and a client can
+/// tell who refused it.
+pub const DENIED_HEADER: (&str, &str) = ("x-keygate-denied", "true");
+
 /// A denial ready for any edge to send: status, extra headers and body.
 #[derive(Debug, Clone)]
 pub struct Denial {
@@ -304,7 +309,8 @@ pub struct Denial {
 
 impl Denial {
     pub fn new(reason: DenyReason, shape: ErrorShape) -> Self {
-        let headers = reason.headers();
+        let mut headers = reason.headers();
+        headers.push((DENIED_HEADER.0.into(), DENIED_HEADER.1.into()));
         Denial {
             reason,
             shape,
@@ -379,6 +385,7 @@ mod tests {
         assert_eq!(h["x-ratelimit-limit-requests"], "60");
         assert_eq!(h["x-ratelimit-remaining-requests"], "0");
         assert_eq!(h["x-ratelimit-reset-requests"], "2s");
+        assert_eq!(h["x-keygate-denied"], "true");
         assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
         assert_eq!(reset_text(Duration::from_millis(20)), "20ms");
         let v: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();

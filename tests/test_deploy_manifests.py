@@ -64,6 +64,11 @@ def test_istio_ext_proc_matches_the_shipped_envoy_filter() -> None:
     for patch in patches:
         want = next(f for f in hcm["http_filters"] if f["name"] == patch["name"])["typed_config"]
         got = patch["typed_config"]
+        # The observer is wrapped in the same matcher (skipped on keygate's own denials).
+        assert got.get("xds_matcher") == want.get("xds_matcher"), patch["name"]
+        if "extension_config" in want:
+            assert got["extension_config"]["name"] == want["extension_config"]["name"]
+            want, got = want["extension_config"]["typed_config"], got["extension_config"]["typed_config"]
         for field in ("failure_mode_allow", "message_timeout", "processing_mode", "allowed_override_modes",
                       "allow_mode_override", "request_attributes", "metadata_options", "observability_mode",
                       "deferred_close_timeout"):

@@ -241,8 +241,18 @@ def test_ext_proc_filter_fails_closed() -> None:
 
 def test_ext_proc_observer_only_reads_responses() -> None:
     """The second filter sends response headers and streamed bodies without Envoy waiting
-    (observability_mode), with keygate's metadata (the ticket), and never blocks a response."""
-    f = http_filter(load(EXT_PROC_CONFIG), "keygate.responses")
+    (observability_mode), with keygate's metadata (the ticket), and never blocks a response.
+    It is skipped on keygate's own denials (`x-keygate-denied: true`): they have nothing to
+    observe."""
+    wrapped = http_filter(load(EXT_PROC_CONFIG), "keygate.responses")
+    assert wrapped["@type"].endswith("envoy.extensions.common.matching.v3.ExtensionWithMatcher")
+    tree = wrapped["xds_matcher"]["matcher_tree"]
+    assert tree["input"]["typed_config"]["header_name"] == "x-keygate-denied"
+    assert tree["input"]["typed_config"]["@type"].endswith("HttpResponseHeaderMatchInput")
+    (action,) = [m["action"]["typed_config"]["@type"] for m in tree["exact_match_map"]["map"].values()]
+    assert list(tree["exact_match_map"]["map"]) == ["true"] and action.endswith("SkipFilter")
+    assert "on_no_match" not in wrapped["xds_matcher"]
+    f = wrapped["extension_config"]["typed_config"]
     assert f["observability_mode"] is True
     assert f["failure_mode_allow"] is True
     assert f["grpc_service"]["envoy_grpc"]["cluster_name"] == KEYGATE_CLUSTER

@@ -12,6 +12,7 @@ import http.client
 import json
 import math
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -20,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from harness.envoy_config import render, start_envoy
+from harness.envoy_config import admin_port_of, load, render, start_envoy
 from harness.keygate import counter
 from harness.mock import header_values, mock_requests
 from harness.paths import REPO_ROOT, keygate_bin
@@ -239,6 +240,37 @@ def test_responses_are_observed_by_the_second_filter(stack: Stack) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="kg_live_wrong", max_retries=0).models.list()
     assert (handovers("claimed") - claimed, handovers("unmatched")) == (1, unmatched)
+
+
+def test_a_denial_costs_one_stream_an_allowed_request_two(stack: Stack) -> None:
+    """keygate's denials carry `x-keygate-denied: true` and the shipped config's observer is
+    skipped on it: a denied request opens one gRPC stream to keygate (the decision), an
+    allowed one two (the decision and the observer), as Envoy's own counter of requests to
+    the keygate cluster shows. Without the skip, an unknown-key flood would cost keygate two
+    streams per request."""
+    admin = admin_port_of(load(stack.workdir / "envoy-ext_proc.yaml"))
+
+    def streams() -> int:
+        with urllib.request.urlopen(f"http://{HOST}:{admin}/stats?filter=^cluster.keygate.upstream_rq_total$") as r:
+            return int(r.read().decode().split(":")[1])
+
+    def send(key: str, n: int) -> int:
+        before = streams()
+        for _ in range(n):
+            conn = http.client.HTTPConnection(HOST, stack.envoy_port, timeout=10)
+            conn.request("GET", "/v1/models", headers={"authorization": f"Bearer {key}"})
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            assert resp.status == (200 if key == stack.keys["openai"].key else 401)
+            if resp.status == 401:
+                assert resp.getheader("x-keygate-denied") == "true"
+            else:
+                assert resp.getheader("x-keygate-denied") is None
+        return round(poll(lambda: streams() - before, 2 * n if resp.status == 200 else n))
+
+    assert send("kg_live_wrong", 20) == 20
+    assert send(stack.keys["openai"].key, 20) == 40
 
 
 @pytest.mark.parametrize("client_asked", [False, True])
