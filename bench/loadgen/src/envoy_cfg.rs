@@ -115,8 +115,13 @@ pub fn has_response_phases(src: &Path) -> Result<bool> {
     let mut config = load(src)?;
     let mut found = false;
     for_each_http_filter(&mut config, &mut |f| {
-        let mode = f
-            .get("typed_config")
+        let outer = f.get("typed_config");
+        // The observer is wrapped in an ExtensionWithMatcher (skipped on keygate's denials).
+        let inner = outer
+            .and_then(|t| t.get("extension_config"))
+            .and_then(|e| e.get("typed_config"))
+            .or(outer);
+        let mode = inner
             .and_then(|t| t.get("processing_mode"))
             .and_then(|m| m.get("response_header_mode"))
             .and_then(Value::as_str);
