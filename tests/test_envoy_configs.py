@@ -229,7 +229,7 @@ def test_ext_proc_filter_fails_closed() -> None:
     # The client address and the verified client certificate's SPIFFE ID (workload identity).
     assert f["request_attributes"] == ["source.address", "connection.uri_san_peer_certificate"]
     # keygate's decision is accepted as dynamic metadata in its own namespace, and only there.
-    assert f["metadata_options"] == {"receiving_namespaces": {"untyped": ["keygate"]}}
+    assert f["metadata_options"] == {"receiving_namespaces": {"untyped": ["keygate", "keygate.handover"]}}
     # DEFAULT honours keygate's clear_route_cache, so the provider route is re-picked.
     assert f.get("route_cache_action", "DEFAULT") == "DEFAULT"
     assert not f.get("disable_clear_route_cache", False)
@@ -265,7 +265,7 @@ def test_ext_proc_observer_only_reads_responses() -> None:
         "request_trailer_mode": "SKIP",
         "response_trailer_mode": "SKIP",
     }
-    assert f["metadata_options"] == {"forwarding_namespaces": {"untyped": ["keygate"]}}
+    assert f["metadata_options"] == {"forwarding_namespaces": {"untyped": ["keygate.handover"]}}
     assert not f.get("allow_mode_override", False)
 
 

@@ -10,6 +10,11 @@ use crate::verdict::{self, Verdict};
 /// The dynamic metadata namespace keygate writes.
 pub const NAMESPACE: &str = "keygate";
 
+/// The namespace of the handover to the response observer, apart from the verdict: the
+/// observer filter forwards only this one, so each of its messages (one per response body
+/// chunk) carries one number instead of the whole verdict.
+pub const HANDOVER_NAMESPACE: &str = "keygate.handover";
+
 /// The field naming the parked exchange a response observer claims (a number; not logged).
 pub const TICKET: &str = "ticket";
 
@@ -32,20 +37,27 @@ pub fn fields(verdict: &Verdict) -> Struct {
 }
 
 /// The verdict under the `keygate` namespace (ext_proc's `dynamic_metadata`, whose top-level
-/// keys are namespaces), with the ticket of an exchange parked for the response observer.
+/// keys are namespaces), and the ticket of an exchange parked for the response observer under
+/// [`HANDOVER_NAMESPACE`].
 pub fn namespaced(verdict: &Verdict, ticket: Option<u64>) -> Struct {
-    let mut fields = fields(verdict);
+    let mut namespaces = vec![(NAMESPACE.to_string(), struct_value(fields(verdict)))];
     if let Some(ticket) = ticket {
         let number = Value {
             kind: Some(Kind::NumberValue(ticket as f64)),
         };
-        fields.fields.insert(TICKET.to_string(), number);
+        let handover = Struct {
+            fields: [(TICKET.to_string(), number)].into_iter().collect(),
+        };
+        namespaces.push((HANDOVER_NAMESPACE.to_string(), struct_value(handover)));
     }
-    let inner = Value {
-        kind: Some(Kind::StructValue(fields)),
-    };
     Struct {
-        fields: [(NAMESPACE.to_string(), inner)].into_iter().collect(),
+        fields: namespaces.into_iter().collect(),
+    }
+}
+
+fn struct_value(fields: Struct) -> Value {
+    Value {
+        kind: Some(Kind::StructValue(fields)),
     }
 }
 
@@ -69,5 +81,21 @@ mod tests {
             Some(Kind::StringValue("team-a".into()))
         );
         assert_eq!(inner.fields.len(), 2);
+        assert!(!outer.fields.contains_key(HANDOVER_NAMESPACE));
+    }
+
+    #[test]
+    fn the_ticket_apart_from_the_verdict() {
+        let outer = namespaced(&Verdict::default(), Some(7));
+        let Some(Kind::StructValue(handover)) = outer.fields[HANDOVER_NAMESPACE].kind.clone()
+        else {
+            panic!("the handover is a struct");
+        };
+        assert_eq!(handover.fields.len(), 1);
+        assert_eq!(handover.fields[TICKET].kind, Some(Kind::NumberValue(7.0)));
+        let Some(Kind::StructValue(verdict)) = outer.fields[NAMESPACE].kind.clone() else {
+            panic!("keygate is a struct");
+        };
+        assert!(!verdict.fields.contains_key(TICKET));
     }
 }

@@ -1,16 +1,17 @@
 //! The response observer: an ext_proc stream from a filter in `observability_mode`, which
 //! sends the response's headers and body chunks without waiting for an answer. keygate
-//! claims the exchange the deciding filter parked (its ticket arrives in the `keygate`
-//! dynamic metadata namespace, forwarded with `metadata_options.forwarding_namespaces`),
-//! reads the response for its usage exactly as the held path does, and closes the stream as
-//! soon as it needs nothing more (a body it does not read, or the end of the body).
+//! claims the exchange the deciding filter parked (its ticket arrives in the
+//! `keygate.handover` dynamic metadata namespace, forwarded with
+//! `metadata_options.forwarding_namespaces`), reads the response for its usage exactly as the
+//! held path does, and closes the stream as soon as it needs nothing more (a body it does not
+//! read, or the end of the body).
 
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingRequest};
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::headers;
-use super::metadata::{NAMESPACE, TICKET};
+use super::metadata::{HANDOVER_NAMESPACE, TICKET};
 use crate::pipeline::{BodyPlan, Exchange, Pipeline};
 
 /// One observed response. Dropping it (stream closed) settles a claimed exchange, so an
@@ -80,7 +81,7 @@ fn ticket(message: &ProcessingRequest) -> Option<u64> {
         .metadata_context
         .as_ref()?
         .filter_metadata
-        .get(NAMESPACE)?
+        .get(HANDOVER_NAMESPACE)?
         .fields;
     match fields.get(TICKET)?.kind.as_ref()? {
         Kind::NumberValue(n) if n.is_finite() && *n >= 1.0 && n.fract() == 0.0 => Some(*n as u64),
