@@ -2,13 +2,14 @@
 //! short window, bias-corrected EWMAs of per-interval rates (the baseline), a bounded learned
 //! address set with a bounded candidate set, and the last firing time of each detector.
 //! `observe` touches a slot, the open interval and one map entry; everything else happens in
-//! `evaluate` off the request path.
+//! `evaluate` off the request path. Times are 8-byte [`Stamp`]s, not 16-byte `Instant`s.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::config::DetectConfig;
 use super::detection::{DetectorKind, Observation};
+use super::stamp::{Fired, Stamp};
 use crate::address_map::AddressMap;
 
 /// Slots in the short-window ring; each covers `short_window / SLOTS`.
@@ -91,8 +92,8 @@ impl Slot {
 
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
-    first_seen: Instant,
-    last_seen: Instant,
+    first_seen: Stamp,
+    last_seen: Stamp,
 }
 
 /// Slot and interval lengths the ring and baseline were built with.
@@ -120,8 +121,8 @@ fn index(since: Duration, width: u64) -> u64 {
 pub(super) struct ConsumerState {
     shape: Shape,
     /// First observation: slot and interval indices count from here.
-    origin: Instant,
-    pub last_seen: Instant,
+    origin: Stamp,
+    last_seen: Stamp,
     ring: [Slot; SLOTS],
     /// The open baseline interval and what it has counted so far.
     open: (u64, Counts),
@@ -134,15 +135,16 @@ pub(super) struct ConsumerState {
     micro_usd: Ewma,
     /// Spend per second over every interval, idle ones as zero (for the month-end projection).
     spend_all: Ewma,
-    learned: AddressMap<Instant>,
+    learned: AddressMap<Stamp>,
     candidates: AddressMap<Candidate>,
-    fired: [Option<Instant>; DetectorKind::COUNT],
+    fired: [Fired; DetectorKind::COUNT],
     /// Observed since the last evaluation: only such consumers can have crossed a threshold.
     pub dirty: bool,
 }
 
 impl ConsumerState {
     pub fn new(at: Instant, config: &DetectConfig) -> Self {
+        let at = Stamp::of(at);
         ConsumerState {
             shape: Shape::of(config),
             origin: at,
@@ -156,7 +158,7 @@ impl ConsumerState {
             spend_all: Ewma::default(),
             learned: AddressMap::default(),
             candidates: AddressMap::default(),
-            fired: [None; DetectorKind::COUNT],
+            fired: [Fired::NEVER; DetectorKind::COUNT],
             dirty: false,
         }
     }
@@ -172,14 +174,28 @@ impl ConsumerState {
         }
     }
 
+    /// Records activity at `now` (only a time later than any seen so far moves `last_seen`).
+    pub fn touch(&mut self, now: Instant) {
+        self.last_seen = self.last_seen.max(Stamp::of(now));
+    }
+
+    /// Time since the latest activity, zero if that is after `now` (idle eviction).
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        Stamp::of(now).since(self.last_seen)
+    }
+
+    /// Time from the origin to `at`, zero if `at` is before it.
+    fn since_origin(&self, at: Stamp) -> Duration {
+        at.since(self.origin)
+    }
+
     /// The request-path update: one slot, the open interval, one address entry.
     pub fn observe(&mut self, o: &Observation, config: &DetectConfig) {
         self.conform(o.at, config);
         self.dirty = true;
-        if o.at > self.last_seen {
-            self.last_seen = o.at;
-        }
-        let since = o.at.saturating_duration_since(self.origin);
+        let at = Stamp::of(o.at);
+        self.last_seen = self.last_seen.max(at);
+        let since = self.since_origin(at);
         let slot_index = u32::try_from(index(since, self.shape.slot_nanos)).unwrap_or(u32::MAX);
         let slot = &mut self.ring[(slot_index % SLOTS as u32) as usize];
         if slot.index < slot_index {
@@ -197,7 +213,7 @@ impl ConsumerState {
         }
         self.open.1.add(o);
         if let Some(source) = o.source {
-            self.note_source(source, o.at, config);
+            self.note_source(source, at, config);
         }
     }
 
@@ -224,7 +240,7 @@ impl ConsumerState {
         self.active_intervals >= config.warmup_intervals()
     }
 
-    fn note_source(&mut self, source: IpAddr, at: Instant, config: &DetectConfig) {
+    fn note_source(&mut self, source: IpAddr, at: Stamp, config: &DetectConfig) {
         if let Some(seen) = self.learned.get_mut(&source) {
             *seen = (*seen).max(at);
             return;
@@ -251,7 +267,7 @@ impl ConsumerState {
         );
     }
 
-    fn learn(&mut self, source: IpAddr, at: Instant, max: usize) {
+    fn learn(&mut self, source: IpAddr, at: Stamp, max: usize) {
         while self.learned.len() >= max.max(1) {
             match oldest(self.learned.iter().map(|(a, t)| (a, *t))) {
                 Some(a) => self.learned.remove(&a),
@@ -265,10 +281,8 @@ impl ConsumerState {
     /// `learn_after`; forgets candidates unseen for that long.
     pub fn advance(&mut self, now: Instant, config: &DetectConfig) {
         self.conform(now, config);
-        let interval = index(
-            now.saturating_duration_since(self.origin),
-            self.shape.interval_nanos,
-        );
+        let now = Stamp::of(now);
+        let interval = index(self.since_origin(now), self.shape.interval_nanos);
         if interval > self.open.0 {
             self.close_intervals(interval, config);
         }
@@ -278,10 +292,10 @@ impl ConsumerState {
         let learn_after = config.new_sources.learn_after;
         let mut promote = Vec::new();
         self.candidates.retain(|addr, c| {
-            if now.saturating_duration_since(c.last_seen) > learn_after {
+            if now.since(c.last_seen) > learn_after {
                 return false;
             }
-            if now.saturating_duration_since(c.first_seen) >= learn_after {
+            if now.since(c.first_seen) >= learn_after {
                 promote.push((*addr, c.last_seen));
                 return false;
             }
@@ -294,10 +308,7 @@ impl ConsumerState {
 
     /// Rates over the short window ending at `now`.
     pub fn short_rates(&self, now: Instant, config: &DetectConfig) -> Rates {
-        let current = index(
-            now.saturating_duration_since(self.origin),
-            self.shape.slot_nanos,
-        );
+        let current = index(self.since_origin(Stamp::of(now)), self.shape.slot_nanos);
         let oldest = current.saturating_sub(SLOTS as u64 - 1);
         let mut sum = Counts::default();
         for slot in self.ring.iter() {
@@ -333,10 +344,11 @@ impl ConsumerState {
     /// Unlearned addresses used within `window` (count, and at most
     /// `MAX_EVIDENCE_ADDRESSES` of them, most recent first).
     pub fn new_sources(&self, now: Instant, window: Duration) -> (usize, Vec<IpAddr>) {
-        let mut recent: Vec<(IpAddr, Instant)> = self
+        let now = Stamp::of(now);
+        let mut recent: Vec<(IpAddr, Stamp)> = self
             .candidates
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_seen) <= window)
+            .filter(|(_, c)| now.since(c.last_seen) <= window)
             .map(|(a, c)| (*a, c.last_seen))
             .collect();
         let count = recent.len();
@@ -352,15 +364,29 @@ impl ConsumerState {
 
     /// True (and records the firing) unless `kind` fired within `cooldown`.
     pub fn try_fire(&mut self, kind: DetectorKind, now: Instant, cooldown: Duration) -> bool {
+        let now = Stamp::of(now);
         let slot = &mut self.fired[kind as usize];
-        if slot.is_some_and(|at| now.saturating_duration_since(at) < cooldown) {
+        if slot.get().is_some_and(|at| now.since(at) < cooldown) {
             return false;
         }
-        *slot = Some(now);
+        *slot = Fired::at(now);
         true
     }
 }
 
-fn oldest<'a>(entries: impl Iterator<Item = (&'a IpAddr, Instant)>) -> Option<IpAddr> {
+fn oldest<'a>(entries: impl Iterator<Item = (&'a IpAddr, Stamp)>) -> Option<IpAddr> {
     entries.min_by_key(|(_, t)| *t).map(|(a, _)| *a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the state's size: a million active consumers hold a million of these (544
+    /// bytes with `Instant`s).
+    #[test]
+    fn state_stays_small() {
+        let size = std::mem::size_of::<ConsumerState>();
+        assert!(size <= 480, "{size}");
+    }
 }
