@@ -72,21 +72,26 @@ impl Ewma {
     }
 }
 
-/// One slot of the short-window ring: 24 bytes (a slot's request count and index fit in
-/// 32 bits; both saturate).
+/// One slot of the short-window ring: 16 bytes, every field 32 bits and saturating. A slot
+/// covers `short_window / SLOTS` (1 s by default), so its tokens saturate only past 4.29 G and
+/// its spend past $4,294: the short-window rate it then reports, though under the truth, is
+/// still at least 2^32 / `short_window` per second (429 M tokens or $429 per second by
+/// default), orders of magnitude above the detectors' floors. Only a consumer whose own
+/// baseline is that high could have a spike hidden by it. The baselines count in 64 bits.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     index: u32,
     requests: u32,
-    tokens: u64,
-    micro_usd: u64,
+    tokens: u32,
+    micro_usd: u32,
 }
 
 impl Slot {
     fn add(&mut self, o: &Observation) {
+        let narrow = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
         self.requests = self.requests.saturating_add(o.requests);
-        self.tokens = self.tokens.saturating_add(o.tokens);
-        self.micro_usd = self.micro_usd.saturating_add(o.micro_usd);
+        self.tokens = self.tokens.saturating_add(narrow(o.tokens));
+        self.micro_usd = self.micro_usd.saturating_add(narrow(o.micro_usd));
     }
 }
 
@@ -315,8 +320,8 @@ impl ConsumerState {
             let at = u64::from(slot.index);
             if at >= oldest && at <= current {
                 sum.requests += u64::from(slot.requests);
-                sum.tokens += slot.tokens;
-                sum.micro_usd += slot.micro_usd;
+                sum.tokens += u64::from(slot.tokens);
+                sum.micro_usd += u64::from(slot.micro_usd);
             }
         }
         let secs = config.short_window.as_secs_f64().max(1e-9);
@@ -387,6 +392,23 @@ mod tests {
     #[test]
     fn state_stays_small() {
         let size = std::mem::size_of::<ConsumerState>();
-        assert!(size <= 480, "{size}");
+        assert!(size <= 400, "{size}");
+    }
+
+    #[test]
+    fn ring_slots_saturate_instead_of_wrapping() {
+        let config = DetectConfig::default();
+        let t0 = Instant::now();
+        let mut state = ConsumerState::new(t0, &config);
+        for _ in 0..3 {
+            state.observe(
+                &Observation::charge(t0, None, u64::MAX / 2, 3 << 31),
+                &config,
+            );
+        }
+        let rates = state.short_rates(t0, &config);
+        let window = config.short_window.as_secs_f64();
+        assert_eq!(rates.tokens, f64::from(u32::MAX) / window);
+        assert_eq!(rates.micro_usd, f64::from(u32::MAX) / window);
     }
 }
