@@ -9,6 +9,7 @@
 //! `idle_evict`.
 
 pub mod action;
+mod baseline;
 pub mod config;
 pub mod detection;
 mod judge;

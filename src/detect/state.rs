@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::baseline::{Baselines, Ewma};
 use super::config::DetectConfig;
 use super::detection::{DetectorKind, Observation};
 use super::stamp::{Fired, Stamp};
@@ -45,31 +46,6 @@ pub(super) struct Rates {
     pub requests: f64,
     pub tokens: f64,
     pub micro_usd: f64,
-}
-
-/// An exponentially weighted mean with bias correction: until it has seen many intervals it
-/// is the weighted mean of those it has seen, never pulled toward an initial zero.
-#[derive(Debug, Clone, Copy, Default)]
-struct Ewma {
-    value: f64,
-    weight: f64,
-}
-
-impl Ewma {
-    fn push(&mut self, x: f64, decay: f64) {
-        self.value = decay * self.value + (1.0 - decay) * x;
-        self.weight = decay * self.weight + (1.0 - decay);
-    }
-
-    fn push_zeros(&mut self, n: u64, decay: f64) {
-        let f = decay.powf(n as f64);
-        self.value *= f;
-        self.weight = self.weight * f + (1.0 - f);
-    }
-
-    fn get(&self) -> Option<f64> {
-        (self.weight > 0.0).then(|| self.value / self.weight)
-    }
 }
 
 /// One slot of the short-window ring: 16 bytes, every field 32 bits and saturating. A slot
@@ -135,9 +111,7 @@ pub(super) struct ConsumerState {
     active_intervals: u64,
     /// Baselines over active intervals only, per second: a consumer idle overnight does not
     /// come back to a baseline of zero.
-    requests: Ewma,
-    tokens: Ewma,
-    micro_usd: Ewma,
+    baselines: Baselines,
     /// Spend per second over every interval, idle ones as zero (for the month-end projection).
     spend_all: Ewma,
     learned: AddressMap<Stamp>,
@@ -157,9 +131,7 @@ impl ConsumerState {
             ring: [Slot::default(); SLOTS],
             open: (0, Counts::default()),
             active_intervals: 0,
-            requests: Ewma::default(),
-            tokens: Ewma::default(),
-            micro_usd: Ewma::default(),
+            baselines: Baselines::default(),
             spend_all: Ewma::default(),
             learned: AddressMap::default(),
             candidates: AddressMap::default(),
@@ -229,9 +201,12 @@ impl ConsumerState {
         let c = self.open.1;
         if !c.is_zero() {
             self.active_intervals += 1;
-            self.requests.push(c.requests as f64 / secs, decay);
-            self.tokens.push(c.tokens as f64 / secs, decay);
-            self.micro_usd.push(c.micro_usd as f64 / secs, decay);
+            let rates = Rates {
+                requests: c.requests as f64 / secs,
+                tokens: c.tokens as f64 / secs,
+                micro_usd: c.micro_usd as f64 / secs,
+            };
+            self.baselines.push(rates, decay);
         }
         if self.active_intervals > 0 {
             self.spend_all.push(c.micro_usd as f64 / secs, decay);
@@ -334,11 +309,7 @@ impl ConsumerState {
 
     /// The baseline rates per second, once any interval has closed.
     pub fn baseline(&self) -> Option<Rates> {
-        Some(Rates {
-            requests: self.requests.get()?,
-            tokens: self.tokens.get()?,
-            micro_usd: self.micro_usd.get()?,
-        })
+        self.baselines.get()
     }
 
     /// Average spend per second including idle time, for the month-end projection.
@@ -392,7 +363,7 @@ mod tests {
     #[test]
     fn state_stays_small() {
         let size = std::mem::size_of::<ConsumerState>();
-        assert!(size <= 400, "{size}");
+        assert!(size <= 384, "{size}");
     }
 
     #[test]
