@@ -107,8 +107,8 @@ pub(super) struct ConsumerState {
     ring: [Slot; SLOTS],
     /// The open baseline interval and what it has counted so far.
     open: (u64, Counts),
-    /// Closed intervals that had any traffic.
-    active_intervals: u64,
+    /// Closed intervals that had any traffic (saturating: 32 bits share a word with `dirty`).
+    active_intervals: u32,
     /// Baselines over active intervals only, per second: a consumer idle overnight does not
     /// come back to a baseline of zero.
     baselines: Baselines,
@@ -200,7 +200,7 @@ impl ConsumerState {
         let decay = 0.5f64.powf(secs / config.baseline_half_life.as_secs_f64().max(1e-9));
         let c = self.open.1;
         if !c.is_zero() {
-            self.active_intervals += 1;
+            self.active_intervals = self.active_intervals.saturating_add(1);
             let rates = Rates {
                 requests: c.requests as f64 / secs,
                 tokens: c.tokens as f64 / secs,
@@ -217,7 +217,9 @@ impl ConsumerState {
     }
 
     pub fn warm(&self, config: &DetectConfig) -> bool {
-        self.active_intervals >= config.warmup_intervals()
+        // A warmup beyond 2^32 intervals (absurd configs only) ends at the saturation.
+        let needed = config.warmup_intervals().min(u64::from(u32::MAX));
+        u64::from(self.active_intervals) >= needed
     }
 
     fn note_source(&mut self, source: IpAddr, at: Stamp, config: &DetectConfig) {
@@ -363,7 +365,7 @@ mod tests {
     #[test]
     fn state_stays_small() {
         let size = std::mem::size_of::<ConsumerState>();
-        assert!(size <= 384, "{size}");
+        assert!(size <= 352, "{size}");
     }
 
     #[test]
