@@ -9,10 +9,12 @@
 //! `idle_evict`.
 
 pub mod action;
+mod baseline;
 pub mod config;
 pub mod detection;
 mod judge;
 pub mod projection;
+mod stamp;
 mod state;
 
 #[cfg(test)]
@@ -119,7 +121,7 @@ impl Detectors {
             .entry(consumer.clone())
             .or_insert_with(|| Box::new(Mutex::new(ConsumerState::new(now, &config))));
         let mut state = lock(&entry);
-        state.last_seen = state.last_seen.max(now);
+        state.touch(now);
         if !state.try_fire(DetectorKind::Canary, now, config.cooldown) {
             return None;
         }
@@ -170,7 +172,7 @@ impl Detectors {
             .entry(consumer.clone())
             .or_insert_with(|| Box::new(Mutex::new(ConsumerState::new(now, &config))));
         let mut state = lock(&entry);
-        state.last_seen = state.last_seen.max(now);
+        state.touch(now);
         if !state.try_fire(kind, now, config.cooldown) {
             return None;
         }
@@ -248,8 +250,7 @@ impl Detectors {
     pub fn evict_idle(&self, now: Instant) -> usize {
         let idle = self.config.load().idle_evict;
         let before = self.consumers.len();
-        self.consumers
-            .retain(|_, s| now.saturating_duration_since(lock(s).last_seen) < idle);
+        self.consumers.retain(|_, s| lock(s).idle_for(now) < idle);
         before.saturating_sub(self.consumers.len())
     }
 

@@ -2,13 +2,15 @@
 //! short window, bias-corrected EWMAs of per-interval rates (the baseline), a bounded learned
 //! address set with a bounded candidate set, and the last firing time of each detector.
 //! `observe` touches a slot, the open interval and one map entry; everything else happens in
-//! `evaluate` off the request path.
+//! `evaluate` off the request path. Times are 8-byte [`Stamp`]s, not 16-byte `Instant`s.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::baseline::{Baselines, Ewma};
 use super::config::DetectConfig;
 use super::detection::{DetectorKind, Observation};
+use super::stamp::{Fired, Stamp};
 use crate::address_map::AddressMap;
 
 /// Slots in the short-window ring; each covers `short_window / SLOTS`.
@@ -46,53 +48,33 @@ pub(super) struct Rates {
     pub micro_usd: f64,
 }
 
-/// An exponentially weighted mean with bias correction: until it has seen many intervals it
-/// is the weighted mean of those it has seen, never pulled toward an initial zero.
-#[derive(Debug, Clone, Copy, Default)]
-struct Ewma {
-    value: f64,
-    weight: f64,
-}
-
-impl Ewma {
-    fn push(&mut self, x: f64, decay: f64) {
-        self.value = decay * self.value + (1.0 - decay) * x;
-        self.weight = decay * self.weight + (1.0 - decay);
-    }
-
-    fn push_zeros(&mut self, n: u64, decay: f64) {
-        let f = decay.powf(n as f64);
-        self.value *= f;
-        self.weight = self.weight * f + (1.0 - f);
-    }
-
-    fn get(&self) -> Option<f64> {
-        (self.weight > 0.0).then(|| self.value / self.weight)
-    }
-}
-
-/// One slot of the short-window ring: 24 bytes (a slot's request count and index fit in
-/// 32 bits; both saturate).
+/// One slot of the short-window ring: 16 bytes, every field 32 bits and saturating. A slot
+/// covers `short_window / SLOTS` (1 s by default), so its tokens saturate only past 4.29 G and
+/// its spend past $4,294: the short-window rate it then reports, though under the truth, is
+/// still at least 2^32 / `short_window` per second (429 M tokens or $429 per second by
+/// default), orders of magnitude above the detectors' floors. Only a consumer whose own
+/// baseline is that high could have a spike hidden by it. The baselines count in 64 bits.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     index: u32,
     requests: u32,
-    tokens: u64,
-    micro_usd: u64,
+    tokens: u32,
+    micro_usd: u32,
 }
 
 impl Slot {
     fn add(&mut self, o: &Observation) {
+        let narrow = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
         self.requests = self.requests.saturating_add(o.requests);
-        self.tokens = self.tokens.saturating_add(o.tokens);
-        self.micro_usd = self.micro_usd.saturating_add(o.micro_usd);
+        self.tokens = self.tokens.saturating_add(narrow(o.tokens));
+        self.micro_usd = self.micro_usd.saturating_add(narrow(o.micro_usd));
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
-    first_seen: Instant,
-    last_seen: Instant,
+    first_seen: Stamp,
+    last_seen: Stamp,
 }
 
 /// Slot and interval lengths the ring and baseline were built with.
@@ -120,29 +102,28 @@ fn index(since: Duration, width: u64) -> u64 {
 pub(super) struct ConsumerState {
     shape: Shape,
     /// First observation: slot and interval indices count from here.
-    origin: Instant,
-    pub last_seen: Instant,
+    origin: Stamp,
+    last_seen: Stamp,
     ring: [Slot; SLOTS],
     /// The open baseline interval and what it has counted so far.
     open: (u64, Counts),
-    /// Closed intervals that had any traffic.
-    active_intervals: u64,
+    /// Closed intervals that had any traffic (saturating: 32 bits share a word with `dirty`).
+    active_intervals: u32,
     /// Baselines over active intervals only, per second: a consumer idle overnight does not
     /// come back to a baseline of zero.
-    requests: Ewma,
-    tokens: Ewma,
-    micro_usd: Ewma,
+    baselines: Baselines,
     /// Spend per second over every interval, idle ones as zero (for the month-end projection).
     spend_all: Ewma,
-    learned: AddressMap<Instant>,
+    learned: AddressMap<Stamp>,
     candidates: AddressMap<Candidate>,
-    fired: [Option<Instant>; DetectorKind::COUNT],
+    fired: [Fired; DetectorKind::COUNT],
     /// Observed since the last evaluation: only such consumers can have crossed a threshold.
     pub dirty: bool,
 }
 
 impl ConsumerState {
     pub fn new(at: Instant, config: &DetectConfig) -> Self {
+        let at = Stamp::of(at);
         ConsumerState {
             shape: Shape::of(config),
             origin: at,
@@ -150,13 +131,11 @@ impl ConsumerState {
             ring: [Slot::default(); SLOTS],
             open: (0, Counts::default()),
             active_intervals: 0,
-            requests: Ewma::default(),
-            tokens: Ewma::default(),
-            micro_usd: Ewma::default(),
+            baselines: Baselines::default(),
             spend_all: Ewma::default(),
             learned: AddressMap::default(),
             candidates: AddressMap::default(),
-            fired: [None; DetectorKind::COUNT],
+            fired: [Fired::NEVER; DetectorKind::COUNT],
             dirty: false,
         }
     }
@@ -172,14 +151,28 @@ impl ConsumerState {
         }
     }
 
+    /// Records activity at `now` (only a time later than any seen so far moves `last_seen`).
+    pub fn touch(&mut self, now: Instant) {
+        self.last_seen = self.last_seen.max(Stamp::of(now));
+    }
+
+    /// Time since the latest activity, zero if that is after `now` (idle eviction).
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        Stamp::of(now).since(self.last_seen)
+    }
+
+    /// Time from the origin to `at`, zero if `at` is before it.
+    fn since_origin(&self, at: Stamp) -> Duration {
+        at.since(self.origin)
+    }
+
     /// The request-path update: one slot, the open interval, one address entry.
     pub fn observe(&mut self, o: &Observation, config: &DetectConfig) {
         self.conform(o.at, config);
         self.dirty = true;
-        if o.at > self.last_seen {
-            self.last_seen = o.at;
-        }
-        let since = o.at.saturating_duration_since(self.origin);
+        let at = Stamp::of(o.at);
+        self.last_seen = self.last_seen.max(at);
+        let since = self.since_origin(at);
         let slot_index = u32::try_from(index(since, self.shape.slot_nanos)).unwrap_or(u32::MAX);
         let slot = &mut self.ring[(slot_index % SLOTS as u32) as usize];
         if slot.index < slot_index {
@@ -197,7 +190,7 @@ impl ConsumerState {
         }
         self.open.1.add(o);
         if let Some(source) = o.source {
-            self.note_source(source, o.at, config);
+            self.note_source(source, at, config);
         }
     }
 
@@ -207,10 +200,13 @@ impl ConsumerState {
         let decay = 0.5f64.powf(secs / config.baseline_half_life.as_secs_f64().max(1e-9));
         let c = self.open.1;
         if !c.is_zero() {
-            self.active_intervals += 1;
-            self.requests.push(c.requests as f64 / secs, decay);
-            self.tokens.push(c.tokens as f64 / secs, decay);
-            self.micro_usd.push(c.micro_usd as f64 / secs, decay);
+            self.active_intervals = self.active_intervals.saturating_add(1);
+            let rates = Rates {
+                requests: c.requests as f64 / secs,
+                tokens: c.tokens as f64 / secs,
+                micro_usd: c.micro_usd as f64 / secs,
+            };
+            self.baselines.push(rates, decay);
         }
         if self.active_intervals > 0 {
             self.spend_all.push(c.micro_usd as f64 / secs, decay);
@@ -221,10 +217,12 @@ impl ConsumerState {
     }
 
     pub fn warm(&self, config: &DetectConfig) -> bool {
-        self.active_intervals >= config.warmup_intervals()
+        // A warmup beyond 2^32 intervals (absurd configs only) ends at the saturation.
+        let needed = config.warmup_intervals().min(u64::from(u32::MAX));
+        u64::from(self.active_intervals) >= needed
     }
 
-    fn note_source(&mut self, source: IpAddr, at: Instant, config: &DetectConfig) {
+    fn note_source(&mut self, source: IpAddr, at: Stamp, config: &DetectConfig) {
         if let Some(seen) = self.learned.get_mut(&source) {
             *seen = (*seen).max(at);
             return;
@@ -251,7 +249,7 @@ impl ConsumerState {
         );
     }
 
-    fn learn(&mut self, source: IpAddr, at: Instant, max: usize) {
+    fn learn(&mut self, source: IpAddr, at: Stamp, max: usize) {
         while self.learned.len() >= max.max(1) {
             match oldest(self.learned.iter().map(|(a, t)| (a, *t))) {
                 Some(a) => self.learned.remove(&a),
@@ -265,10 +263,8 @@ impl ConsumerState {
     /// `learn_after`; forgets candidates unseen for that long.
     pub fn advance(&mut self, now: Instant, config: &DetectConfig) {
         self.conform(now, config);
-        let interval = index(
-            now.saturating_duration_since(self.origin),
-            self.shape.interval_nanos,
-        );
+        let now = Stamp::of(now);
+        let interval = index(self.since_origin(now), self.shape.interval_nanos);
         if interval > self.open.0 {
             self.close_intervals(interval, config);
         }
@@ -278,10 +274,10 @@ impl ConsumerState {
         let learn_after = config.new_sources.learn_after;
         let mut promote = Vec::new();
         self.candidates.retain(|addr, c| {
-            if now.saturating_duration_since(c.last_seen) > learn_after {
+            if now.since(c.last_seen) > learn_after {
                 return false;
             }
-            if now.saturating_duration_since(c.first_seen) >= learn_after {
+            if now.since(c.first_seen) >= learn_after {
                 promote.push((*addr, c.last_seen));
                 return false;
             }
@@ -294,18 +290,15 @@ impl ConsumerState {
 
     /// Rates over the short window ending at `now`.
     pub fn short_rates(&self, now: Instant, config: &DetectConfig) -> Rates {
-        let current = index(
-            now.saturating_duration_since(self.origin),
-            self.shape.slot_nanos,
-        );
+        let current = index(self.since_origin(Stamp::of(now)), self.shape.slot_nanos);
         let oldest = current.saturating_sub(SLOTS as u64 - 1);
         let mut sum = Counts::default();
         for slot in self.ring.iter() {
             let at = u64::from(slot.index);
             if at >= oldest && at <= current {
                 sum.requests += u64::from(slot.requests);
-                sum.tokens += slot.tokens;
-                sum.micro_usd += slot.micro_usd;
+                sum.tokens += u64::from(slot.tokens);
+                sum.micro_usd += u64::from(slot.micro_usd);
             }
         }
         let secs = config.short_window.as_secs_f64().max(1e-9);
@@ -318,11 +311,7 @@ impl ConsumerState {
 
     /// The baseline rates per second, once any interval has closed.
     pub fn baseline(&self) -> Option<Rates> {
-        Some(Rates {
-            requests: self.requests.get()?,
-            tokens: self.tokens.get()?,
-            micro_usd: self.micro_usd.get()?,
-        })
+        self.baselines.get()
     }
 
     /// Average spend per second including idle time, for the month-end projection.
@@ -333,10 +322,11 @@ impl ConsumerState {
     /// Unlearned addresses used within `window` (count, and at most
     /// `MAX_EVIDENCE_ADDRESSES` of them, most recent first).
     pub fn new_sources(&self, now: Instant, window: Duration) -> (usize, Vec<IpAddr>) {
-        let mut recent: Vec<(IpAddr, Instant)> = self
+        let now = Stamp::of(now);
+        let mut recent: Vec<(IpAddr, Stamp)> = self
             .candidates
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_seen) <= window)
+            .filter(|(_, c)| now.since(c.last_seen) <= window)
             .map(|(a, c)| (*a, c.last_seen))
             .collect();
         let count = recent.len();
@@ -352,15 +342,46 @@ impl ConsumerState {
 
     /// True (and records the firing) unless `kind` fired within `cooldown`.
     pub fn try_fire(&mut self, kind: DetectorKind, now: Instant, cooldown: Duration) -> bool {
+        let now = Stamp::of(now);
         let slot = &mut self.fired[kind as usize];
-        if slot.is_some_and(|at| now.saturating_duration_since(at) < cooldown) {
+        if slot.get().is_some_and(|at| now.since(at) < cooldown) {
             return false;
         }
-        *slot = Some(now);
+        *slot = Fired::at(now);
         true
     }
 }
 
-fn oldest<'a>(entries: impl Iterator<Item = (&'a IpAddr, Instant)>) -> Option<IpAddr> {
+fn oldest<'a>(entries: impl Iterator<Item = (&'a IpAddr, Stamp)>) -> Option<IpAddr> {
     entries.min_by_key(|(_, t)| *t).map(|(a, _)| *a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the state's size: a million active consumers hold a million of these (544
+    /// bytes with `Instant`s).
+    #[test]
+    fn state_stays_small() {
+        let size = std::mem::size_of::<ConsumerState>();
+        assert!(size <= 352, "{size}");
+    }
+
+    #[test]
+    fn ring_slots_saturate_instead_of_wrapping() {
+        let config = DetectConfig::default();
+        let t0 = Instant::now();
+        let mut state = ConsumerState::new(t0, &config);
+        for _ in 0..3 {
+            state.observe(
+                &Observation::charge(t0, None, u64::MAX / 2, 3 << 31),
+                &config,
+            );
+        }
+        let rates = state.short_rates(t0, &config);
+        let window = config.short_window.as_secs_f64();
+        assert_eq!(rates.tokens, f64::from(u32::MAX) / window);
+        assert_eq!(rates.micro_usd, f64::from(u32::MAX) / window);
+    }
 }

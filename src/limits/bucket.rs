@@ -39,18 +39,39 @@ impl Rate {
     }
 }
 
-/// One bucket's state: its level (in 1/window_ms units) at `updated_ms`.
+/// One bucket's state: its level (in 1/window_ms units) at `updated_ms`. 24 bytes: the level
+/// is an `i128` (a day's window in milliseconds times a large token limit overflows 64 bits)
+/// kept as bytes, since an `i128` field would align the bucket to 16 and pad it to 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
-    level_q: i128,
+    level_q: Level,
     updated_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Level([u8; 16]);
+
+impl Level {
+    fn new(q: i128) -> Self {
+        Level(q.to_ne_bytes())
+    }
+
+    fn get(self) -> i128 {
+        i128::from_ne_bytes(self.0)
+    }
+}
+
+impl std::fmt::Debug for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 impl Bucket {
     /// A full bucket.
     pub fn full(rate: &Rate, now_ms: u64) -> Self {
         Bucket {
-            level_q: rate.q(rate.capacity.into()),
+            level_q: Level::new(rate.q(rate.capacity.into())),
             updated_ms: now_ms,
         }
     }
@@ -58,17 +79,19 @@ impl Bucket {
     fn refill(&mut self, rate: &Rate, now_ms: u64) {
         let elapsed = i128::from(now_ms.saturating_sub(self.updated_ms));
         let cap = rate.q(rate.capacity.into());
-        self.level_q = self
+        let level = self
             .level_q
+            .get()
             .saturating_add(elapsed.saturating_mul(rate.limit.into()))
             .min(cap);
+        self.level_q = Level::new(level);
         self.updated_ms = self.updated_ms.max(now_ms);
     }
 
     /// The level now, after refill, in whole units (rounded down; negative = debt).
     pub fn level(&mut self, rate: &Rate, now_ms: u64) -> i64 {
         self.refill(rate, now_ms);
-        i64::try_from(self.level_q.div_euclid(rate.window_ms())).unwrap_or(i64::MIN)
+        i64::try_from(self.level_q.get().div_euclid(rate.window_ms())).unwrap_or(i64::MIN)
     }
 
     /// How long until `cost` could be taken; zero when it can be taken now. A full bucket
@@ -76,11 +99,12 @@ impl Bucket {
     pub fn wait(&mut self, rate: &Rate, cost: u64, now_ms: u64) -> Duration {
         self.refill(rate, now_ms);
         let needed = rate.q(cost.min(rate.capacity).into());
-        if self.level_q >= needed {
+        let level = self.level_q.get();
+        if level >= needed {
             return Duration::ZERO;
         }
         let per_ms = i128::from(rate.limit.max(1));
-        let ms = (needed - self.level_q + per_ms - 1) / per_ms;
+        let ms = (needed - level + per_ms - 1) / per_ms;
         Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 
@@ -93,13 +117,18 @@ impl Bucket {
     pub fn adjust(&mut self, rate: &Rate, delta: i64, now_ms: u64) {
         self.refill(rate, now_ms);
         let cap = rate.q(rate.capacity.into());
-        self.level_q = self.level_q.saturating_sub(rate.q(delta.into())).min(cap);
+        let level = self
+            .level_q
+            .get()
+            .saturating_sub(rate.q(delta.into()))
+            .min(cap);
+        self.level_q = Level::new(level);
     }
 
     /// True when the bucket is full again, so forgetting it loses nothing.
     pub fn is_full(&mut self, rate: &Rate, now_ms: u64) -> bool {
         self.refill(rate, now_ms);
-        self.level_q >= rate.q(rate.capacity.into())
+        self.level_q.get() >= rate.q(rate.capacity.into())
     }
 }
 
@@ -109,6 +138,22 @@ mod tests {
     use proptest::prelude::*;
 
     const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_bucket_is_24_bytes_and_keeps_levels_beyond_64_bits() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 24);
+        // 2^62 tokens a day: 2^62 × 86,400,000 units, far beyond 64 bits.
+        let rate = Rate::per(1 << 62, Duration::from_secs(86_400));
+        let mut b = Bucket::full(&rate, 0);
+        assert_eq!(b.level(&rate, 0), 1 << 62);
+        b.take(&rate, 1 << 62, 0);
+        assert_eq!(b.level(&rate, 0), 0);
+        b.adjust(&rate, 5, 0);
+        assert_eq!(b.level(&rate, 0), -5);
+        for q in [i128::MIN, -1, 0, 1, i128::MAX] {
+            assert_eq!(Level::new(q).get(), q);
+        }
+    }
 
     #[test]
     fn sixty_per_minute_admits_sixty_then_one_per_second() {
