@@ -5,7 +5,13 @@
 //! 2^-24 / (1 - decay) of its value: 5 × 10^-6 with the default 60 s interval and 1 h
 //! half-life, far below any detector factor (and below the 3 decimals evidence shows).
 
-use super::state::Rates;
+/// Request, token and spend rates per second: a short window's, or a baseline.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Rates {
+    pub requests: f64,
+    pub tokens: f64,
+    pub micro_usd: f64,
+}
 
 /// An exponentially weighted mean with bias correction: until it has seen many intervals it
 /// is the weighted mean of those it has seen, never pulled toward an initial zero.

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::baseline::{Baselines, Ewma};
+use super::baseline::{Baselines, Ewma, Rates};
 use super::config::DetectConfig;
 use super::detection::{DetectorKind, Observation};
 use super::stamp::{Fired, Stamp};
@@ -38,14 +38,6 @@ impl Counts {
     fn is_zero(&self) -> bool {
         self.requests == 0 && self.tokens == 0 && self.micro_usd == 0
     }
-}
-
-/// Short-window rates per second.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(super) struct Rates {
-    pub requests: f64,
-    pub tokens: f64,
-    pub micro_usd: f64,
 }
 
 /// One slot of the short-window ring: 16 bytes, every field 32 bits and saturating. A slot
