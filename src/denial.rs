@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::auth::key::KeyFormatError;
 use crate::path::PathError;
 use crate::providers::ErrorShape;
+use crate::retry_after::{reset_text, retry_seconds};
 
 /// Why a request was denied. Messages never contain the presented key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,26 +275,6 @@ impl DenyReason {
     }
 }
 
-/// Whole seconds, rounded up, at least 1 (the `retry-after` header).
-fn retry_seconds(d: Duration) -> String {
-    d.as_millis().div_ceil(1000).max(1).to_string()
-}
-
-/// OpenAI's reset format: `20ms`, `1s`, `6m0s`, `1h2m3s`.
-fn reset_text(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = ms.div_ceil(1000);
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    }
-}
-
 /// Marks every response keygate itself sends, so Envoy can tell keygate's denials from the
 /// provider's answers (the shipped config skips its response observer on it) and a client can
 /// tell who refused it.
@@ -386,8 +367,6 @@ mod tests {
         assert_eq!(h["x-ratelimit-remaining-requests"], "0");
         assert_eq!(h["x-ratelimit-reset-requests"], "2s");
         assert_eq!(h["x-keygate-denied"], "true");
-        assert_eq!(reset_text(Duration::from_secs(360)), "6m0s");
-        assert_eq!(reset_text(Duration::from_millis(20)), "20ms");
         let v: serde_json::Value = serde_json::from_slice(&d.body()).unwrap();
         assert_eq!(v["error"]["type"], "rate_limit_error");
         assert!(v["error"]["message"]

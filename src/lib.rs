@@ -42,6 +42,7 @@ pub mod pipeline;
 pub mod providers;
 pub mod reload;
 pub mod request;
+pub mod retry_after;
 pub mod rotation;
 pub mod rotator;
 pub mod runtime;

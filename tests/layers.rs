@@ -39,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("request.rs", 1),
     ("mutation.rs", 1),
     ("denial.rs", 1),
+    ("retry_after.rs", 1),
     ("denial_binding.rs", 1),
     ("identity/", 1),
     ("cidr.rs", 1),
