@@ -211,6 +211,14 @@ fn response_bytes_are_counted_once_whether_measured_or_skipped() {
         let mut buffered = s.exchange("/v1/chat/completions", CHAT);
         buffered.response_headers(200, Some("application/json"), None, Some(body.len() as u64));
         buffered.response_body(body.as_bytes(), true);
+        // The same body in three chunks: each is counted (through one counter handle).
+        let mut chunked = s.exchange("/v1/chat/completions", CHAT);
+        chunked.response_headers(200, Some("application/json"), None, None);
+        let (head, rest) = body.as_bytes().split_at(body.len() / 3);
+        let (middle, tail) = rest.split_at(rest.len() / 2);
+        chunked.response_body(head, false);
+        chunked.response_body(middle, false);
+        chunked.response_body(tail, true);
         let mut skipped = s.exchange("/v1/chat/completions", CHAT);
         let plan = skipped.response_headers(500, Some("application/json"), None, Some(123));
         assert_eq!(plan, BodyPlan::Skip);
@@ -222,7 +230,7 @@ fn response_bytes_are_counted_once_whether_measured_or_skipped() {
         .filter(|l| l.starts_with("keygate_response_bytes_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert_eq!(counted, body.len() as u64 + 123, "{text}");
+    assert_eq!(counted, 2 * body.len() as u64 + 123, "{text}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use metrics::{counter, histogram};
+use metrics::{counter, histogram, Counter};
 
 use super::models::{self, compressed};
 use super::response::{BodyPlan, ResponseReader};
@@ -44,6 +44,9 @@ pub struct Exchange {
     estimate: Option<RequestEstimate>,
     reservation: Option<Reservation>,
     response: ResponseReader,
+    /// `keygate_response_bytes_total` for this consumer, looked up once per response rather
+    /// than once per body chunk (an event stream has dozens).
+    response_bytes: Option<Counter>,
     /// The request's path (without the query), for the model it names.
     path: Box<str>,
     verdict: Verdict,
@@ -97,6 +100,7 @@ impl Exchange {
             estimate: None,
             reservation: None,
             response: ResponseReader::Waiting,
+            response_bytes: None,
             path: path.into(),
             verdict,
         }
@@ -224,7 +228,7 @@ impl Exchange {
         let (consumer, provider) = self.labels();
         histogram!(telemetry::UPSTREAM_SECONDS, "provider" => provider.clone())
             .record(self.allowed_at.elapsed().as_secs_f64());
-        counter!(telemetry::RESPONSES_TOTAL, "consumer" => consumer.clone(), "provider" => provider.clone(), "status_class" => status_class(status))
+        counter!(telemetry::RESPONSES_TOTAL, "consumer" => consumer, "provider" => provider, "status_class" => status_class(status))
             .increment(1);
         let (reader, plan) = ResponseReader::plan(
             self.dialect,
@@ -235,10 +239,11 @@ impl Exchange {
             &self.shared.assembly,
         );
         self.response = reader;
+        let bytes = self.response_bytes_counter();
         if plan == BodyPlan::Skip {
             // A body keygate reads is counted chunk by chunk as it passes.
             if let Some(n) = content_length {
-                counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer, "provider" => provider).increment(n);
+                bytes.increment(n);
             }
         }
         plan
@@ -248,9 +253,7 @@ impl Exchange {
     pub fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) {
         let fed = self.response.feed(chunk);
         if fed.measured > 0 {
-            let (consumer, provider) = self.labels();
-            counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer, "provider" => provider)
-                .increment(fed.measured as u64);
+            self.response_bytes_counter().increment(fed.measured as u64);
         }
         if fed.first_byte {
             histogram!(telemetry::TIME_TO_FIRST_TOKEN_SECONDS, "provider" => self.consumer.provider.name.clone())
@@ -325,6 +328,16 @@ impl Exchange {
     }
 
     /// The consumer's and provider's names as metric labels (shared, not copied).
+    fn response_bytes_counter(&mut self) -> &Counter {
+        if self.response_bytes.is_none() {
+            let (consumer, provider) = self.labels();
+            self.response_bytes = Some(
+                counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer, "provider" => provider),
+            );
+        }
+        self.response_bytes.get_or_insert_with(Counter::noop)
+    }
+
     fn labels(&self) -> (Arc<str>, Arc<str>) {
         (
             self.consumer.name.clone(),
