@@ -239,11 +239,10 @@ impl Exchange {
             &self.shared.assembly,
         );
         self.response = reader;
-        let bytes = self.response_bytes_counter();
         if plan == BodyPlan::Skip {
             // A body keygate reads is counted chunk by chunk as it passes.
             if let Some(n) = content_length {
-                bytes.increment(n);
+                self.response_bytes_counter().increment(n);
             }
         }
         plan
@@ -327,7 +326,7 @@ impl Exchange {
         }
     }
 
-    /// The consumer's and provider's names as metric labels (shared, not copied).
+    /// This response's `keygate_response_bytes_total` handle, registered on first use.
     fn response_bytes_counter(&mut self) -> &Counter {
         if self.response_bytes.is_none() {
             let (consumer, provider) = self.labels();
@@ -338,6 +337,7 @@ impl Exchange {
         self.response_bytes.get_or_insert_with(Counter::noop)
     }
 
+    /// The consumer's and provider's names as metric labels (shared, not copied).
     fn labels(&self) -> (Arc<str>, Arc<str>) {
         (
             self.consumer.name.clone(),
