@@ -228,7 +228,8 @@ def test_ext_proc_filter_fails_closed() -> None:
     }
     # The client address and the verified client certificate's SPIFFE ID (workload identity).
     assert f["request_attributes"] == ["source.address", "connection.uri_san_peer_certificate"]
-    # keygate's decision is accepted as dynamic metadata in its own namespace, and only there.
+    # keygate's decision and the observer's ticket are accepted as dynamic metadata in keygate's
+    # own two namespaces, and only there.
     assert f["metadata_options"] == {"receiving_namespaces": {"untyped": ["keygate", "keygate.handover"]}}
     # DEFAULT honours keygate's clear_route_cache, so the provider route is re-picked.
     assert f.get("route_cache_action", "DEFAULT") == "DEFAULT"
