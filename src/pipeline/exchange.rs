@@ -328,13 +328,10 @@ impl Exchange {
 
     /// This response's `keygate_response_bytes_total` handle, registered on first use.
     fn response_bytes_counter(&mut self) -> &Counter {
-        if self.response_bytes.is_none() {
-            let (consumer, provider) = self.labels();
-            self.response_bytes = Some(
-                counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer, "provider" => provider),
-            );
-        }
-        self.response_bytes.get_or_insert_with(Counter::noop)
+        let consumer = &self.consumer;
+        self.response_bytes.get_or_insert_with(|| {
+            counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer.name.clone(), "provider" => consumer.provider.name.clone())
+        })
     }
 
     /// The consumer's and provider's names as metric labels (shared, not copied).
