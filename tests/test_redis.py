@@ -45,8 +45,10 @@ def allowed(replicas: Replicas) -> list[float]:
 def test_redis_outage_falls_back_without_errors_and_sharing_resumes(redis, workdir) -> None:
     """While Redis is down each replica enforces its share of the limit (`replicas: 3`: a third
     of 150 per hour, 50, all of it available as burst) on its own, plus what its lease of the
-    shared bucket still held (a lease is 1 % of the limit per replica, at least 1): round robin
-    sends each about 70 of 210 requests, and each admits its 50 and at most one more."""
+    shared bucket still held. A lease keeps 1 % of the limit per replica on hand (at least 1),
+    and holds at most twice that when a decision's miss and the background top-up are granted
+    together: round robin sends each about 70 of 210 requests, and each admits its 50 and at
+    most two more."""
     proc, port = redis
     replicas = Replicas(workdir, port)
     try:
@@ -57,7 +59,7 @@ def test_redis_outage_falls_back_without_errors_and_sharing_resumes(redis, workd
         during = replicas.statuses(3 * share + 60)
         assert all(s in (200, 429) for s in during), f"no 5xx while Redis is down: {set(during)}"
         per_replica = [a - b for a, b in zip(allowed(replicas), before)]
-        assert all(share <= n <= share + 1 for n in per_replica), \
+        assert all(share <= n <= share + 2 for n in per_replica), \
             f"each replica admits its share of {LIMIT}/3 (and its lease) during the outage: {per_replica}"
         assert replicas.total("keygate_limits_fallback_total") > 0
         assert any("redis unavailable" in k.proc.log_text() for k in replicas.keygates)

@@ -4,7 +4,8 @@
 //! A lease is a number of units (requests or tokens) this replica took from the shared bucket
 //! in Redis; a decision takes from it locally. It cannot admit more than Redis granted, so a
 //! shared limit holds across replicas up to what the replicas hold unused (about 1 % of the
-//! limit, [`lease_size`]); what an idle lease holds is given back.
+//! limit, [`lease_size`]; twice that when a decision's miss and the background top-up are
+//! granted at once); what an idle lease holds is given back.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
