@@ -1,5 +1,8 @@
 //! Metric names, their registration, and tracing setup. Label values come from the registry
-//! (consumer and provider names) or fixed enums, never from request input.
+//! (consumer and provider names) or fixed enums, never from request input. The families with
+//! a series per consumer (requests, responses, bytes, tokens, spend, month-to-date spend,
+//! source addresses) are kept and rendered by [`crate::accounting::meters`], not the
+//! `metrics` registry.
 
 use std::time::Duration;
 
@@ -105,10 +108,6 @@ pub fn install_prometheus() -> Result<PrometheusHandle, metrics_exporter_prometh
 }
 
 fn describe() {
-    describe_counter!(
-        REQUESTS_TOTAL,
-        "Requests decided by keygate, by consumer, provider and outcome."
-    );
     describe_histogram!(
         DECISION_SECONDS,
         Unit::Seconds,
@@ -127,18 +126,6 @@ fn describe() {
         READY,
         "1 when keygate has its config and every referenced credential."
     );
-    describe_counter!(
-        RESPONSES_TOTAL,
-        "Upstream responses by consumer, provider and status class."
-    );
-    describe_counter!(
-        TOKENS_TOTAL,
-        "LLM tokens from provider-reported usage, by kind."
-    );
-    describe_gauge!(
-        SPEND_MONTH_TO_DATE,
-        "Spend in the current UTC calendar month, in USD."
-    );
     describe_gauge!(
         BUDGET_USD,
         "Monthly budget, in USD, where one is configured."
@@ -155,16 +142,6 @@ fn describe() {
         USAGE_CLAMPED_TOTAL,
         "Responses whose reported usage was implausible and clamped to the per-response ceiling."
     );
-    describe_counter!(
-        REQUEST_BYTES_TOTAL,
-        Unit::Bytes,
-        "Request body bytes sent upstream."
-    );
-    describe_counter!(
-        RESPONSE_BYTES_TOTAL,
-        Unit::Bytes,
-        "Response body bytes received from upstream."
-    );
     describe_histogram!(
         UPSTREAM_SECONDS,
         Unit::Seconds,
@@ -174,10 +151,6 @@ fn describe() {
         TIME_TO_FIRST_TOKEN_SECONDS,
         Unit::Seconds,
         "Time from keygate's allow to the first streamed body bytes."
-    );
-    describe_gauge!(
-        SOURCE_ADDRESSES,
-        "Distinct source addresses per consumer in the sliding window."
     );
     describe_counter!(
         LEDGER_FLUSH_TOTAL,
@@ -261,18 +234,6 @@ fn describe() {
         ROTATION_TOTAL,
         "Rotations by credential and result (ok, rolled_back, failed), from the rotation record; every replica reports the same totals."
     );
-}
-
-/// Counts a request's final outcome (`allowed`, or the denial's label) once, with names from
-/// the registry (`unknown` when no consumer matched).
-/// The names are shared, not copied: a request allocates no label strings.
-pub fn record_outcome(
-    consumer: impl Into<metrics::SharedString>,
-    provider: impl Into<metrics::SharedString>,
-    outcome: &'static str,
-) {
-    counter!(REQUESTS_TOTAL, "consumer" => consumer.into(), "provider" => provider.into(), "outcome" => outcome)
-        .increment(1);
 }
 
 /// Observes the time one admission took.

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use keygate::accounting::{Accounting, Ledger};
 use keygate::usage::PriceTable;
-use metrics_exporter_prometheus::PrometheusBuilder;
 
 fn at(text: &str) -> SystemTime {
     humantime::parse_rfc3339(text).unwrap()
@@ -23,28 +22,30 @@ fn gauge(text: &str, name: &str, consumer: &str) -> Option<f64> {
 
 #[test]
 fn source_addresses_fall_to_zero_when_the_window_empties() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
     let accounting = Accounting::new(
         PriceTable::defaults(),
         std::sync::Arc::new(Ledger::in_memory()),
     );
     let consumer = "team-a".into();
     let window = Duration::from_millis(200);
-    metrics::with_local_recorder(&recorder, || {
-        accounting
-            .sources
-            .record(&consumer, "10.0.0.1".parse().unwrap(), Instant::now());
-        accounting
-            .sources
-            .record(&consumer, "10.0.0.2".parse().unwrap(), Instant::now());
-        accounting.publish_sources(window);
-    });
+    accounting
+        .sources
+        .record(&consumer, "10.0.0.1".parse().unwrap(), Instant::now());
+    accounting
+        .sources
+        .record(&consumer, "10.0.0.2".parse().unwrap(), Instant::now());
+    accounting.publish_sources(window);
     let name = "keygate_source_addresses";
-    assert_eq!(gauge(&handle.render(), name, "team-a"), Some(2.0));
+    assert_eq!(
+        gauge(&accounting.render_meters(), name, "team-a"),
+        Some(2.0)
+    );
     std::thread::sleep(window * 2);
-    metrics::with_local_recorder(&recorder, || accounting.publish_sources(window));
-    assert_eq!(gauge(&handle.render(), name, "team-a"), Some(0.0));
+    accounting.publish_sources(window);
+    assert_eq!(
+        gauge(&accounting.render_meters(), name, "team-a"),
+        Some(0.0)
+    );
 }
 
 #[test]
@@ -58,22 +59,21 @@ fn month_to_date_is_published_from_the_ledger_and_starts_over_each_month() {
         ledger.add("team:ml", 2_500_000, nov);
         ledger.flush().unwrap();
     }
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
     let accounting = Accounting::new(
         PriceTable::defaults(),
         std::sync::Arc::new(Ledger::open(&path).unwrap()),
     );
     let name = "keygate_spend_month_to_date_usd";
-    metrics::with_local_recorder(&recorder, || accounting.publish_month_to_date(nov));
-    let text = handle.render();
+    accounting.publish_month_to_date(nov);
+    let text = accounting.render_meters();
     assert_eq!(gauge(&text, name, "team-a"), Some(2.5), "{text}");
     assert!(
         !text.contains("team:ml"),
         "team budgets are not consumers: {text}"
     );
-    metrics::with_local_recorder(&recorder, || {
-        accounting.publish_month_to_date(at("2026-12-01T00:00:05Z"))
-    });
-    assert_eq!(gauge(&handle.render(), name, "team-a"), Some(0.0));
+    accounting.publish_month_to_date(at("2026-12-01T00:00:05Z"));
+    assert_eq!(
+        gauge(&accounting.render_meters(), name, "team-a"),
+        Some(0.0)
+    );
 }

@@ -206,7 +206,7 @@ fn run(edge: Edge, keys: &Keys, requests: &[Req]) -> (Vec<Answer>, Vec<String>) 
         .enable_all()
         .build()
         .unwrap();
-    let answers = metrics::with_local_recorder(&recorder, || {
+    let (answers, meters) = metrics::with_local_recorder(&recorder, || {
         let cache = Arc::new(CredentialCache::new());
         let prepared = rt
             .block_on(keygate::reload::prepare(
@@ -224,7 +224,7 @@ fn run(edge: Edge, keys: &Keys, requests: &[Req]) -> (Vec<Answer>, Vec<String>) 
             app.activate(prepared, None).unwrap()
         };
         let service = ext_proc::ProcService::new(app.pipeline.clone());
-        requests
+        let answers = requests
             .iter()
             .map(|r| match edge {
                 Edge::ExtProc => via_ext_proc(
@@ -234,10 +234,10 @@ fn run(edge: Edge, keys: &Keys, requests: &[Req]) -> (Vec<Answer>, Vec<String>) 
                 ),
                 Edge::ExtAuthz => via_ext_authz(&app.pipeline, &rt, r),
             })
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (answers, app.accounting.render_meters())
     });
-    let mut counted: Vec<String> = handle
-        .render()
+    let mut counted: Vec<String> = (handle.render() + &meters)
         .lines()
         .filter(|l| l.starts_with("keygate_requests_total{"))
         .map(str::to_string)

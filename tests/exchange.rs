@@ -16,7 +16,6 @@ use keygate::pipeline::{
 use keygate::request::{Header, RequestView};
 use keygate::secrets::CredentialCache;
 use keygate::usage::PriceTable;
-use metrics_exporter_prometheus::PrometheusBuilder;
 
 const CONFIG: &str = r#"
 credentials: {source: file, path: secrets.yaml}
@@ -203,11 +202,9 @@ fn a_generation_without_usage_is_charged_an_estimate_other_endpoints_nothing() {
 
 #[test]
 fn response_bytes_are_counted_once_whether_measured_or_skipped() {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
     let s = setup();
     let body = chat_response(true);
-    metrics::with_local_recorder(&recorder, || {
+    {
         let mut buffered = s.exchange("/v1/chat/completions", CHAT);
         buffered.response_headers(200, Some("application/json"), None, Some(body.len() as u64));
         buffered.response_body(body.as_bytes(), true);
@@ -223,8 +220,8 @@ fn response_bytes_are_counted_once_whether_measured_or_skipped() {
         let plan = skipped.response_headers(500, Some("application/json"), None, Some(123));
         assert_eq!(plan, BodyPlan::Skip);
         drop(skipped);
-    });
-    let text = handle.render();
+    }
+    let text = s.accounting.render_meters();
     let counted: u64 = text
         .lines()
         .filter(|l| l.starts_with("keygate_response_bytes_total{"))

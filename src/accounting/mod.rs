@@ -3,15 +3,16 @@
 //! never on the decision path.
 
 pub mod ledger;
+pub mod meters;
+mod meters_text;
 pub mod sources;
 
-use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use metrics::{counter, gauge, Label};
+use metrics::counter;
 
 use crate::auth::registry::Consumer;
 use crate::providers::ProviderKind;
@@ -19,30 +20,19 @@ use crate::telemetry;
 use crate::usage::{PriceTable, Usage};
 
 pub use ledger::{team_key, Ledger};
+pub use meters::{Gauge, Meters};
 pub use sources::SourceTracker;
 
 /// At most this many distinct `model` label values; the rest are reported as `other`.
 const MAX_MODEL_LABELS: usize = 256;
 
-/// (consumer, provider, model).
-type SpendKey = (Arc<str>, Arc<str>, Arc<str>);
-
 pub struct Accounting {
     prices: ArcSwap<PriceTable>,
     pub ledger: Arc<Ledger>,
     pub sources: SourceTracker,
-    /// (consumer, provider, model) → micro-dollars since start, rendered as a float counter.
-    spend: Mutex<HashMap<SpendKey, u64>>,
+    /// Per-consumer counters and gauges (requests, responses, bytes, tokens, spend).
+    pub meters: Meters,
     models: Mutex<HashSet<Arc<str>>>,
-    /// Consumers whose per-consumer gauges were last published non-zero, so a consumer that
-    /// drops out (no recent address, no spend this month) is set back to 0, not left stale.
-    published: Mutex<Published>,
-}
-
-#[derive(Debug, Default)]
-struct Published {
-    sources: HashSet<Arc<str>>,
-    month_to_date: HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for Accounting {
@@ -67,9 +57,8 @@ impl Accounting {
             prices: ArcSwap::from_pointee(prices),
             ledger,
             sources: SourceTracker::default(),
-            spend: Mutex::new(HashMap::new()),
+            meters: Meters::default(),
             models: Mutex::new(HashSet::new()),
-            published: Mutex::new(Published::default()),
         }
     }
 
@@ -118,24 +107,6 @@ impl Accounting {
             tracing::warn!(consumer = %consumer.name, "provider reported implausible usage; charged at the ceiling");
         }
         let model = self.model_label(usage.model.as_deref());
-        // Shared names, not copies: five token counters per charge allocate no strings.
-        let labels = |kind: &'static str| {
-            vec![
-                Label::new("consumer", consumer.name.clone()),
-                Label::new("provider", provider.clone()),
-                Label::new("model", model.clone()),
-                Label::new("kind", kind),
-            ]
-        };
-        for (kind, n) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cached", usage.cached_input_tokens),
-            ("reasoning", usage.reasoning_tokens),
-            ("cache_creation", usage.cache_creation_input_tokens),
-        ] {
-            counter!(telemetry::TOKENS_TOTAL, labels(kind)).increment(n);
-        }
         if estimated {
             counter!(telemetry::USAGE_ESTIMATED_TOTAL, "consumer" => consumer.name.clone(), "provider" => provider.clone())
                 .increment(1);
@@ -145,18 +116,20 @@ impl Accounting {
             counter!(telemetry::USAGE_UNPRICED_TOTAL, "consumer" => consumer.name.clone(), "provider" => provider.clone())
                 .increment(1);
         }
-        {
-            let mut spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
-            *spend
-                .entry((consumer.name.clone(), provider, model))
-                .or_insert(0) += micro_usd;
-        }
+        let tokens = [
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.reasoning_tokens,
+            usage.cache_creation_input_tokens,
+        ];
+        let record = self.meters.record(&consumer.name, &provider);
+        record.charge(&model, tokens, micro_usd);
         let month_to_date = self.ledger.add(&consumer.name, micro_usd, now);
         if let Some((team, _)) = &consumer.limits.team_budget {
             self.ledger.add(&team_key(team), micro_usd, now);
         }
-        gauge!(telemetry::SPEND_MONTH_TO_DATE, "consumer" => consumer.name.clone())
-            .set(micro_to_usd(month_to_date));
+        record.set_month_to_date(month_to_date);
         Charge {
             micro_usd,
             month_to_date_micro_usd: month_to_date,
@@ -180,84 +153,30 @@ impl Accounting {
         label
     }
 
-    /// `keygate_spend_usd_total` in Prometheus text format (the metrics crate has no float
-    /// counters; spend is kept exactly in micro-dollars and rendered here).
-    pub fn render_spend(&self) -> String {
-        let spend = self.spend.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::new();
-        if spend.is_empty() {
-            return out;
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {} Spend priced from provider-reported usage, in USD.",
-            telemetry::SPEND_USD_TOTAL
-        );
-        let _ = writeln!(out, "# TYPE {} counter", telemetry::SPEND_USD_TOTAL);
-        let mut rows: Vec<_> = spend.iter().collect();
-        rows.sort();
-        for ((consumer, provider, model), micro) in rows {
-            let _ = writeln!(
-                out,
-                "{}{{consumer=\"{consumer}\",provider=\"{provider}\",model=\"{}\"}} {}",
-                telemetry::SPEND_USD_TOTAL,
-                escape_label(model),
-                micro_to_usd(*micro)
-            );
-        }
-        out
+    /// The per-consumer metrics ([`Meters`]) in Prometheus text format, to append to the
+    /// exporter's output.
+    pub fn render_meters(&self) -> String {
+        meters_text::render(&self.meters.snapshot())
     }
 
     /// Publishes `keygate_source_addresses` (call periodically, off the request path).
     pub fn publish_sources(&self, window: std::time::Duration) {
         let now = self.sources.distinct(window, std::time::Instant::now());
-        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        republish(
-            &mut published.sources,
-            telemetry::SOURCE_ADDRESSES,
-            now.into_iter().map(|(c, n)| (c, n as f64)),
-        );
+        let values = now.into_iter().map(|(c, n)| (c, n as u64)).collect();
+        self.meters.publish(Gauge::Sources, values);
     }
 
     /// Publishes `keygate_spend_month_to_date_usd` for the month of `now` from the ledger, so
     /// the gauge exists after a restart and starts over when a month begins (call at startup
     /// and periodically; charges also set it as they happen).
     pub fn publish_month_to_date(&self, now: SystemTime) {
-        let month = self.ledger.month(now);
-        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        republish(
-            &mut published.month_to_date,
-            telemetry::SPEND_MONTH_TO_DATE,
-            month
-                .into_iter()
-                .filter(|(key, _)| !key.contains(':'))
-                .map(|(consumer, micro)| (Arc::from(consumer), micro_to_usd(micro))),
-        );
+        let values = self
+            .ledger
+            .month(now)
+            .into_iter()
+            .filter(|(key, _)| !key.contains(':'))
+            .map(|(consumer, micro)| (Arc::from(consumer), micro))
+            .collect();
+        self.meters.publish(Gauge::MonthToDate, values);
     }
-}
-
-/// Sets `gauge{consumer}` for every consumer in `values`, and to 0 for consumers published
-/// last time but absent now.
-fn republish(
-    last: &mut HashSet<Arc<str>>,
-    name: &'static str,
-    values: impl Iterator<Item = (Arc<str>, f64)>,
-) {
-    let mut now = HashSet::new();
-    for (consumer, value) in values {
-        gauge!(name, "consumer" => consumer.to_string()).set(value);
-        now.insert(consumer);
-    }
-    for gone in last.difference(&now) {
-        gauge!(name, "consumer" => gone.to_string()).set(0.0);
-    }
-    *last = now;
-}
-
-fn micro_to_usd(micro: u64) -> f64 {
-    micro as f64 / 1_000_000.0
-}
-
-fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"")
 }

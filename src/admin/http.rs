@@ -63,6 +63,6 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render() + &state.accounting.render_spend(),
+        state.metrics.render() + &state.accounting.render_meters(),
     )
 }

@@ -50,7 +50,7 @@ impl Pipeline {
             ..Verdict::default()
         };
         let deny = |reason: DenyReason, consumer: Option<&Consumer>, mut verdict: Verdict| {
-            record(consumer, reason.outcome());
+            record(s, consumer, reason.outcome());
             verdict.outcome = Some(reason.outcome());
             Admission::Denied(Denial::new(reason, shape), verdict)
         };
@@ -149,7 +149,7 @@ impl Pipeline {
             }
         };
         if !read_body {
-            record(Some(&consumer), "allowed");
+            record(s, Some(&consumer), "allowed");
             verdict.outcome = Some("allowed");
         }
         Admission::Allowed(Admitted {

@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use metrics::{counter, histogram, Counter};
+use metrics::histogram;
 
 use super::models::{self, compressed};
 use super::response::{BodyPlan, ResponseReader};
-use super::{record, Shared};
+use super::Shared;
+use crate::accounting::meters::Record;
 use crate::auth::registry::Consumer;
 use crate::denial::{Denial, DenyReason};
 use crate::limits::{Cost, Reservation};
@@ -44,9 +45,9 @@ pub struct Exchange {
     estimate: Option<RequestEstimate>,
     reservation: Option<Reservation>,
     response: ResponseReader,
-    /// `keygate_response_bytes_total` for this consumer, looked up once per response rather
-    /// than once per body chunk (an event stream has dozens).
-    response_bytes: Option<Counter>,
+    /// This consumer's metrics, looked up once per exchange rather than once per counter and
+    /// body chunk (an event stream has dozens).
+    meters: Arc<Record>,
     /// The request's path (without the query), for the model it names.
     path: Box<str>,
     verdict: Verdict,
@@ -72,8 +73,12 @@ impl Exchange {
                 .sources
                 .record(&consumer.name, ip, allowed_at);
         }
+        let meters = shared
+            .accounting
+            .meters
+            .record(&consumer.name, &consumer.provider.name);
         if let Some(n) = req.content_length() {
-            counter!(telemetry::REQUEST_BYTES_TOTAL, "consumer" => consumer.name.clone(), "provider" => consumer.provider.name.clone()).increment(n);
+            meters.request_bytes(n);
         }
         let dialect = Dialect::for_provider(consumer.provider.kind);
         let path = req.path.split('?').next().unwrap_or_default();
@@ -100,7 +105,7 @@ impl Exchange {
             estimate: None,
             reservation: None,
             response: ResponseReader::Waiting,
-            response_bytes: None,
+            meters,
             path: path.into(),
             verdict,
         }
@@ -177,7 +182,7 @@ impl Exchange {
             Ok(reservation) => {
                 self.reservation = Some(reservation);
                 if std::mem::take(&mut self.awaits_body) {
-                    record(Some(&self.consumer), "allowed");
+                    self.meters.outcome("allowed");
                     self.verdict.outcome = Some("allowed");
                 }
             }
@@ -191,7 +196,7 @@ impl Exchange {
     /// A refusal in the body phase, counted once.
     fn refuse(&mut self, reason: DenyReason) -> Denial {
         self.awaits_body = false;
-        record(Some(&self.consumer), reason.outcome());
+        self.meters.outcome(reason.outcome());
         self.verdict.outcome = Some(reason.outcome());
         Denial::new(reason, self.shape)
     }
@@ -225,11 +230,9 @@ impl Exchange {
         encoding: Option<&str>,
         content_length: Option<u64>,
     ) -> BodyPlan {
-        let (consumer, provider) = self.labels();
-        histogram!(telemetry::UPSTREAM_SECONDS, "provider" => provider.clone())
+        histogram!(telemetry::UPSTREAM_SECONDS, "provider" => self.consumer.provider.name.clone())
             .record(self.allowed_at.elapsed().as_secs_f64());
-        counter!(telemetry::RESPONSES_TOTAL, "consumer" => consumer, "provider" => provider, "status_class" => status_class(status))
-            .increment(1);
+        self.meters.response(status);
         let (reader, plan) = ResponseReader::plan(
             self.dialect,
             status,
@@ -242,7 +245,7 @@ impl Exchange {
         if plan == BodyPlan::Skip {
             // A body keygate reads is counted chunk by chunk as it passes.
             if let Some(n) = content_length {
-                self.response_bytes_counter().increment(n);
+                self.meters.response_bytes(n);
             }
         }
         plan
@@ -252,7 +255,7 @@ impl Exchange {
     pub fn response_body(&mut self, chunk: &[u8], end_of_stream: bool) {
         let fed = self.response.feed(chunk);
         if fed.measured > 0 {
-            self.response_bytes_counter().increment(fed.measured as u64);
+            self.meters.response_bytes(fed.measured as u64);
         }
         if fed.first_byte {
             histogram!(telemetry::TIME_TO_FIRST_TOKEN_SECONDS, "provider" => self.consumer.provider.name.clone())
@@ -325,22 +328,6 @@ impl Exchange {
                 .settle(&self.consumer, &reservation, tokens, charged);
         }
     }
-
-    /// This response's `keygate_response_bytes_total` handle, registered on first use.
-    fn response_bytes_counter(&mut self) -> &Counter {
-        let consumer = &self.consumer;
-        self.response_bytes.get_or_insert_with(|| {
-            counter!(telemetry::RESPONSE_BYTES_TOTAL, "consumer" => consumer.name.clone(), "provider" => consumer.provider.name.clone())
-        })
-    }
-
-    /// The consumer's and provider's names as metric labels (shared, not copied).
-    fn labels(&self) -> (Arc<str>, Arc<str>) {
-        (
-            self.consumer.name.clone(),
-            self.consumer.provider.name.clone(),
-        )
-    }
 }
 
 impl Drop for Exchange {
@@ -355,13 +342,4 @@ fn step(rewritten: Result<Option<Vec<u8>>, usage::UsageError>) -> Option<Vec<u8>
         tracing::debug!(error = %e, "request body not rewritten");
         None
     })
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
 }

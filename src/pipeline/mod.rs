@@ -25,7 +25,6 @@ use crate::denial::Denial;
 use crate::gate::Gate;
 use crate::limits::Limiter;
 use crate::mutation::HeaderMutation;
-use crate::telemetry;
 use crate::verdict::Verdict;
 
 pub use exchange::Exchange;
@@ -159,10 +158,11 @@ impl Pipeline {
     }
 }
 
-/// Counts one request's outcome.
-fn record(consumer: Option<&Consumer>, outcome: &'static str) {
+/// Counts one request's outcome (`keygate_requests_total`).
+fn record(shared: &Shared, consumer: Option<&Consumer>, outcome: &'static str) {
+    let meters = &shared.accounting.meters;
     match consumer {
-        Some(c) => telemetry::record_outcome(c.name.clone(), c.provider.name.clone(), outcome),
-        None => telemetry::record_outcome(telemetry::UNKNOWN, telemetry::UNKNOWN, outcome),
+        Some(c) => meters.record(&c.name, &c.provider.name).outcome(outcome),
+        None => meters.unknown().outcome(outcome),
     }
 }

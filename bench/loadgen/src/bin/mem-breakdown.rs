@@ -3,7 +3,8 @@
 //! `Registry` built from it, and what stays held as `serve` holds it: the registry plus two
 //! copies of the config (`serve`'s and the reloader's) once the consumer list is released.
 //! Then what one allowed request adds per consumer, component by component: limiter buckets,
-//! detector state, the source-address tracker and the per-consumer metric series.
+//! detector state, the source-address tracker and the per-consumer metrics (one record per
+//! consumer; the cost of one series in the `metrics` registry is measured beside it).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ use keygate::auth::{Consumer, Registry};
 use keygate::config::LimitsConfig;
 use keygate::detect::{DetectConfig, Detectors, Observation};
 use keygate::limits::Limiter;
-use keygate::usage::PriceTable;
+use keygate::usage::{PriceTable, Usage};
 use keygate_bench::consumers::{self, GenOptions, LimitsBackend, HELD};
 use keygate_bench::procs::loopback;
 use keygate_bench::stats::{provenance, table, write_result};
@@ -165,11 +166,42 @@ fn main() -> Result<()> {
             accounting.sources.record(&c.name, ip, now);
         }
     });
+    step(
+        "active: metrics, ext_authz (requests by outcome, source addresses)",
+        &mut |c| {
+            accounting
+                .meters
+                .record(&c.name, &c.provider.name)
+                .outcome("allowed");
+        },
+    );
+    let mut published = false;
+    step("active: the source-address gauge, published", &mut |_| {
+        if !std::mem::replace(&mut published, true) {
+            accounting.publish_sources(std::time::Duration::from_secs(3600));
+        }
+    });
+    let usage = Usage {
+        model: Some("gpt-4o-mini".into()),
+        input_tokens: 120,
+        output_tokens: 30,
+        ..Usage::default()
+    };
+    step(
+        "active: metrics, full mode (plus responses, bytes, tokens, spend, month to date)",
+        &mut |c| {
+            let record = accounting.meters.record(&c.name, &c.provider.name);
+            record.request_bytes(512);
+            record.response(200);
+            record.response_bytes(900);
+            accounting.charge(c, &usage, false, std::time::SystemTime::now());
+        },
+    );
     let recorder = keygate::telemetry::install_prometheus();
     step(
-        "active: metric series (`keygate_requests_total` per consumer)",
+        "for comparison: one series per consumer in the `metrics` registry (what `keygate_requests_total` cost before)",
         &mut |c| {
-            keygate::telemetry::record_outcome(c.name.clone(), c.provider.name.clone(), "allowed");
+            metrics::counter!(keygate::telemetry::REQUESTS_TOTAL, "consumer" => c.name.clone(), "provider" => c.provider.name.clone(), "outcome" => "allowed").increment(1);
         },
     );
     drop((registry, second, config, limiter, detectors, recorder));

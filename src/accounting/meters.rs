@@ -1,0 +1,310 @@
+//! Per-consumer metrics, one compact record per consumer: requests by outcome, responses by
+//! status class, request and response bytes, tokens and spend by model, and the two
+//! per-consumer gauges (month-to-date spend, distinct source addresses). Rendered in Prometheus
+//! text format next to the exporter's output ([`super::meters_text`]).
+//!
+//! Why not the `metrics` registry: there every series costs about 300 B in three heap blocks
+//! (label vector, key, counter), and full mode gives each active consumer a dozen of them. A
+//! record holds them all in one block of 128 B, plus 64 B per model the consumer used.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use dashmap::DashMap;
+
+/// The token kinds of `keygate_tokens_total`, in the order [`Record::charge`] takes them.
+pub const TOKEN_KINDS: [&str; 5] = ["input", "output", "cached", "reasoning", "cache_creation"];
+
+/// The status classes of `keygate_responses_total`.
+pub const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+const UNSET: u64 = u64::MAX;
+const UNSET_SOURCES: u32 = u32::MAX;
+
+/// Every consumer's record, by consumer name.
+#[derive(Debug)]
+pub struct Meters {
+    records: DashMap<Arc<str>, Arc<Record>>,
+    /// The label used when no consumer matched (consumer and provider both).
+    unknown: Arc<str>,
+}
+
+/// One consumer's counters and gauges. Counters only grow; a counter never touched is not
+/// rendered, as a series the `metrics` registry never saw is not.
+#[derive(Debug)]
+pub struct Record {
+    /// The `provider` label of the counters; set by the first request (a record made by a
+    /// gauge has none yet).
+    provider: OnceLock<Arc<str>>,
+    allowed: AtomicU64,
+    request_bytes: AtomicU64,
+    response_bytes: AtomicU64,
+    responses: [AtomicU64; 4],
+    /// Month-to-date spend in micro-dollars, [`UNSET`] until published.
+    month_to_date: AtomicU64,
+    /// Distinct source addresses, [`UNSET_SOURCES`] until published.
+    sources: AtomicU32,
+    /// Denials and models: few per consumer, and none for most.
+    rare: Mutex<Option<Box<Rare>>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct Rare {
+    pub denied: Vec<(&'static str, u64)>,
+    pub models: Vec<ModelRow>,
+}
+
+/// Tokens by kind ([`TOKEN_KINDS`]) and spend of one model.
+#[derive(Debug, Clone)]
+pub(super) struct ModelRow {
+    pub model: Arc<str>,
+    pub tokens: [u64; 5],
+    pub micro_usd: u64,
+}
+
+/// A record's values at one moment, for rendering.
+#[derive(Debug, Default)]
+pub(super) struct Snapshot {
+    pub provider: Option<Arc<str>>,
+    pub allowed: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub responses: [u64; 4],
+    pub month_to_date: Option<u64>,
+    pub sources: Option<u32>,
+    pub rare: Rare,
+}
+
+impl Default for Meters {
+    fn default() -> Self {
+        Meters {
+            records: DashMap::new(),
+            unknown: crate::telemetry::UNKNOWN.into(),
+        }
+    }
+}
+
+impl Meters {
+    /// `consumer`'s record with `provider` as its label. A consumer whose provider changed
+    /// (a reload) gets a fresh record: its counters restart under the new label, which
+    /// Prometheus reads as a new series.
+    pub fn record(&self, consumer: &Arc<str>, provider: &Arc<str>) -> Arc<Record> {
+        if let Some(r) = self.records.get(&**consumer) {
+            if r.claims(provider) {
+                return r.clone();
+            }
+        }
+        let mut entry = self.records.entry(consumer.clone()).or_default();
+        if !entry.claims(provider) {
+            let fresh = Record::default();
+            fresh
+                .month_to_date
+                .store(entry.month_to_date.load(Relaxed), Relaxed);
+            fresh.sources.store(entry.sources.load(Relaxed), Relaxed);
+            let _ = fresh.provider.set(provider.clone());
+            *entry = Arc::new(fresh);
+        }
+        entry.clone()
+    }
+
+    /// The record counting requests whose key matched no consumer.
+    pub fn unknown(&self) -> Arc<Record> {
+        self.record(&self.unknown.clone(), &self.unknown.clone())
+    }
+
+    /// Sets `keygate_spend_month_to_date_usd{consumer}`.
+    pub fn set_month_to_date(&self, consumer: &Arc<str>, micro_usd: u64) {
+        self.gauges(consumer).set_month_to_date(micro_usd);
+    }
+
+    /// Sets `keygate_source_addresses{consumer}`.
+    pub fn set_sources(&self, consumer: &Arc<str>, distinct: usize) {
+        let n = u32::try_from(distinct).unwrap_or(UNSET_SOURCES - 1);
+        self.gauges(consumer)
+            .sources
+            .store(n.min(UNSET_SOURCES - 1), Relaxed);
+    }
+
+    /// Sets `gauge` for every consumer in `values`, and to 0 for every consumer it was set
+    /// for that is absent now: a consumer that drops out reads 0, not its last value.
+    pub fn publish(&self, gauge: Gauge, values: Vec<(Arc<str>, u64)>) {
+        let now: HashMap<Arc<str>, u64> = values.into_iter().collect();
+        for record in self.records.iter() {
+            if !now.contains_key(record.key()) {
+                match gauge {
+                    Gauge::MonthToDate => zero_if_set(&record.month_to_date, UNSET),
+                    Gauge::Sources => zero_if_set(&record.sources, UNSET_SOURCES),
+                }
+            }
+        }
+        for (consumer, value) in now {
+            match gauge {
+                Gauge::MonthToDate => self.set_month_to_date(&consumer, value),
+                Gauge::Sources => self.set_sources(&consumer, value as usize),
+            }
+        }
+    }
+
+    fn gauges(&self, consumer: &Arc<str>) -> Arc<Record> {
+        if let Some(r) = self.records.get(&**consumer) {
+            return r.clone();
+        }
+        self.records.entry(consumer.clone()).or_default().clone()
+    }
+
+    /// Every record, sorted by consumer name.
+    pub(super) fn snapshot(&self) -> Vec<(Arc<str>, Snapshot)> {
+        let mut all: Vec<_> = self
+            .records
+            .iter()
+            .map(|e| (e.key().clone(), e.value().snapshot()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// The per-consumer gauges [`Meters::publish`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gauge {
+    /// `keygate_spend_month_to_date_usd`, in micro-dollars.
+    MonthToDate,
+    /// `keygate_source_addresses`.
+    Sources,
+}
+
+/// Sets a published gauge to 0 (an atomic of `u64` or `u32` whose `unset` means "never set").
+fn zero_if_set<A: GaugeCell>(cell: &A, unset: A::Value) {
+    cell.zero_unless(unset);
+}
+
+trait GaugeCell {
+    type Value;
+    fn zero_unless(&self, unset: Self::Value);
+}
+
+impl GaugeCell for AtomicU64 {
+    type Value = u64;
+    fn zero_unless(&self, unset: u64) {
+        let _ = self.fetch_update(Relaxed, Relaxed, |v| (v != unset).then_some(0));
+    }
+}
+
+impl GaugeCell for AtomicU32 {
+    type Value = u32;
+    fn zero_unless(&self, unset: u32) {
+        let _ = self.fetch_update(Relaxed, Relaxed, |v| (v != unset).then_some(0));
+    }
+}
+
+impl Record {
+    fn claims(&self, provider: &Arc<str>) -> bool {
+        let label = self.provider.get_or_init(|| provider.clone());
+        Arc::ptr_eq(label, provider) || label == provider
+    }
+
+    /// Sets `keygate_spend_month_to_date_usd` for this consumer.
+    pub fn set_month_to_date(&self, micro_usd: u64) {
+        self.month_to_date.store(micro_usd.min(UNSET - 1), Relaxed);
+    }
+
+    /// Counts one request's final outcome (`allowed`, or a denial's label).
+    pub fn outcome(&self, outcome: &'static str) {
+        if outcome == "allowed" {
+            self.allowed.fetch_add(1, Relaxed);
+            return;
+        }
+        self.with_rare(
+            |rare| match rare.denied.iter_mut().find(|(o, _)| *o == outcome) {
+                Some((_, n)) => *n += 1,
+                None => rare.denied.push((outcome, 1)),
+            },
+        );
+    }
+
+    pub fn request_bytes(&self, n: u64) {
+        self.request_bytes.fetch_add(n, Relaxed);
+    }
+
+    pub fn response_bytes(&self, n: u64) {
+        self.response_bytes.fetch_add(n, Relaxed);
+    }
+
+    /// Counts a response by its status class.
+    pub fn response(&self, status: u16) {
+        let class = match status {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        self.responses[class].fetch_add(1, Relaxed);
+    }
+
+    /// Adds one charged response's tokens (by [`TOKEN_KINDS`]) and spend under `model`.
+    pub fn charge(&self, model: &Arc<str>, tokens: [u64; 5], micro_usd: u64) {
+        self.with_rare(|rare| {
+            let row = match rare.models.iter().position(|r| r.model == *model) {
+                Some(i) => &mut rare.models[i],
+                None => {
+                    rare.models.push(ModelRow {
+                        model: model.clone(),
+                        tokens: [0; 5],
+                        micro_usd: 0,
+                    });
+                    let last = rare.models.len() - 1;
+                    &mut rare.models[last]
+                }
+            };
+            for (total, n) in row.tokens.iter_mut().zip(tokens) {
+                *total = total.saturating_add(n);
+            }
+            row.micro_usd = row.micro_usd.saturating_add(micro_usd);
+        });
+    }
+
+    fn with_rare(&self, f: impl FnOnce(&mut Rare)) {
+        let mut rare = self.rare.lock().unwrap_or_else(|p| p.into_inner());
+        f(rare.get_or_insert_with(Box::default));
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let rare = self.rare.lock().unwrap_or_else(|p| p.into_inner());
+        let month_to_date = self.month_to_date.load(Relaxed);
+        let sources = self.sources.load(Relaxed);
+        Snapshot {
+            provider: self.provider.get().cloned(),
+            allowed: self.allowed.load(Relaxed),
+            request_bytes: self.request_bytes.load(Relaxed),
+            response_bytes: self.response_bytes.load(Relaxed),
+            responses: std::array::from_fn(|i| self.responses[i].load(Relaxed)),
+            month_to_date: (month_to_date != UNSET).then_some(month_to_date),
+            sources: (sources != UNSET_SOURCES).then_some(sources),
+            rare: rare.as_deref().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            provider: OnceLock::new(),
+            allowed: AtomicU64::new(0),
+            request_bytes: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
+            responses: Default::default(),
+            month_to_date: AtomicU64::new(UNSET),
+            sources: AtomicU32::new(UNSET_SOURCES),
+            rare: Mutex::new(None),
+        }
+    }
+}
