@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,10 +24,12 @@ pub struct LedgerError {
 
 #[derive(Default)]
 struct State {
-    totals: HashMap<String, u64>,
-    dirty: HashSet<String>,
+    /// `YYYY-MM/consumer` → micro-dollars. The sets below share these keys, not copies.
+    totals: HashMap<Arc<str>, u64>,
+    /// Keys changed since the last flush (none kept for a ledger without a file).
+    dirty: HashSet<Arc<str>>,
     /// Keys changed since shared limits last published them.
-    unpublished: HashSet<String>,
+    unpublished: HashSet<Arc<str>>,
 }
 
 pub struct Ledger {
@@ -112,7 +114,7 @@ impl Ledger {
         let table = txn.open_table(SPEND).map_err(|e| fail(e.to_string()))?;
         for entry in table.iter().map_err(|e| fail(e.to_string()))? {
             let (k, v) = entry.map_err(|e| fail(e.to_string()))?;
-            totals.insert(k.value().to_string(), v.value());
+            totals.insert(Arc::from(k.value()), v.value());
         }
         drop(table);
         drop(txn);
@@ -135,10 +137,14 @@ impl Ledger {
     pub fn add(&self, consumer: &str, micro_usd: u64, at: SystemTime) -> u64 {
         let key = Ledger::key(&month_of(at), consumer);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let total = state.totals.entry(key.clone()).or_insert(0);
-        *total = total.saturating_add(micro_usd);
-        let total = *total;
-        state.dirty.insert(key.clone());
+        let (key, total) = match state.totals.get_key_value(key.as_str()) {
+            Some((k, v)) => (k.clone(), v.saturating_add(micro_usd)),
+            None => (Arc::from(key), micro_usd),
+        };
+        state.totals.insert(key.clone(), total);
+        if self.db.is_some() {
+            state.dirty.insert(key.clone());
+        }
         state.unpublished.insert(key);
         total
     }
@@ -152,7 +158,7 @@ impl Ledger {
     pub fn month_total(&self, consumer: &str, month: &str) -> u64 {
         let key = Ledger::key(month, consumer);
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.totals.get(&key).copied().unwrap_or(0)
+        state.totals.get(key.as_str()).copied().unwrap_or(0)
     }
 
     /// Every consumer's spend in the month of `at`.
@@ -173,7 +179,7 @@ impl Ledger {
         let keys = std::mem::take(&mut state.unpublished);
         keys.into_iter()
             .filter_map(|k| {
-                let total = *state.totals.get(&k)?;
+                let total = *state.totals.get(&*k)?;
                 let (month, key) = k.split_once('/')?;
                 Some((month.to_string(), key.to_string(), total))
             })
@@ -183,7 +189,12 @@ impl Ledger {
     /// Puts a key back among the unpublished (its publication failed).
     pub fn mark_unpublished(&self, month: &str, key: &str) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.unpublished.insert(Ledger::key(month, key));
+        let key = Ledger::key(month, key);
+        let key = match state.totals.get_key_value(key.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
+        state.unpublished.insert(key);
     }
 
     /// Every (month, key, total): what a rebuild of shared limits publishes.
@@ -208,12 +219,12 @@ impl Ledger {
             path: shown.clone(),
             reason: e.to_string(),
         };
-        let batch: Vec<(String, u64)> = {
+        let batch: Vec<(Arc<str>, u64)> = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let dirty = std::mem::take(&mut state.dirty);
             dirty
                 .into_iter()
-                .filter_map(|k| state.totals.get(&k).map(|v| (k, *v)))
+                .filter_map(|k| state.totals.get(&*k).map(|v| (k, *v)))
                 .collect()
         };
         if batch.is_empty() {
@@ -224,7 +235,7 @@ impl Ledger {
             {
                 let mut table = txn.open_table(SPEND).map_err(|e| fail(&e))?;
                 for (k, v) in &batch {
-                    table.insert(k.as_str(), *v).map_err(|e| fail(&e))?;
+                    table.insert(&**k, *v).map_err(|e| fail(&e))?;
                 }
             }
             txn.commit().map_err(|e| fail(&e))

@@ -226,7 +226,10 @@ impl Record {
         self.with_rare(
             |rare| match rare.denied.iter_mut().find(|(o, _)| *o == outcome) {
                 Some((_, n)) => *n += 1,
-                None => rare.denied.push((outcome, 1)),
+                None => {
+                    rare.denied.reserve_exact(1);
+                    rare.denied.push((outcome, 1));
+                }
             },
         );
     }
@@ -256,6 +259,8 @@ impl Record {
             let row = match rare.models.iter().position(|r| r.model == *model) {
                 Some(i) => &mut rare.models[i],
                 None => {
+                    // Most consumers use one or two models: grow by one, not to four.
+                    rare.models.reserve_exact(1);
                     rare.models.push(ModelRow {
                         model: model.clone(),
                         tokens: [0; 5],

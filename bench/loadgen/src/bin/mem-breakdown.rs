@@ -24,7 +24,7 @@ use keygate::auth::{Consumer, Registry};
 use keygate::config::LimitsConfig;
 use keygate::detect::{DetectConfig, Detectors, Observation};
 use keygate::limits::Limiter;
-use keygate::usage::{PriceTable, Usage};
+use keygate::usage::PriceTable;
 use keygate_bench::consumers::{self, GenOptions, LimitsBackend, HELD};
 use keygate_bench::procs::loopback;
 use keygate_bench::stats::{provenance, table, write_result};
@@ -181,22 +181,22 @@ fn main() -> Result<()> {
             accounting.publish_sources(std::time::Duration::from_secs(3600));
         }
     });
-    let usage = Usage {
-        model: Some("gpt-4o-mini".into()),
-        input_tokens: 120,
-        output_tokens: 30,
-        ..Usage::default()
-    };
+    let model: Arc<str> = "gpt-4o-mini".into();
     step(
-        "active: metrics, full mode (plus responses, bytes, tokens, spend, month to date)",
+        "active: metrics, full mode (plus responses, bytes, tokens and spend of one model, month to date)",
         &mut |c| {
             let record = accounting.meters.record(&c.name, &c.provider.name);
             record.request_bytes(512);
             record.response(200);
             record.response_bytes(900);
-            accounting.charge(c, &usage, false, std::time::SystemTime::now());
+            record.charge(&model, [120, 30, 0, 0, 0], 105);
+            record.set_month_to_date(105);
         },
     );
+    let now_wall = std::time::SystemTime::now();
+    step("active: the month-to-date ledger entry", &mut |c| {
+        accounting.ledger.add(&c.name, 105, now_wall);
+    });
     let recorder = keygate::telemetry::install_prometheus();
     step(
         "for comparison: one series per consumer in the `metrics` registry (what `keygate_requests_total` cost before)",
