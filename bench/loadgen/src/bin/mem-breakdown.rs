@@ -77,6 +77,31 @@ fn snapshot() -> (usize, usize) {
     (LIVE.load(Relaxed), BLOCKS.load(Relaxed))
 }
 
+/// What `keygate serve` holds once started, measured around the same calls it makes
+/// (prepare, `App::build`, activate): the registry plus every index and cache built from it.
+fn serve_startup(config: &std::path::Path, row: &mut impl FnMut(&str, usize, usize)) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (before, blocks_before) = snapshot();
+    let held = {
+        let _guard = rt.enter();
+        let cache = Arc::new(keygate::secrets::CredentialCache::new());
+        let prepared = rt.block_on(keygate::reload::prepare(config, &cache, false))?;
+        let app = keygate::app::App::build(&prepared.config, cache)?;
+        let (config, background) = app.activate(prepared, None)?;
+        (app, config, background)
+    };
+    let (after, blocks_after) = snapshot();
+    row(
+        "everything `serve` holds once started (prepare, `App::build`, activate)",
+        after - before,
+        blocks_after - blocks_before,
+    );
+    drop(held);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let n = args.consumers;
@@ -94,6 +119,7 @@ fn main() -> Result<()> {
         ]);
     };
 
+    serve_startup(&generated.config, &mut row)?;
     let (live0, blocks0) = snapshot();
     PEAK.store(live0, Relaxed);
     let config = keygate::config::load(&generated.config)?;
