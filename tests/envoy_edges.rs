@@ -412,3 +412,57 @@ fn ext_proc_skips_bodies_of_errors_and_get_requests() {
     assert_eq!(mode.response_body_mode, BodySendMode::None as i32);
     assert_eq!(mode.request_body_mode, BodySendMode::None as i32);
 }
+
+#[test]
+fn ext_proc_publishes_the_verdict_once_with_the_last_request_answer() {
+    use envoy_types::pb::envoy::service::ext_proc::v3::HttpBody;
+
+    let f = common::fixture();
+    let mut session = proc_session(&f);
+    let bearer = format!("Bearer {}", f.keys.openai);
+    let headers = respond(&mut session, chat_post(&bearer));
+    assert!(headers.mode_override.is_some(), "the body is read");
+    assert_eq!(
+        headers.dynamic_metadata, None,
+        "Envoy holds the headers until the body's answer: no metadata yet"
+    );
+    let body = respond(
+        &mut session,
+        ProcessingRequest {
+            request: Some(In::RequestBody(HttpBody {
+                body: br#"{"model":"gpt-4o","messages":[]}"#.to_vec(),
+                end_of_stream: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    );
+    let published = body
+        .dynamic_metadata
+        .expect("the verdict, with the body's answer");
+    let Some(Kind::StructValue(verdict)) = published.fields["keygate"].kind.clone() else {
+        panic!("keygate's namespace is a struct: {published:?}");
+    };
+    for (field, value) in [("outcome", "allowed"), ("model", "gpt-4o")] {
+        assert_eq!(
+            verdict.fields[field].kind,
+            Some(Kind::StringValue(value.into())),
+            "{field}"
+        );
+    }
+    assert!(verdict.fields.contains_key("consumer"));
+
+    let mut bodiless = proc_session(&f);
+    let get = respond(
+        &mut bodiless,
+        proc_request(&[
+            (":method", "GET"),
+            (":path", "/v1/models"),
+            ("authorization", &bearer),
+        ]),
+    );
+    assert!(
+        get.dynamic_metadata.is_some(),
+        "a request without a body read is published with the headers' answer"
+    );
+}

@@ -1,11 +1,14 @@
 //! Distinct source addresses per consumer over a sliding window, in bounded memory: each
 //! consumer keeps at most `MAX_PER_CONSUMER` addresses with their last-seen time; the oldest
-//! is evicted when full (so a flood of addresses still reads as "at least the cap").
+//! is evicted when full (so a flood of addresses still reads as "at least the cap"). Sharded:
+//! a request locks one shard, and the periodic sweep one shard at a time, so sweeping a
+//! million consumers never stalls every request at once.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use crate::address_map::AddressMap;
 
@@ -13,14 +16,16 @@ pub const MAX_PER_CONSUMER: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct SourceTracker {
-    seen: Mutex<HashMap<Arc<str>, AddressMap<Instant>>>,
+    seen: DashMap<Arc<str>, AddressMap<Instant>>,
 }
 
 impl SourceTracker {
     /// Notes that `consumer` was used from `address`.
     pub fn record(&self, consumer: &Arc<str>, address: IpAddr, now: Instant) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let addresses = seen.entry(consumer.clone()).or_default();
+        let mut addresses = match self.seen.get_mut(&**consumer) {
+            Some(addresses) => addresses,
+            None => self.seen.entry(consumer.clone()).or_default(),
+        };
         if let Some(seen) = addresses.get_mut(&address) {
             *seen = now;
             return;
@@ -35,25 +40,26 @@ impl SourceTracker {
 
     /// Distinct addresses per consumer seen within `window`; forgets older ones.
     pub fn distinct(&self, window: Duration, now: Instant) -> Vec<(Arc<str>, usize)> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, addresses| {
+        self.seen.retain(|_, addresses| {
             addresses.retain(|_, t| now.saturating_duration_since(*t) <= window);
             !addresses.is_empty()
         });
-        seen.iter().map(|(c, a)| (c.clone(), a.len())).collect()
+        self.seen
+            .iter()
+            .map(|e| (e.key().clone(), e.value().len()))
+            .collect()
     }
 
     /// How long ago the consumer was last seen, if it was.
     pub fn last_seen(&self, consumer: &str) -> Option<Duration> {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let newest = seen.get(consumer)?.iter().map(|(_, t)| *t).max()?;
+        let newest = self.seen.get(consumer)?.iter().map(|(_, t)| *t).max()?;
         Some(newest.elapsed())
     }
 
     /// Every address a consumer used within `window` (for detectors and evidence).
     pub fn addresses(&self, consumer: &str, window: Duration, now: Instant) -> Vec<IpAddr> {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(consumer)
+        self.seen
+            .get(consumer)
             .map(|a| {
                 a.iter()
                     .filter(|(_, t)| now.saturating_duration_since(**t) <= window)

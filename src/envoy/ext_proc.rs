@@ -209,7 +209,12 @@ impl Session {
                 return (Out::ImmediateResponse(immediate(&denial)), None);
             }
         };
-        self.publish = Some(allowed.verdict);
+        // Envoy holds the headers while it buffers the body, so nothing reads the metadata
+        // before the body's answer: publish once, with the last request-phase answer (Envoy
+        // merges every struct it is sent; each costs it time).
+        if !allowed.read_body {
+            self.publish = Some(allowed.verdict);
+        }
         self.exchange = allowed.exchange;
         if self.responses == Responses::Observed && self.exchange.is_some() {
             self.ticket = Some(self.pipeline.handover().ticket());

@@ -8,11 +8,19 @@
 //! floor of that shape: it asks for the request body of a request that has one (the
 //! override keygate sends), and reads an observe-only filter's messages without answering,
 //! closing that stream at the end of the response.
+//!
+//! With `KEYGATE_NULL_SHAPED=1` (or `headers`, `metadata` for one part) its answers also have keygate's shape, not its work: the
+//! request-headers answer swaps a credential header and clears the route cache, and both
+//! request answers carry a verdict-sized dynamic metadata struct (`keygate` and
+//! `keygate.handover` namespaces). The difference it makes is what Envoy spends on keygate's
+//! answers, apart from what keygate spends making them.
 
 use std::pin::Pin;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::{
     BodySendMode, HeaderSendMode,
 };
@@ -28,8 +36,11 @@ use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
 use envoy_types::pb::envoy::service::ext_proc::v3::{
-    BodyResponse, HeadersResponse, ProcessingRequest, ProcessingResponse,
+    BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, ProcessingRequest,
+    ProcessingResponse,
 };
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Struct, Value};
 use envoy_types::pb::google::rpc;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
@@ -81,10 +92,16 @@ impl ExternalProcessor for Null {
                         _ => continue,
                     }
                 }
+                let (swap, metadata) = shape();
                 let (response, mode_override) = match message.request {
                     Some(In::RequestHeaders(h)) => {
                         let body = (observed && !h.end_of_stream).then(ask_for_body);
-                        (Out::RequestHeaders(HeadersResponse::default()), body)
+                        let answer = if swap {
+                            swap_credential()
+                        } else {
+                            HeadersResponse::default()
+                        };
+                        (Out::RequestHeaders(answer), body)
                     }
                     Some(In::ResponseHeaders(_)) => {
                         (Out::ResponseHeaders(HeadersResponse::default()), None)
@@ -93,15 +110,92 @@ impl ExternalProcessor for Null {
                     Some(In::ResponseBody(_)) => (Out::ResponseBody(BodyResponse::default()), None),
                     _ => continue,
                 };
+                let request_phase =
+                    matches!(response, Out::RequestHeaders(_) | Out::RequestBody(_));
                 let reply = ProcessingResponse {
                     response: Some(response),
                     mode_override,
+                    dynamic_metadata: (metadata && request_phase).then(verdict_sized),
                     ..Default::default()
                 };
                 return Some((Ok(reply), inbound));
             }
         });
         Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+/// Which parts of keygate's answer shape to send: `1` both, `headers` the credential swap,
+/// `metadata` the verdict-sized metadata (unset or `0`: neither).
+fn shape() -> (bool, bool) {
+    static SHAPE: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+    *SHAPE.get_or_init(|| match std::env::var("KEYGATE_NULL_SHAPED").as_deref() {
+        Ok("1") => (true, true),
+        Ok("headers") => (true, false),
+        Ok("metadata") => (false, true),
+        _ => (false, false),
+    })
+}
+
+/// keygate's request-headers answer: the client's key header out, the provider's in, and the
+/// route cache cleared.
+fn swap_credential() -> HeadersResponse {
+    HeadersResponse {
+        response: Some(CommonResponse {
+            header_mutation: Some(HeaderMutation {
+                set_headers: vec![HeaderValueOption {
+                    header: Some(HeaderValue {
+                        key: "authorization".into(),
+                        raw_value: b"Bearer sk-null-processor-upstream-key-0000000000".to_vec(),
+                        ..Default::default()
+                    }),
+                    append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                    ..Default::default()
+                }],
+                remove_headers: vec!["x-api-key".into()],
+            }),
+            clear_route_cache: true,
+            ..Default::default()
+        }),
+    }
+}
+
+/// A struct the size of keygate's verdict, under keygate's two namespaces.
+fn verdict_sized() -> Struct {
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let inner = |fields: Vec<(&str, Value)>| Value {
+        kind: Some(Kind::StructValue(Struct {
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        })),
+    };
+    let verdict = inner(vec![
+        ("outcome", text("allowed")),
+        ("consumer", text("bench-000001")),
+        ("team", text("bench")),
+        ("provider", text("openai")),
+        ("key_id", text("kid_0123456789abcdef")),
+        ("authenticated_by", text("key")),
+        ("client_address", text("127.0.0.1")),
+        ("model", text("gpt-4o-mini")),
+    ]);
+    let ticket = inner(vec![(
+        "ticket",
+        Value {
+            kind: Some(Kind::NumberValue(42.0)),
+        },
+    )]);
+    Struct {
+        fields: [
+            ("keygate".to_string(), verdict),
+            ("keygate.handover".to_string(), ticket),
+        ]
+        .into_iter()
+        .collect(),
     }
 }
 
