@@ -131,10 +131,20 @@ impl Meters {
     pub fn publish(&self, gauge: Gauge, values: Vec<(Arc<str>, u64)>) {
         let now: HashMap<Arc<str>, u64> = values.into_iter().collect();
         for record in self.records.iter() {
-            if !now.contains_key(record.key()) {
-                match gauge {
-                    Gauge::MonthToDate => zero_if_set(&record.month_to_date, UNSET),
-                    Gauge::Sources => zero_if_set(&record.sources, UNSET_SOURCES),
+            if now.contains_key(record.key()) {
+                continue;
+            }
+            // Zero only a gauge that was set: one never published stays absent.
+            match gauge {
+                Gauge::MonthToDate => {
+                    let _ = record
+                        .month_to_date
+                        .fetch_update(Relaxed, Relaxed, |v| (v != UNSET).then_some(0));
+                }
+                Gauge::Sources => {
+                    let _ = record
+                        .sources
+                        .fetch_update(Relaxed, Relaxed, |v| (v != UNSET_SOURCES).then_some(0));
                 }
             }
         }
@@ -180,30 +190,6 @@ pub enum Gauge {
     MonthToDate,
     /// `keygate_source_addresses`.
     Sources,
-}
-
-/// Sets a published gauge to 0 (an atomic of `u64` or `u32` whose `unset` means "never set").
-fn zero_if_set<A: GaugeCell>(cell: &A, unset: A::Value) {
-    cell.zero_unless(unset);
-}
-
-trait GaugeCell {
-    type Value;
-    fn zero_unless(&self, unset: Self::Value);
-}
-
-impl GaugeCell for AtomicU64 {
-    type Value = u64;
-    fn zero_unless(&self, unset: u64) {
-        let _ = self.fetch_update(Relaxed, Relaxed, |v| (v != unset).then_some(0));
-    }
-}
-
-impl GaugeCell for AtomicU32 {
-    type Value = u32;
-    fn zero_unless(&self, unset: u32) {
-        let _ = self.fetch_update(Relaxed, Relaxed, |v| (v != unset).then_some(0));
-    }
 }
 
 impl Record {
