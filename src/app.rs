@@ -249,7 +249,8 @@ impl App {
     }
 
     /// Periodic work off the request path: flush the ledger every second, pick up the state
-    /// file, publish source counts and month-to-date spend, forget idle limiter state.
+    /// file, publish source counts and month-to-date spend, forget idle limiter state, and
+    /// hourly the ledger's months before the previous one (they stay in its file).
     async fn upkeep(self: Arc<Self>, source_window: Duration, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut n: u64 = 0;
@@ -271,6 +272,12 @@ impl App {
             }
             if n.is_multiple_of(60) {
                 self.limiter.evict_idle();
+            }
+            if n.is_multiple_of(3600) {
+                // Keeps at least the previous month: budgets settle around a month's end.
+                let keep_from = SystemTime::now() - Duration::from_secs(32 * 86_400);
+                let keep_from = crate::accounting::ledger::month_of(keep_from);
+                self.accounting.ledger.forget_before(&keep_from);
             }
             n += 1;
         }

@@ -172,6 +172,25 @@ impl Ledger {
             .collect()
     }
 
+    /// Drops from memory the totals of months before `keep_from` (`YYYY-MM`) that are
+    /// already on disk; the ledger file keeps them. Budgets and shared limits read only the
+    /// current month (the previous one around its end), so without this the in-memory ledger
+    /// would grow by a key per consumer every month the process runs. Returns how many
+    /// totals were dropped.
+    pub fn forget_before(&self, keep_from: &str) -> usize {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let State {
+            totals,
+            dirty,
+            unpublished,
+        } = &mut *state;
+        let old = |k: &Arc<str>| k.get(..7).is_some_and(|month| month < keep_from);
+        unpublished.retain(|k| !old(k));
+        let before = totals.len();
+        totals.retain(|k, _| !old(k) || dirty.contains(k));
+        before - totals.len()
+    }
+
     /// The (month, key, total) of every key changed since the last call: what shared limits
     /// must publish.
     pub fn take_unpublished(&self) -> Vec<(String, String, u64)> {
@@ -254,6 +273,27 @@ impl Ledger {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn old_months_leave_memory_once_written_and_stay_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.redb");
+        let ledger = Ledger::open(&path).unwrap();
+        ledger.add("a", 5, at("2026-09-10T00:00:00Z"));
+        ledger.add("a", 7, at("2026-11-10T00:00:00Z"));
+        assert_eq!(ledger.forget_before("2026-10"), 0, "not written yet");
+        ledger.flush().unwrap();
+        assert_eq!(ledger.forget_before("2026-10"), 1);
+        assert_eq!(ledger.month_total("a", "2026-09"), 0, "gone from memory");
+        assert_eq!(ledger.month_total("a", "2026-11"), 7);
+        assert!(ledger
+            .take_unpublished()
+            .iter()
+            .all(|(m, _, _)| m == "2026-11"));
+        drop(ledger);
+        let reopened = Ledger::open(&path).unwrap();
+        assert_eq!(reopened.month_total("a", "2026-09"), 5, "kept in the file");
+    }
 
     fn at(text: &str) -> SystemTime {
         humantime::parse_rfc3339(text).unwrap()
