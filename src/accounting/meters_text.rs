@@ -10,15 +10,40 @@ use crate::telemetry;
 
 type Rows = [(Arc<str>, Snapshot)];
 
+/// The rows with their label heads, for the counter families.
+#[derive(Clone, Copy)]
+struct Counted<'a> {
+    rows: &'a Rows,
+    heads: &'a [Option<String>],
+}
+
 /// Renders every family that has at least one row.
 pub fn render(rows: &Rows) -> String {
     let mut out = String::new();
+    // `name{consumer="…",provider="…"` without the name, built once per record rather than
+    // once per family. Records without a provider label have counted nothing yet.
+    let heads: Vec<Option<String>> = rows
+        .iter()
+        .map(|(consumer, s)| {
+            s.provider.as_ref().map(|provider| {
+                format!(
+                    "{{consumer=\"{}\",provider=\"{}\"",
+                    escape(consumer),
+                    escape(provider)
+                )
+            })
+        })
+        .collect();
+    let counted = Counted {
+        rows,
+        heads: &heads,
+    };
     family(
         &mut out,
         telemetry::REQUESTS_TOTAL,
         "counter",
         "Requests decided by keygate, by consumer, provider and outcome.",
-        rows,
+        counted,
         |out, head, s| {
             if s.allowed > 0 {
                 line(out, head, &[("outcome", "allowed")], s.allowed);
@@ -33,7 +58,7 @@ pub fn render(rows: &Rows) -> String {
         telemetry::RESPONSES_TOTAL,
         "counter",
         "Upstream responses by consumer, provider and status class.",
-        rows,
+        counted,
         |out, head, s| {
             for (class, n) in STATUS_CLASSES.iter().zip(s.responses) {
                 if n > 0 {
@@ -47,7 +72,7 @@ pub fn render(rows: &Rows) -> String {
         telemetry::REQUEST_BYTES_TOTAL,
         "counter",
         "Request body bytes sent upstream.",
-        rows,
+        counted,
         |out, head, s| {
             if s.request_bytes > 0 {
                 line(out, head, &[], s.request_bytes);
@@ -59,7 +84,7 @@ pub fn render(rows: &Rows) -> String {
         telemetry::RESPONSE_BYTES_TOTAL,
         "counter",
         "Response body bytes received from upstream.",
-        rows,
+        counted,
         |out, head, s| {
             if s.response_bytes > 0 {
                 line(out, head, &[], s.response_bytes);
@@ -71,7 +96,7 @@ pub fn render(rows: &Rows) -> String {
         telemetry::TOKENS_TOTAL,
         "counter",
         "LLM tokens from provider-reported usage, by kind.",
-        rows,
+        counted,
         |out, head, s| {
             for row in &s.rare.models {
                 let model = escape(&row.model);
@@ -86,7 +111,7 @@ pub fn render(rows: &Rows) -> String {
         telemetry::SPEND_USD_TOTAL,
         "counter",
         "Spend priced from provider-reported usage, in USD.",
-        rows,
+        counted,
         |out, head, s| {
             for row in &s.rare.models {
                 let _ = writeln!(
@@ -115,27 +140,25 @@ pub fn render(rows: &Rows) -> String {
     out
 }
 
-/// One counter family: `rows` writes a record's lines after `name{consumer="…",provider="…"`
-/// (no closing brace: [`line`] adds the family's own labels). Records without a provider
-/// label have counted nothing yet.
+/// One counter family: `write` writes a record's lines after `name{consumer="…",provider="…"`
+/// (no closing brace: [`line`] adds the family's own labels).
 fn family(
     out: &mut String,
     name: &str,
     kind: &str,
     help: &str,
-    rows: &Rows,
+    counted: Counted<'_>,
     write: impl Fn(&mut String, &str, &Snapshot),
 ) {
     let mut body = String::new();
-    for (consumer, s) in rows {
-        let Some(provider) = &s.provider else {
+    let mut head = String::new();
+    for ((_, s), label) in counted.rows.iter().zip(counted.heads) {
+        let Some(label) = label else {
             continue;
         };
-        let head = format!(
-            "{name}{{consumer=\"{}\",provider=\"{}\"",
-            escape(consumer),
-            escape(provider)
-        );
+        head.clear();
+        head.push_str(name);
+        head.push_str(label);
         write(&mut body, &head, s);
     }
     if !body.is_empty() {
