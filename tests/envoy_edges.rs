@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as In;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Out;
-use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingRequest};
+use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpHeaders, ProcessingRequest};
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use keygate::envoy::{ext_authz, ext_proc};
 use keygate::pipeline::Pipeline;
@@ -91,6 +91,18 @@ fn upstream_headers(headers: &[(&str, &str)]) -> ProcessingRequest {
     ProcessingRequest {
         request: Some(In::ResponseHeaders(HttpHeaders {
             headers: Some(raw(headers)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The whole request body, in one message (Envoy's BUFFERED mode).
+fn whole_body(body: &[u8]) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(In::RequestBody(HttpBody {
+            body: body.to_vec(),
+            end_of_stream: true,
             ..Default::default()
         })),
         ..Default::default()
@@ -272,7 +284,6 @@ fn ext_authz_without_http_attributes_is_denied() {
 fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
     use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
     use envoy_types::pb::envoy::service::ext_proc::v3::body_mutation::Mutation;
-    use envoy_types::pb::envoy::service::ext_proc::v3::HttpBody;
 
     let f = common::fixture();
     let mut session = proc_session(&f);
@@ -289,17 +300,7 @@ fn ext_proc_asks_for_the_body_it_needs_and_rewrites_openai_streams() {
     );
 
     let body = br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let out = respond(
-        &mut session,
-        ProcessingRequest {
-            request: Some(In::RequestBody(HttpBody {
-                body: body.to_vec(),
-                end_of_stream: true,
-                ..Default::default()
-            })),
-            ..Default::default()
-        },
-    );
+    let out = respond(&mut session, whole_body(body));
     let Some(Out::RequestBody(b)) = out.response else {
         panic!("body response expected")
     };
@@ -415,8 +416,6 @@ fn ext_proc_skips_bodies_of_errors_and_get_requests() {
 
 #[test]
 fn ext_proc_publishes_the_verdict_once_with_the_last_request_answer() {
-    use envoy_types::pb::envoy::service::ext_proc::v3::HttpBody;
-
     let f = common::fixture();
     let mut session = proc_session(&f);
     let bearer = format!("Bearer {}", f.keys.openai);
@@ -428,14 +427,7 @@ fn ext_proc_publishes_the_verdict_once_with_the_last_request_answer() {
     );
     let body = respond(
         &mut session,
-        ProcessingRequest {
-            request: Some(In::RequestBody(HttpBody {
-                body: br#"{"model":"gpt-4o","messages":[]}"#.to_vec(),
-                end_of_stream: true,
-                ..Default::default()
-            })),
-            ..Default::default()
-        },
+        whole_body(br#"{"model":"gpt-4o","messages":[]}"#),
     );
     let published = body
         .dynamic_metadata

@@ -10,6 +10,9 @@ use crate::telemetry;
 
 type Rows = [(Arc<str>, Snapshot)];
 
+/// Reads one counter of a record.
+type Count = fn(&Snapshot) -> u64;
+
 /// The rows with their label heads, for the counter families.
 #[derive(Clone, Copy)]
 struct Counted<'a> {
@@ -67,30 +70,25 @@ pub fn render(rows: &Rows) -> String {
             }
         },
     );
-    family(
-        &mut out,
-        telemetry::REQUEST_BYTES_TOTAL,
-        "counter",
-        "Request body bytes sent upstream.",
-        counted,
-        |out, head, s| {
-            if s.request_bytes > 0 {
-                line(out, head, &[], s.request_bytes);
+    let bytes: [(&str, &str, Count); 2] = [
+        (
+            telemetry::REQUEST_BYTES_TOTAL,
+            "Request body bytes sent upstream.",
+            |s| s.request_bytes,
+        ),
+        (
+            telemetry::RESPONSE_BYTES_TOTAL,
+            "Response body bytes received from upstream.",
+            |s| s.response_bytes,
+        ),
+    ];
+    for (name, help, count) in bytes {
+        family(&mut out, name, "counter", help, counted, |out, head, s| {
+            if count(s) > 0 {
+                line(out, head, &[], count(s));
             }
-        },
-    );
-    family(
-        &mut out,
-        telemetry::RESPONSE_BYTES_TOTAL,
-        "counter",
-        "Response body bytes received from upstream.",
-        counted,
-        |out, head, s| {
-            if s.response_bytes > 0 {
-                line(out, head, &[], s.response_bytes);
-            }
-        },
-    );
+        });
+    }
     family(
         &mut out,
         telemetry::TOKENS_TOTAL,
