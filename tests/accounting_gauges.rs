@@ -26,14 +26,13 @@ fn source_addresses_fall_to_zero_when_the_window_empties() {
         PriceTable::defaults(),
         std::sync::Arc::new(Ledger::in_memory()),
     );
-    let consumer = "team-a".into();
+    let record = accounting.meters.record(&"team-a".into(), &"openai".into());
     let window = Duration::from_millis(200);
-    accounting
-        .sources
-        .record(&consumer, "10.0.0.1".parse().unwrap(), Instant::now());
-    accounting
-        .sources
-        .record(&consumer, "10.0.0.2".parse().unwrap(), Instant::now());
+    for ip in ["10.0.0.1", "10.0.0.2"] {
+        accounting
+            .meters
+            .saw(&record, ip.parse().unwrap(), Instant::now());
+    }
     accounting.publish_sources(window);
     let name = "keygate_source_addresses";
     assert_eq!(

@@ -1,17 +1,22 @@
 //! Per-consumer metrics, one compact record per consumer: requests by outcome, responses by
 //! status class, request and response bytes, tokens and spend by model, and the two
-//! per-consumer gauges (month-to-date spend, distinct source addresses). Rendered in Prometheus
-//! text format next to the exporter's output ([`super::meters_text`]).
+//! per-consumer gauges (month-to-date spend, distinct source addresses), and the source
+//! addresses that gauge counts ([`super::sources`]). Rendered in Prometheus text format next
+//! to the exporter's output ([`super::meters_text`]).
 //!
 //! Why not the `metrics` registry: there every series costs about 300 B in three heap blocks
 //! (label vector, key, counter), and full mode gives each active consumer a dozen of them. A
 //! record holds them all in one block of 128 B, plus 64 B per model the consumer used.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+
+use super::sources::{Clock, Sources};
 
 /// The token kinds of `keygate_tokens_total`, in the order [`Record::charge`] takes them.
 pub const TOKEN_KINDS: [&str; 5] = ["input", "output", "cached", "reasoning", "cache_creation"];
@@ -28,6 +33,8 @@ pub struct Meters {
     records: DashMap<Arc<str>, Arc<Record>>,
     /// The label used when no consumer matched (consumer and provider both).
     unknown: Arc<str>,
+    /// The clock of the source addresses' last-seen times.
+    clock: Clock,
 }
 
 /// One consumer's counters and gauges. Counters only grow; a counter never touched is not
@@ -45,6 +52,8 @@ pub struct Record {
     month_to_date: AtomicU64,
     /// Distinct source addresses, [`UNSET_SOURCES`] until published.
     sources: AtomicU32,
+    /// The addresses behind that gauge, with when each was last seen.
+    addresses: Mutex<Sources>,
     /// Denials and models: few per consumer, and none for most.
     rare: Mutex<Option<Box<Rare>>>,
 }
@@ -81,6 +90,7 @@ impl Default for Meters {
         Meters {
             records: DashMap::new(),
             unknown: crate::telemetry::UNKNOWN.into(),
+            clock: Clock::new(),
         }
     }
 }
@@ -102,6 +112,7 @@ impl Meters {
                 .month_to_date
                 .store(entry.month_to_date.load(Relaxed), Relaxed);
             fresh.sources.store(entry.sources.load(Relaxed), Relaxed);
+            *fresh.addresses() = std::mem::take(&mut *entry.addresses());
             let _ = fresh.provider.set(provider.clone());
             *entry = Arc::new(fresh);
         }
@@ -118,41 +129,51 @@ impl Meters {
         self.gauges(consumer).set_month_to_date(micro_usd);
     }
 
-    /// Sets `keygate_source_addresses{consumer}`.
-    pub fn set_sources(&self, consumer: &Arc<str>, distinct: usize) {
-        let n = u32::try_from(distinct).unwrap_or(UNSET_SOURCES - 1);
-        self.gauges(consumer)
-            .sources
-            .store(n.min(UNSET_SOURCES - 1), Relaxed);
+    /// Notes that `record`'s consumer called from `address` at `at`.
+    pub fn saw(&self, record: &Record, address: IpAddr, at: Instant) {
+        record.addresses().note(address, self.clock.ms(at));
     }
 
-    /// Sets `gauge` for every consumer in `values`, and to 0 for every consumer it was set
-    /// for that is absent now: a consumer that drops out reads 0, not its last value.
-    pub fn publish(&self, gauge: Gauge, values: Vec<(Arc<str>, u64)>) {
+    /// How long before `now` the consumer was last seen from any address still remembered.
+    pub fn last_seen(&self, consumer: &str, now: Instant) -> Option<Duration> {
+        let newest = self.records.get(consumer)?.addresses().newest()?;
+        Some(Duration::from_millis(
+            self.clock.ms(now).saturating_sub(newest),
+        ))
+    }
+
+    /// Sets `keygate_source_addresses{consumer}` to the addresses seen within `window` of
+    /// `now`, forgetting older ones. A consumer whose addresses all aged out reads 0; one
+    /// never seen from an address stays absent.
+    pub fn publish_sources(&self, window: Duration, now: Instant) {
+        let now = self.clock.ms(now);
+        for record in self.records.iter() {
+            let distinct = record.addresses().sweep(now, window);
+            if distinct > 0 {
+                let n = u32::try_from(distinct).unwrap_or(u32::MAX);
+                record.sources.store(n.min(UNSET_SOURCES - 1), Relaxed);
+            } else {
+                let _ = record
+                    .sources
+                    .fetch_update(Relaxed, Relaxed, |v| (v != UNSET_SOURCES).then_some(0));
+            }
+        }
+    }
+
+    /// Sets `keygate_spend_month_to_date_usd` for every consumer in `values`, and to 0 for
+    /// every consumer it was set for that is absent now: a consumer that drops out reads 0,
+    /// not its last value. One never set stays absent.
+    pub fn publish_month_to_date(&self, values: Vec<(Arc<str>, u64)>) {
         let now: HashMap<Arc<str>, u64> = values.into_iter().collect();
         for record in self.records.iter() {
-            if now.contains_key(record.key()) {
-                continue;
-            }
-            // Zero only a gauge that was set: one never published stays absent.
-            match gauge {
-                Gauge::MonthToDate => {
-                    let _ = record
-                        .month_to_date
-                        .fetch_update(Relaxed, Relaxed, |v| (v != UNSET).then_some(0));
-                }
-                Gauge::Sources => {
-                    let _ = record
-                        .sources
-                        .fetch_update(Relaxed, Relaxed, |v| (v != UNSET_SOURCES).then_some(0));
-                }
+            if !now.contains_key(record.key()) {
+                let _ = record
+                    .month_to_date
+                    .fetch_update(Relaxed, Relaxed, |v| (v != UNSET).then_some(0));
             }
         }
         for (consumer, value) in now {
-            match gauge {
-                Gauge::MonthToDate => self.set_month_to_date(&consumer, value),
-                Gauge::Sources => self.set_sources(&consumer, value as usize),
-            }
+            self.set_month_to_date(&consumer, value);
         }
     }
 
@@ -181,15 +202,6 @@ impl Meters {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
-}
-
-/// The per-consumer gauges [`Meters::publish`] sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gauge {
-    /// `keygate_spend_month_to_date_usd`, in micro-dollars.
-    MonthToDate,
-    /// `keygate_source_addresses`.
-    Sources,
 }
 
 impl Record {
@@ -263,6 +275,10 @@ impl Record {
         });
     }
 
+    fn addresses(&self) -> MutexGuard<'_, Sources> {
+        self.addresses.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn with_rare(&self, f: impl FnOnce(&mut Rare)) {
         let mut rare = self.rare.lock().unwrap_or_else(|p| p.into_inner());
         f(rare.get_or_insert_with(Box::default));
@@ -295,6 +311,7 @@ impl Default for Record {
             responses: Default::default(),
             month_to_date: AtomicU64::new(UNSET),
             sources: AtomicU32::new(UNSET_SOURCES),
+            addresses: Mutex::default(),
             rare: Mutex::new(None),
         }
     }

@@ -214,7 +214,9 @@ pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::meters::{Gauge, Meters};
+    use std::time::{Duration, Instant};
+
+    use super::super::meters::Meters;
 
     fn name(s: &str) -> Arc<str> {
         s.into()
@@ -234,7 +236,10 @@ mod tests {
         ra.charge(&name("gpt-\"x\""), [1, 2, 3, 4, 5], 1_500_000);
         meters.record(&quiet, &openai).outcome("allowed");
         meters.unknown().outcome("unknown_key");
-        meters.set_sources(&busy, 2);
+        let now = Instant::now();
+        meters.saw(&ra, "10.0.0.1".parse().unwrap(), now);
+        meters.saw(&ra, "10.0.0.2".parse().unwrap(), now);
+        meters.publish_sources(Duration::from_secs(60), now);
         let text = super::render(&meters.snapshot());
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
@@ -284,16 +289,35 @@ mod tests {
         let meters = Meters::default();
         let (a, b) = (name("a"), name("b"));
         meters.record(&b, &name("openai")).outcome("allowed");
-        meters.publish(Gauge::Sources, vec![(a.clone(), 3)]);
-        meters.publish(Gauge::Sources, vec![]);
+        meters.publish_month_to_date(vec![(a.clone(), 3)]);
+        meters.publish_month_to_date(vec![]);
         let text = super::render(&meters.snapshot());
         assert!(
-            text.contains("keygate_source_addresses{consumer=\"a\"} 0"),
+            text.contains("keygate_spend_month_to_date_usd{consumer=\"a\"} 0"),
             "{text}"
         );
         assert!(
-            !text.contains("keygate_source_addresses{consumer=\"b\"}"),
+            !text.contains("keygate_spend_month_to_date_usd{consumer=\"b\"}"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn last_seen_counts_from_the_newest_address_until_it_ages_out() {
+        let meters = Meters::default();
+        let c = name("team-a");
+        assert_eq!(meters.last_seen(&c, Instant::now()), None);
+        let record = meters.record(&c, &name("openai"));
+        let t0 = Instant::now();
+        meters.saw(&record, "10.0.0.1".parse().unwrap(), t0);
+        meters.saw(
+            &record,
+            "10.0.0.2".parse().unwrap(),
+            t0 + Duration::from_secs(5),
+        );
+        let now = t0 + Duration::from_secs(65);
+        assert_eq!(meters.last_seen(&c, now), Some(Duration::from_secs(60)));
+        meters.publish_sources(Duration::from_secs(30), now);
+        assert_eq!(meters.last_seen(&c, now), None);
     }
 }

@@ -5,7 +5,7 @@
 pub mod ledger;
 pub mod meters;
 mod meters_text;
-pub mod sources;
+mod sources;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,8 +20,7 @@ use crate::telemetry;
 use crate::usage::{PriceTable, Usage};
 
 pub use ledger::{team_key, Ledger};
-pub use meters::{Gauge, Meters};
-pub use sources::SourceTracker;
+pub use meters::Meters;
 
 /// At most this many distinct `model` label values; the rest are reported as `other`.
 const MAX_MODEL_LABELS: usize = 256;
@@ -29,7 +28,6 @@ const MAX_MODEL_LABELS: usize = 256;
 pub struct Accounting {
     prices: ArcSwap<PriceTable>,
     pub ledger: Arc<Ledger>,
-    pub sources: SourceTracker,
     /// Per-consumer counters and gauges (requests, responses, bytes, tokens, spend).
     pub meters: Meters,
     models: Mutex<HashSet<Arc<str>>>,
@@ -56,7 +54,6 @@ impl Accounting {
         Accounting {
             prices: ArcSwap::from_pointee(prices),
             ledger,
-            sources: SourceTracker::default(),
             meters: Meters::default(),
             models: Mutex::new(HashSet::new()),
         }
@@ -161,9 +158,8 @@ impl Accounting {
 
     /// Publishes `keygate_source_addresses` (call periodically, off the request path).
     pub fn publish_sources(&self, window: std::time::Duration) {
-        let now = self.sources.distinct(window, std::time::Instant::now());
-        let values = now.into_iter().map(|(c, n)| (c, n as u64)).collect();
-        self.meters.publish(Gauge::Sources, values);
+        self.meters
+            .publish_sources(window, std::time::Instant::now());
     }
 
     /// Publishes `keygate_spend_month_to_date_usd` for the month of `now` from the ledger, so
@@ -177,6 +173,6 @@ impl Accounting {
             .filter(|(key, _)| !key.contains(':'))
             .map(|(consumer, micro)| (Arc::from(consumer), micro))
             .collect();
-        self.meters.publish(Gauge::MonthToDate, values);
+        self.meters.publish_month_to_date(values);
     }
 }

@@ -226,8 +226,8 @@ impl Admin for AdminService {
                     .as_str()
                     .to_string(),
                 last_seen_unix: accounting
-                    .sources
-                    .last_seen(&c.name)
+                    .meters
+                    .last_seen(&c.name, Instant::now())
                     .map(|ago| unix(now) - ago.as_secs() as i64)
                     .unwrap_or(0),
                 month_to_date_usd: accounting.ledger.month_to_date(&c.name, now) as f64 / 1e6,

@@ -67,16 +67,13 @@ impl Exchange {
         verdict: Verdict,
     ) -> Self {
         let allowed_at = Instant::now();
-        if let Some(ip) = source {
-            shared
-                .accounting
-                .sources
-                .record(&consumer.name, ip, allowed_at);
-        }
         let meters = shared
             .accounting
             .meters
             .record(&consumer.name, &consumer.provider.name);
+        if let Some(ip) = source {
+            shared.accounting.meters.saw(&meters, ip, allowed_at);
+        }
         if let Some(n) = req.content_length() {
             meters.request_bytes(n);
         }

@@ -187,18 +187,22 @@ fn main() -> Result<()> {
             detectors.observe(&c.name, Observation::request(now, source));
         },
     );
-    step("active: source-address tracker", &mut |c| {
-        if let Some(ip) = source {
-            accounting.sources.record(&c.name, ip, now);
-        }
-    });
     step(
-        "active: metrics, ext_authz (requests by outcome, source addresses)",
+        "active: metrics record, ext_authz (requests by outcome, the source-address gauge)",
         &mut |c| {
             accounting
                 .meters
                 .record(&c.name, &c.provider.name)
                 .outcome("allowed");
+        },
+    );
+    step(
+        "active: its source address (in the metrics record)",
+        &mut |c| {
+            if let Some(ip) = source {
+                let record = accounting.meters.record(&c.name, &c.provider.name);
+                accounting.meters.saw(&record, ip, now);
+            }
         },
     );
     let mut published = false;
