@@ -2,8 +2,8 @@
 //! consumers call from one to a few addresses, so up to [`INLINE_MAX`] entries live in a
 //! vector searched linearly (one small allocation, 24 bytes inline); beyond that the map moves
 //! to a hash map, so a consumer behind many addresses stays O(1) per request. The detectors'
-//! learned and candidate addresses and each metrics record's source addresses use it; against a `HashMap`
-//! per consumer it saves about 160 bytes for each active consumer in each of them.
+//! learned and candidate addresses and each metrics record's source addresses use it; against
+//! a `HashMap` per consumer it saves about 160 bytes for each active consumer in each of them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
