@@ -237,7 +237,6 @@ impl App {
             });
         }
         telemetry::record_registry_size(prepared.registry.consumers().len());
-        record_budgets(&prepared.registry);
         self.gate.swap_registry(prepared.registry);
         runtime::publish_inventory(
             &self.gate,
@@ -315,14 +314,4 @@ fn notifier(config: &crate::notify::NotifyConfig) -> Result<Option<Notifier>, St
     Notifier::new(config.clone())
         .map(Some)
         .map_err(|e| e.to_string())
-}
-
-/// Publishes `keygate_budget_usd` for every consumer with a monthly budget.
-fn record_budgets(registry: &Registry) {
-    for c in registry.consumers() {
-        if let Some(budget) = c.limits.budget_micro_usd {
-            metrics::gauge!(telemetry::BUDGET_USD, "consumer" => c.name.to_string())
-                .set(budget as f64 / 1e6);
-        }
-    }
 }

@@ -126,10 +126,6 @@ fn describe() {
         READY,
         "1 when keygate has its config and every referenced credential."
     );
-    describe_gauge!(
-        BUDGET_USD,
-        "Monthly budget, in USD, where one is configured."
-    );
     describe_counter!(
         USAGE_ESTIMATED_TOTAL,
         "Responses charged an estimate because usage was missing."

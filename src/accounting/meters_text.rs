@@ -138,6 +138,29 @@ pub fn render(rows: &Rows) -> String {
     out
 }
 
+/// `keygate_budget_usd` for every consumer with a monthly budget (micro-dollars), rendered
+/// from the registry at scrape time: it costs no memory per consumer, and follows every
+/// reload (a removed consumer's series goes with it).
+pub fn render_budgets<'a>(budgets: impl Iterator<Item = (&'a str, u64)>) -> String {
+    let mut body = String::new();
+    for (consumer, micro_usd) in budgets {
+        let _ = writeln!(
+            body,
+            "{}{{consumer=\"{}\"}} {}",
+            telemetry::BUDGET_USD,
+            escape(consumer),
+            usd(micro_usd)
+        );
+    }
+    if body.is_empty() {
+        return body;
+    }
+    let name = telemetry::BUDGET_USD;
+    format!(
+        "# HELP {name} Monthly budget, in USD, where one is configured.\n# TYPE {name} gauge\n{body}\n"
+    )
+}
+
 /// One counter family: `write` writes a record's lines after `name{consumer="…",provider="…"`
 /// (no closing brace: [`line`] adds the family's own labels).
 fn family(
@@ -319,5 +342,18 @@ mod tests {
         assert_eq!(meters.last_seen(&c, now), Some(Duration::from_secs(60)));
         meters.publish_sources(Duration::from_secs(30), now);
         assert_eq!(meters.last_seen(&c, now), None);
+    }
+
+    #[test]
+    fn budgets_render_once_per_consumer_with_one_help_and_nothing_without_any() {
+        assert_eq!(super::render_budgets(std::iter::empty()), "");
+        let text = super::render_budgets([("team-a", 2_500_000), ("a\"b", 1)].into_iter());
+        assert_eq!(
+            text,
+            "# HELP keygate_budget_usd Monthly budget, in USD, where one is configured.\n\
+             # TYPE keygate_budget_usd gauge\n\
+             keygate_budget_usd{consumer=\"team-a\"} 2.5\n\
+             keygate_budget_usd{consumer=\"a\\\"b\"} 0.000001\n\n"
+        );
     }
 }

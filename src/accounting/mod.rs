@@ -156,6 +156,16 @@ impl Accounting {
         meters_text::render(&self.meters.snapshot())
     }
 
+    /// `keygate_budget_usd` of every consumer in `consumers` that has a monthly budget, in
+    /// Prometheus text format (rendered per scrape, from the serving registry).
+    pub fn render_budgets(&self, consumers: &[Arc<Consumer>]) -> String {
+        meters_text::render_budgets(
+            consumers
+                .iter()
+                .filter_map(|c| Some((&*c.name, c.limits.budget_micro_usd?))),
+        )
+    }
+
     /// Publishes `keygate_source_addresses` (call periodically, off the request path).
     pub fn publish_sources(&self, window: std::time::Duration) {
         self.meters

@@ -63,6 +63,10 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render() + &state.accounting.render_meters(),
+        state.metrics.render()
+            + &state.accounting.render_meters()
+            + &state
+                .accounting
+                .render_budgets(state.gate.registry().consumers()),
     )
 }
