@@ -49,7 +49,7 @@ impl Sources {
             return;
         }
         if self.0.len() >= MAX_PER_CONSUMER {
-            if let Some(oldest) = self.0.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
+            if let Some(oldest) = self.0.iter().min_by_key(|(_, t)| **t).map(|(a, _)| a) {
                 self.0.remove(&oldest);
             }
         }

@@ -321,7 +321,7 @@ impl ConsumerState {
             .candidates
             .iter()
             .filter(|(_, c)| now.since(c.last_seen) <= window)
-            .map(|(a, c)| (*a, c.last_seen))
+            .map(|(a, c)| (a, c.last_seen))
             .collect();
         let count = recent.len();
         recent.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -346,8 +346,8 @@ impl ConsumerState {
     }
 }
 
-fn oldest<'a>(entries: impl Iterator<Item = (&'a IpAddr, Stamp)>) -> Option<IpAddr> {
-    entries.min_by_key(|(_, t)| *t).map(|(a, _)| *a)
+fn oldest(entries: impl Iterator<Item = (IpAddr, Stamp)>) -> Option<IpAddr> {
+    entries.min_by_key(|(_, t)| *t).map(|(a, _)| a)
 }
 
 #[cfg(test)]
