@@ -7,10 +7,12 @@ pub mod identities;
 pub mod key;
 pub mod key_id;
 pub mod overrides;
+pub mod profile;
 pub mod registry;
 
 pub use hash::KeyHash;
 pub use key::{KeyEnv, KeyFormatError, ParsedKey};
 pub use key_id::{KeyId, KeyIdError};
 pub use overrides::{OverrideState, Overrides};
+pub use profile::Profile;
 pub use registry::{Binding, Consumer, IdentityFound, Lookup, Provider, Registry};
