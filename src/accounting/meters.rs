@@ -7,7 +7,7 @@
 //! Why not the `metrics` registry: there every series costs about 300 B in three heap blocks
 //! (label vector, key, counter), and full mode gives each active consumer a dozen of them. A
 //! record holds them all, with the consumer's source addresses, in one block of 152 B (136 B
-//! and the `Arc`'s counts), plus 64 B per model the consumer used and 32 B per address.
+//! and the `Arc`'s counts), plus 64 B per model the consumer used and 24 B per address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

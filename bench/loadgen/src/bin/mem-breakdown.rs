@@ -3,8 +3,10 @@
 //! `Registry` built from it, and what stays held as `serve` holds it: the registry plus two
 //! copies of the config (`serve`'s and the reloader's) once the consumer list is released.
 //! Then what one allowed request adds per consumer, component by component: limiter buckets,
-//! detector state, the source-address tracker and the per-consumer metrics (one record per
-//! consumer; the cost of one series in the `metrics` registry is measured beside it).
+//! detector state and the per-consumer metrics record with its source address (the cost of
+//! one series in the `metrics` registry is measured beside it). It installs no Prometheus
+//! recorder while it measures startup, so a per-consumer series set there is not counted:
+//! check `/metrics` of a running `serve` for those.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
