@@ -107,21 +107,11 @@ impl Interner {
     }
 
     pub fn binding(&mut self, binding: Binding) -> Arc<Binding> {
-        if let Some(shared) = self.bindings.get(&binding) {
-            return shared.clone();
-        }
-        let shared = Arc::new(binding.clone());
-        self.bindings.insert(binding, shared.clone());
-        shared
+        shared(&mut self.bindings, binding)
     }
 
     pub fn policy(&mut self, policy: Policy) -> Arc<Policy> {
-        if let Some(shared) = self.policies.get(&policy) {
-            return shared.clone();
-        }
-        let shared = Arc::new(policy.clone());
-        self.policies.insert(policy, shared.clone());
-        shared
+        shared(&mut self.policies, policy)
     }
 
     /// The one shared copy of `profile`, whose parts must come from this interner.
@@ -131,6 +121,16 @@ impl Interner {
             .or_insert_with(|| Arc::new(profile))
             .clone()
     }
+}
+
+/// The one shared copy of `value` in `map`, made on first sight.
+fn shared<T: std::hash::Hash + Eq + Clone>(map: &mut HashMap<T, Arc<T>>, value: T) -> Arc<T> {
+    if let Some(shared) = map.get(&value) {
+        return shared.clone();
+    }
+    let shared = Arc::new(value.clone());
+    map.insert(value, shared.clone());
+    shared
 }
 
 #[cfg(test)]
