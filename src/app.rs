@@ -12,6 +12,7 @@ use crate::admin::operators::Operators;
 use crate::audit::AuditLog;
 use crate::auth::registry::Registry;
 use crate::config::{self, Config, LimitsBackend, RotationConfig};
+use crate::consumer_state::ConsumerSlots;
 use crate::containment::Containment;
 use crate::detect::Detectors;
 use crate::gate::Gate;
@@ -93,8 +94,13 @@ impl App {
         } else {
             Ledger::open(&config.usage.ledger).map_err(|e| AppError::Ledger(e.to_string()))?
         });
-        let accounting = Arc::new(Accounting::new(PriceTable::defaults(), ledger.clone()));
-        let limiter = Arc::new(Limiter::new(ledger.clone()));
+        let slots = Arc::new(ConsumerSlots::default());
+        let accounting = Arc::new(Accounting::with_slots(
+            PriceTable::defaults(),
+            ledger.clone(),
+            slots.clone(),
+        ));
+        let limiter = Arc::new(Limiter::with_slots(ledger.clone(), slots.clone()));
         let gate = Arc::new(Gate::new(Registry::default(), credentials));
         let audit_path = (!config.admin.audit_log.as_os_str().is_empty())
             .then_some(config.admin.audit_log.as_path());
@@ -118,7 +124,7 @@ impl App {
             }
             None => None,
         };
-        let detectors = Arc::new(Detectors::new(config.detect.clone()));
+        let detectors = Arc::new(Detectors::with_slots(config.detect.clone(), slots));
         let overrides = Arc::new(OverrideService::new(
             store,
             broadcaster.clone(),

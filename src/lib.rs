@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod consumer_state;
 pub mod consumer_store;
 pub mod containment;
 pub mod denial;

@@ -69,6 +69,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("secrets/", 2),
     ("vault/", 2),
     ("consumer_store.rs", 2),
+    ("consumer_state.rs", 2),
     ("detect/mod.rs", 2),
     ("notify/", 2),
     ("audit/", 2),

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::meters::{Snapshot, STATUS_CLASSES, TOKEN_KINDS};
+use super::record::{Snapshot, STATUS_CLASSES, TOKEN_KINDS};
 use crate::telemetry;
 
 type Rows = [(Arc<str>, Snapshot)];

@@ -5,6 +5,7 @@
 pub mod ledger;
 pub mod meters;
 mod meters_text;
+pub mod record;
 mod sources;
 
 use std::collections::HashSet;
@@ -15,6 +16,7 @@ use arc_swap::ArcSwap;
 use metrics::counter;
 
 use crate::auth::registry::Consumer;
+use crate::consumer_state::ConsumerSlots;
 use crate::providers::ProviderKind;
 use crate::telemetry;
 use crate::usage::{PriceTable, Usage};
@@ -51,10 +53,16 @@ pub struct Charge {
 
 impl Accounting {
     pub fn new(prices: PriceTable, ledger: Arc<Ledger>) -> Self {
+        Accounting::with_slots(prices, ledger, Arc::default())
+    }
+
+    /// Accounting whose metrics records live in the consumers' `slots` (shared with the
+    /// limiter and the detectors).
+    pub fn with_slots(prices: PriceTable, ledger: Arc<Ledger>, slots: Arc<ConsumerSlots>) -> Self {
         Accounting {
             prices: ArcSwap::from_pointee(prices),
             ledger,
-            meters: Meters::default(),
+            meters: Meters::new(slots),
             models: Mutex::new(HashSet::new()),
         }
     }

@@ -1,7 +1,7 @@
 //! Distinct source addresses of one consumer over a sliding window, in bounded memory: at most
 //! `MAX_PER_CONSUMER` addresses with when each was last seen; the oldest is evicted when full
 //! (so a flood of addresses still reads as "at least the cap"). The set lives in the
-//! consumer's metrics record ([`super::meters::Record`]), which the request already holds, so
+//! consumer's metrics record ([`super::record::Record`]), which the request already holds, so
 //! noting an address is one short per-consumer lock rather than a second map lookup.
 
 use std::net::IpAddr;

@@ -15,23 +15,23 @@ pub mod detection;
 mod judge;
 pub mod projection;
 mod stamp;
-mod state;
+pub(crate) mod state;
 
 #[cfg(test)]
 mod tests;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use dashmap::DashMap;
 use metrics::counter;
 
 pub use config::{Action, DetectConfig, DetectConfigError};
 pub use detection::{BudgetStatus, Detection, DetectorKind, Evidence, Observation, Severity};
 pub use projection::projected_month_end;
 
+use crate::consumer_state::ConsumerSlots;
 use crate::telemetry::DETECTIONS_TOTAL;
 
 use state::ConsumerState;
@@ -41,12 +41,11 @@ fn count(d: &Detection) {
         .increment(1);
 }
 
-/// Every consumer's detector state, and the config it is judged by.
+/// Every consumer's detector state (the detector part of each consumer's slot), and the
+/// config it is judged by.
 pub struct Detectors {
     config: ArcSwap<DetectConfig>,
-    /// Boxed: the state is large, and the map's spare capacity then costs a pointer per slot
-    /// instead of a whole state.
-    consumers: DashMap<Arc<str>, Box<Mutex<ConsumerState>>>,
+    slots: Arc<ConsumerSlots>,
     /// When every consumer was last judged, busy or not.
     last_sweep: Mutex<Option<Instant>>,
 }
@@ -54,23 +53,44 @@ pub struct Detectors {
 impl std::fmt::Debug for Detectors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Detectors")
-            .field("consumers", &self.consumers.len())
+            .field("consumers", &self.len())
             .finish_non_exhaustive()
     }
 }
 
-fn lock(m: &Mutex<ConsumerState>) -> std::sync::MutexGuard<'_, ConsumerState> {
+type Cell = Mutex<Option<ConsumerState>>;
+
+fn lock(m: &Cell) -> MutexGuard<'_, Option<ConsumerState>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Detectors {
     /// Detectors judging by `config` (validate it first with [`DetectConfig::validate`]).
     pub fn new(config: DetectConfig) -> Self {
+        Detectors::with_slots(config, Arc::default())
+    }
+
+    /// [`Detectors::new`], keeping each consumer's state in its slot in `slots` (shared with
+    /// the meters and the limiter).
+    pub fn with_slots(config: DetectConfig, slots: Arc<ConsumerSlots>) -> Self {
         Detectors {
             config: ArcSwap::from_pointee(config),
-            consumers: DashMap::new(),
+            slots,
             last_sweep: Mutex::new(None),
         }
+    }
+
+    /// Calls `f` with `consumer`'s state, made at `at` if it has none.
+    fn with_state<T>(
+        &self,
+        consumer: &Arc<str>,
+        at: Instant,
+        config: &DetectConfig,
+        f: impl FnOnce(&mut ConsumerState) -> T,
+    ) -> T {
+        let slot = self.slots.get_or_make(consumer);
+        let mut cell = lock(&slot.detector);
+        f(cell.get_or_insert_with(|| ConsumerState::new(at, config)))
     }
 
     /// Applies a reloaded config. Consumers keep their learned addresses and cooldowns; their
@@ -89,15 +109,9 @@ impl Detectors {
         if !config.enabled {
             return;
         }
-        if let Some(state) = self.consumers.get(consumer) {
-            lock(&state).observe(&event, &config);
-            return;
-        }
-        let entry = self
-            .consumers
-            .entry(consumer.clone())
-            .or_insert_with(|| Box::new(Mutex::new(ConsumerState::new(event.at, &config))));
-        lock(&entry).observe(&event, &config);
+        self.with_state(consumer, event.at, &config, |state| {
+            state.observe(&event, &config)
+        });
     }
 
     /// A canary consumer's key was used: a critical detection right away, unless one was
@@ -116,13 +130,11 @@ impl Detectors {
         wall: SystemTime,
     ) -> Option<Detection> {
         let config = self.config.load();
-        let entry = self
-            .consumers
-            .entry(consumer.clone())
-            .or_insert_with(|| Box::new(Mutex::new(ConsumerState::new(now, &config))));
-        let mut state = lock(&entry);
-        state.touch(now);
-        if !state.try_fire(DetectorKind::Canary, now, config.cooldown) {
+        let fired = self.with_state(consumer, now, &config, |state| {
+            state.touch(now);
+            state.try_fire(DetectorKind::Canary, now, config.cooldown)
+        });
+        if !fired {
             return None;
         }
         let detection = Detection {
@@ -167,13 +179,11 @@ impl Detectors {
     ) -> Option<Detection> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let config = self.config.load();
-        let entry = self
-            .consumers
-            .entry(consumer.clone())
-            .or_insert_with(|| Box::new(Mutex::new(ConsumerState::new(now, &config))));
-        let mut state = lock(&entry);
-        state.touch(now);
-        if !state.try_fire(kind, now, config.cooldown) {
+        let fired = self.with_state(consumer, now, &config, |state| {
+            state.touch(now);
+            state.try_fire(kind, now, config.cooldown)
+        });
+        if !fired {
             return None;
         }
         let detection = Detection {
@@ -220,11 +230,11 @@ impl Detectors {
             }
             due
         };
-        for entry in self.consumers.iter() {
-            let name = entry.key();
-            let mut state = lock(entry.value());
+        self.slots.for_each(|name, slot| {
+            let mut cell = lock(&slot.detector);
+            let Some(state) = cell.as_mut() else { return };
             if !std::mem::take(&mut state.dirty) && !sweep {
-                continue;
+                return;
             }
             let status = if config.budget_overrun.enabled {
                 budget(name)
@@ -239,9 +249,9 @@ impl Detectors {
                     wall,
                     config: &config,
                 };
-                judged.run(&mut state, status, &mut out);
+                judged.run(state, status, &mut out);
             }
-        }
+        });
         out.iter().for_each(count);
         out
     }
@@ -249,23 +259,43 @@ impl Detectors {
     /// Drops consumers unseen for `idle_evict`; returns how many.
     pub fn evict_idle(&self, now: Instant) -> usize {
         let idle = self.config.load().idle_evict;
-        let before = self.consumers.len();
-        self.consumers.retain(|_, s| lock(s).idle_for(now) < idle);
-        before.saturating_sub(self.consumers.len())
+        let mut evicted = 0;
+        self.slots.for_each(|_, slot| {
+            let mut cell = lock(&slot.detector);
+            if cell.as_ref().is_some_and(|s| s.idle_for(now) >= idle) {
+                *cell = None;
+                evicted += 1;
+            }
+        });
+        self.slots.remove_empty();
+        evicted
     }
 
     /// Forgets a consumer (removed from the registry, or resumed after an incident so its
     /// baseline and learned addresses start over).
     pub fn forget(&self, consumer: &str) {
-        self.consumers.remove(consumer);
+        if let Some(slot) = self.slots.get(consumer) {
+            *lock(&slot.detector) = None;
+        }
+    }
+
+    /// `f` of `consumer`'s state, if it has one (tests look inside).
+    #[cfg(test)]
+    fn state_of<T>(&self, consumer: &str, f: impl FnOnce(&ConsumerState) -> T) -> Option<T> {
+        let slot = self.slots.get(consumer)?;
+        let cell = lock(&slot.detector);
+        cell.as_ref().map(f)
     }
 
     /// Consumers with state.
     pub fn len(&self) -> usize {
-        self.consumers.len()
+        let mut n = 0;
+        self.slots
+            .for_each(|_, slot| n += usize::from(lock(&slot.detector).is_some()));
+        n
     }
 
     pub fn is_empty(&self) -> bool {
-        self.consumers.is_empty()
+        self.len() == 0
     }
 }

@@ -93,7 +93,7 @@ fn index(since: Duration, width: u64) -> u64 {
 }
 
 #[derive(Debug)]
-pub(super) struct ConsumerState {
+pub(crate) struct ConsumerState {
     shape: Shape,
     /// First observation: slot and interval indices count from here.
     origin: Stamp,
@@ -116,7 +116,7 @@ pub(super) struct ConsumerState {
 }
 
 impl ConsumerState {
-    pub fn new(at: Instant, config: &DetectConfig) -> Self {
+    pub(super) fn new(at: Instant, config: &DetectConfig) -> Self {
         let at = Stamp::of(at);
         ConsumerState {
             shape: Shape::of(config),
@@ -146,12 +146,12 @@ impl ConsumerState {
     }
 
     /// Records activity at `now` (only a time later than any seen so far moves `last_seen`).
-    pub fn touch(&mut self, now: Instant) {
+    pub(super) fn touch(&mut self, now: Instant) {
         self.last_seen = self.last_seen.max(Stamp::of(now));
     }
 
     /// Time since the latest activity, zero if that is after `now` (idle eviction).
-    pub fn idle_for(&self, now: Instant) -> Duration {
+    pub(super) fn idle_for(&self, now: Instant) -> Duration {
         Stamp::of(now).since(self.last_seen)
     }
 
@@ -161,7 +161,7 @@ impl ConsumerState {
     }
 
     /// The request-path update: one slot, the open interval, one address entry.
-    pub fn observe(&mut self, o: &Observation, config: &DetectConfig) {
+    pub(super) fn observe(&mut self, o: &Observation, config: &DetectConfig) {
         self.conform(o.at, config);
         self.dirty = true;
         let at = Stamp::of(o.at);
@@ -210,7 +210,7 @@ impl ConsumerState {
         self.open = (to, Counts::default());
     }
 
-    pub fn warm(&self, config: &DetectConfig) -> bool {
+    pub(super) fn warm(&self, config: &DetectConfig) -> bool {
         // A warmup beyond 2^32 intervals (absurd configs only) ends at the saturation.
         let needed = config.warmup_intervals().min(u64::from(u32::MAX));
         u64::from(self.active_intervals) >= needed
@@ -255,7 +255,7 @@ impl ConsumerState {
 
     /// Catches the baselines up to `now` and learns candidates that have been in use for
     /// `learn_after`; forgets candidates unseen for that long.
-    pub fn advance(&mut self, now: Instant, config: &DetectConfig) {
+    pub(super) fn advance(&mut self, now: Instant, config: &DetectConfig) {
         self.conform(now, config);
         let now = Stamp::of(now);
         let interval = index(self.since_origin(now), self.shape.interval_nanos);
@@ -283,7 +283,7 @@ impl ConsumerState {
     }
 
     /// Rates over the short window ending at `now`.
-    pub fn short_rates(&self, now: Instant, config: &DetectConfig) -> Rates {
+    pub(super) fn short_rates(&self, now: Instant, config: &DetectConfig) -> Rates {
         let current = index(self.since_origin(Stamp::of(now)), self.shape.slot_nanos);
         let oldest = current.saturating_sub(SLOTS as u64 - 1);
         let mut sum = Counts::default();
@@ -304,18 +304,18 @@ impl ConsumerState {
     }
 
     /// The baseline rates per second, once any interval has closed.
-    pub fn baseline(&self) -> Option<Rates> {
+    pub(super) fn baseline(&self) -> Option<Rates> {
         self.baselines.get()
     }
 
     /// Average spend per second including idle time, for the month-end projection.
-    pub fn spend_velocity(&self) -> Option<f64> {
+    pub(super) fn spend_velocity(&self) -> Option<f64> {
         self.spend_all.get()
     }
 
     /// Unlearned addresses used within `window` (count, and at most
     /// `MAX_EVIDENCE_ADDRESSES` of them, most recent first).
-    pub fn new_sources(&self, now: Instant, window: Duration) -> (usize, Vec<IpAddr>) {
+    pub(super) fn new_sources(&self, now: Instant, window: Duration) -> (usize, Vec<IpAddr>) {
         let now = Stamp::of(now);
         let mut recent: Vec<(IpAddr, Stamp)> = self
             .candidates
@@ -330,12 +330,17 @@ impl ConsumerState {
     }
 
     #[cfg(test)]
-    pub fn learned_len(&self) -> usize {
+    pub(super) fn learned_len(&self) -> usize {
         self.learned.len()
     }
 
     /// True (and records the firing) unless `kind` fired within `cooldown`.
-    pub fn try_fire(&mut self, kind: DetectorKind, now: Instant, cooldown: Duration) -> bool {
+    pub(super) fn try_fire(
+        &mut self,
+        kind: DetectorKind,
+        now: Instant,
+        cooldown: Duration,
+    ) -> bool {
         let now = Stamp::of(now);
         let slot = &mut self.fired[kind as usize];
         if slot.get().is_some_and(|at| now.since(at) < cooldown) {

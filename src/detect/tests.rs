@@ -147,10 +147,13 @@ fn an_organic_two_fold_ramp_over_minutes_does_not_fire() {
     sim.run(300, |s| 3.0 + 3.0 * s as f64 / 300.0, &home, 200, 100);
     sim.run(3600, |_| 6.0, &home, 200, 100);
     assert!(sim.found.is_empty(), "{:?}", sim.found);
-    let state = sim.det.consumers.get(&sim.name).unwrap();
-    let state = state.lock().unwrap();
-    assert!(state.warm(&sim.det.config()));
-    let baseline = state.baseline().unwrap().requests;
+    let config = sim.det.config();
+    let (warm, baseline) = sim
+        .det
+        .state_of(&sim.name, |s| (s.warm(&config), s.baseline()))
+        .unwrap();
+    assert!(warm);
+    let baseline = baseline.unwrap().requests;
     assert!(baseline > 4.5 && baseline < 6.0, "{baseline}");
 }
 
@@ -283,8 +286,9 @@ fn new_addresses_are_learned_slowly_after_warm_up() {
     let pods = [ip(1), ip(2), ip(50), ip(51), ip(52)];
     sim.run(20 * 60, |_| 2.5, &pods, 0, 0);
     assert_eq!(sim.fired(DetectorKind::NewSources).len(), 1);
-    let state = sim.det.consumers.get(&sim.name).unwrap();
-    let state = state.lock().unwrap();
+    let slot = sim.det.slots.get(&sim.name).unwrap();
+    let cell = slot.detector.lock().unwrap();
+    let state = cell.as_ref().unwrap();
     assert_eq!(state.learned_len(), 5);
     assert_eq!(state.new_sources(sim.now(), Duration::from_secs(60)).0, 0);
 }
@@ -297,14 +301,19 @@ fn memory_stays_bounded_and_idle_consumers_are_evicted() {
     let mut sim = Sim::new(config);
     let many: Vec<IpAddr> = (0..5000).map(ip).collect();
     sim.run(150, |_| 20.0, &many, 0, 0);
-    {
-        let state = sim.det.consumers.get(&sim.name).unwrap();
-        let state = state.lock().unwrap();
-        assert_eq!(state.learned_len(), 256);
-        let (count, listed) = state.new_sources(sim.now(), Duration::from_secs(3600));
-        assert!(count <= state::MAX_CANDIDATES, "{count}");
-        assert!(listed.len() <= state::MAX_EVIDENCE_ADDRESSES);
-    }
+    let now = sim.now();
+    let (learned, (count, listed)) = sim
+        .det
+        .state_of(&sim.name, |s| {
+            (
+                s.learned_len(),
+                s.new_sources(now, Duration::from_secs(3600)),
+            )
+        })
+        .unwrap();
+    assert_eq!(learned, 256);
+    assert!(count <= state::MAX_CANDIDATES, "{count}");
+    assert!(listed.len() <= state::MAX_EVIDENCE_ADDRESSES);
     let other: Arc<str> = "team-b".into();
     sim.det
         .observe(&other, Observation::request(sim.now(), Some(ip(1))));
@@ -328,8 +337,7 @@ fn charges_do_not_count_as_requests() {
     let config = det.config();
     det.observe(&name, Observation::request(t0, None));
     det.observe(&name, Observation::charge(t0, None, 100, 7));
-    let state = det.consumers.get(&name).unwrap();
-    let rates = state.lock().unwrap().short_rates(t0, &config);
+    let rates = det.state_of(&name, |s| s.short_rates(t0, &config)).unwrap();
     assert_eq!(rates.requests, 0.1);
     assert_eq!(rates.tokens, 10.0);
 }

@@ -23,6 +23,7 @@ use super::store::{Kind, LimitStore, Refusal};
 use crate::accounting::ledger::{month_of, team_key, Ledger};
 use crate::auth::registry::Consumer;
 use crate::config::LimitsConfig;
+use crate::consumer_state::ConsumerSlots;
 use crate::denial::DenyReason;
 use crate::telemetry;
 
@@ -92,7 +93,13 @@ fn refusal(r: Refusal, kind: Kind) -> DenyReason {
 impl Limiter {
     /// A limiter with local counts; budgets read `ledger`.
     pub fn new(ledger: Arc<Ledger>) -> Self {
-        let buckets = Arc::new(LocalBuckets::default());
+        Limiter::with_slots(ledger, Arc::default())
+    }
+
+    /// [`Limiter::new`], keeping local buckets in the consumers' `slots` (shared with the
+    /// meters and the detectors).
+    pub fn with_slots(ledger: Arc<Ledger>, slots: Arc<ConsumerSlots>) -> Self {
+        let buckets = Arc::new(LocalBuckets::new(slots));
         let budgets = Arc::new(LocalBudgets::new(ledger.clone()));
         let local = LocalStore::new(buckets.clone(), budgets.clone(), 1);
         Limiter {

@@ -1,18 +1,18 @@
-//! Limit state in this process: one set of buckets per consumer and kind (sharded map, one
-//! short lock per decision). Idle state is evicted once its buckets are full again, so memory
+//! Limit state in this process: one set of buckets per consumer and kind, in the consumer's
+//! [slot](crate::consumer_state) (one short lock per decision). Idle state is evicted once its buckets are full again, so memory
 //! does not grow with key churn. [`LocalStore`] puts it, with this replica's budgets
 //! ([`LocalBudgets`]), behind the [`LimitStore`] seam.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use dashmap::DashMap;
-
-use super::bucket::{Bucket, Rate};
+use super::bucket::Rate;
+use super::consumer_buckets::ConsumerBuckets;
 use super::local_budget::LocalBudgets;
 use super::policy::Window;
 use super::store::{Kind, LimitStore, Refusal};
+use crate::consumer_state::ConsumerSlots;
 
 /// The milliseconds clock every bucket uses (monotonic, from process start).
 #[derive(Debug, Clone, Copy)]
@@ -34,122 +34,10 @@ impl Default for Clock {
     }
 }
 
-/// A consumer's buckets of one kind, one per window, in the order of the rates they were made
-/// for. The rates themselves stay in the consumer's shared policy: only a fingerprint is kept,
-/// to notice a reload that changed them.
-#[derive(Debug)]
-struct Buckets {
-    rates: u64,
-    /// When every bucket is full again: past it, forgetting the state loses nothing.
-    full_at_ms: u64,
-    buckets: Box<[Bucket]>,
-}
-
-/// Identifies a set of rates. Per decision, so a multiply-xor fold rather than SipHash (the
-/// `limits` benchmark measures it); a collision would only keep bucket levels across a reload.
-fn fingerprint(rates: &[(Window, Rate)]) -> u64 {
-    let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-    rates.iter().fold(rates.len() as u64, |h, (window, rate)| {
-        let window_ms = u64::try_from(rate.window.as_millis()).unwrap_or(u64::MAX);
-        let h = mix(h, *window as u64);
-        let h = mix(h, rate.limit);
-        let h = mix(h, window_ms);
-        mix(h, rate.capacity)
-    })
-}
-
-impl Buckets {
-    fn new(rates: &[(Window, Rate)], now_ms: u64) -> Self {
-        Buckets {
-            rates: fingerprint(rates),
-            full_at_ms: now_ms,
-            buckets: rates.iter().map(|(_, r)| Bucket::full(r, now_ms)).collect(),
-        }
-    }
-
-    /// Takes `cost` from every bucket if all can give it; otherwise names the worst refusal.
-    fn take_all(
-        &mut self,
-        rates: &[(Window, Rate)],
-        cost: u64,
-        now_ms: u64,
-    ) -> Result<(), Refusal> {
-        let mut worst: Option<Refusal> = None;
-        for ((window, rate), bucket) in rates.iter().zip(self.buckets.iter_mut()) {
-            let wait = bucket.wait(rate, cost, now_ms);
-            if wait > Duration::ZERO && worst.is_none_or(|w| wait > w.retry_after) {
-                worst = Some(Refusal {
-                    window: *window,
-                    limit: rate.limit,
-                    retry_after: wait,
-                });
-            }
-        }
-        if let Some(refusal) = worst {
-            return Err(refusal);
-        }
-        for ((_, rate), bucket) in rates.iter().zip(self.buckets.iter_mut()) {
-            bucket.take(rate, cost, now_ms);
-        }
-        self.note_fill(rates, now_ms);
-        Ok(())
-    }
-
-    fn adjust(&mut self, rates: &[(Window, Rate)], delta: i64, now_ms: u64) {
-        for ((_, rate), bucket) in rates.iter().zip(self.buckets.iter_mut()) {
-            bucket.adjust(rate, delta, now_ms);
-        }
-        self.note_fill(rates, now_ms);
-    }
-
-    /// Records when the fullest-to-be bucket is full again.
-    fn note_fill(&mut self, rates: &[(Window, Rate)], now_ms: u64) {
-        let until_full = rates
-            .iter()
-            .zip(self.buckets.iter_mut())
-            .map(|((_, rate), bucket)| bucket.wait(rate, rate.capacity, now_ms))
-            .max()
-            .unwrap_or_default();
-        let until_full = u64::try_from(until_full.as_millis()).unwrap_or(u64::MAX);
-        self.full_at_ms = now_ms.saturating_add(until_full);
-    }
-
-    fn idle(&self, now_ms: u64) -> bool {
-        now_ms >= self.full_at_ms
-    }
-}
-
-/// A consumer's request and token buckets, each made on first use.
-#[derive(Debug, Default)]
-struct ConsumerState {
-    requests: Option<Buckets>,
-    tokens: Option<Buckets>,
-}
-
-impl ConsumerState {
-    fn of_kind(&mut self, kind: Kind, rates: &[(Window, Rate)], now_ms: u64) -> &mut Buckets {
-        let slot = match kind {
-            Kind::Requests => &mut self.requests,
-            Kind::Tokens => &mut self.tokens,
-        };
-        if slot.as_ref().is_some_and(|b| b.rates != fingerprint(rates)) {
-            *slot = None;
-        }
-        slot.get_or_insert_with(|| Buckets::new(rates, now_ms))
-    }
-
-    fn idle(&self, now_ms: u64) -> bool {
-        [&self.requests, &self.tokens]
-            .into_iter()
-            .all(|b| b.as_ref().is_none_or(|b| b.idle(now_ms)))
-    }
-}
-
-/// In-memory buckets per consumer.
+/// In-memory buckets per consumer, in the buckets part of each consumer's slot.
 #[derive(Debug, Default)]
 pub struct LocalBuckets {
-    /// Boxed, so the map's spare capacity costs a pointer per slot, not a whole state.
-    consumers: DashMap<Arc<str>, Box<Mutex<ConsumerState>>>,
+    slots: Arc<ConsumerSlots>,
     pub clock: Clock,
 }
 
@@ -176,18 +64,27 @@ fn scaled(rates: &[(Window, Rate)], share: u32) -> Cow<'_, [(Window, Rate)]> {
         .collect()
 }
 
+fn lock(m: &Mutex<ConsumerBuckets>) -> MutexGuard<'_, ConsumerBuckets> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl LocalBuckets {
+    /// Buckets kept in `slots`.
+    pub fn new(slots: Arc<ConsumerSlots>) -> Self {
+        LocalBuckets {
+            slots,
+            clock: Clock::new(),
+        }
+    }
+
     fn with_state<T>(
         &self,
         consumer: &Arc<str>,
-        f: impl FnOnce(&mut ConsumerState, u64) -> T,
+        f: impl FnOnce(&mut ConsumerBuckets, u64) -> T,
     ) -> T {
         let now = self.clock.now_ms();
-        let entry = self
-            .consumers
-            .entry(consumer.clone())
-            .or_insert_with(|| Box::new(Mutex::new(ConsumerState::default())));
-        let mut state = entry.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.slots.get_or_make(consumer);
+        let mut state = lock(&slot.buckets);
         f(&mut state, now)
     }
 
@@ -230,15 +127,24 @@ impl LocalBuckets {
     /// Forgets state that is back to full (nothing is lost by forgetting it).
     pub fn evict_idle(&self) -> usize {
         let now = self.clock.now_ms();
-        let before = self.consumers.len();
-        self.consumers
-            .retain(|_, s| !s.get_mut().unwrap_or_else(|p| p.into_inner()).idle(now));
-        before - self.consumers.len()
+        let mut evicted = 0;
+        self.slots.for_each(|_, slot| {
+            let mut state = lock(&slot.buckets);
+            if !state.is_empty() && state.idle(now) {
+                *state = ConsumerBuckets::default();
+                evicted += 1;
+            }
+        });
+        self.slots.remove_empty();
+        evicted
     }
 
-    /// Entries held (for the memory benchmark and tests).
+    /// Consumers holding buckets (for the memory benchmark and tests).
     pub fn len(&self) -> usize {
-        self.consumers.len()
+        let mut n = 0;
+        self.slots
+            .for_each(|_, slot| n += usize::from(!lock(&slot.buckets).is_empty()));
+        n
     }
 
     pub fn is_empty(&self) -> bool {
@@ -309,6 +215,8 @@ impl LimitStore for LocalStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn per_min(n: u64) -> Vec<(Window, Rate)> {

@@ -7,6 +7,7 @@
 pub mod allowance;
 pub mod backend;
 pub mod bucket;
+pub(crate) mod consumer_buckets;
 pub mod guard;
 pub mod lease;
 pub mod limiter;

@@ -13,7 +13,7 @@ use metrics::histogram;
 use super::models::{self, compressed};
 use super::response::{BodyPlan, ResponseReader};
 use super::Shared;
-use crate::accounting::meters::Record;
+use crate::accounting::record::Record;
 use crate::auth::registry::Consumer;
 use crate::denial::{Denial, DenyReason};
 use crate::limits::{Cost, Reservation};

@@ -24,6 +24,7 @@ use clap::Parser;
 use keygate::accounting::{Accounting, Ledger};
 use keygate::auth::{Consumer, Registry};
 use keygate::config::LimitsConfig;
+use keygate::consumer_state::ConsumerSlots;
 use keygate::detect::{DetectConfig, Detectors, Observation};
 use keygate::limits::Limiter;
 use keygate::usage::PriceTable;
@@ -173,24 +174,35 @@ fn main() -> Result<()> {
         row(what, after - before, blocks_after - blocks_before);
     };
     let ledger = Arc::new(Ledger::in_memory());
-    let accounting = Arc::new(Accounting::new(PriceTable::defaults(), ledger.clone()));
-    let limiter = Limiter::new(ledger);
+    let slots = Arc::new(ConsumerSlots::default());
+    let accounting = Arc::new(Accounting::with_slots(
+        PriceTable::defaults(),
+        ledger.clone(),
+        slots.clone(),
+    ));
+    let limiter = Limiter::with_slots(ledger, slots.clone());
     limiter.configure(&LimitsConfig::default(), None);
     step(
-        "active: limiter buckets (request + token windows)",
+        "active: its slot (one map entry; the record pointer, buckets and detector state inline)",
+        &mut |c| {
+            slots.get_or_make(&c.name);
+        },
+    );
+    step(
+        "active: limiter buckets (request + token windows, beyond the slot)",
         &mut |c| {
             let _ = poll_once(limiter.admit_request(c, Some(98)));
         },
     );
-    let detectors = Detectors::new(DetectConfig::default());
+    let detectors = Detectors::with_slots(DetectConfig::default(), slots.clone());
     step(
-        "active: detector state (baselines, ring, learned addresses)",
+        "active: detector state (beyond the slot: its learned address)",
         &mut |c| {
             detectors.observe(&c.name, Observation::request(now, source));
         },
     );
     step(
-        "active: metrics record, ext_authz (requests by outcome, the source-address gauge)",
+        "active: metrics record, ext_authz (requests by outcome, the source-address gauge; beyond the slot)",
         &mut |c| {
             accounting
                 .meters
@@ -236,7 +248,9 @@ fn main() -> Result<()> {
             metrics::counter!(keygate::telemetry::REQUESTS_TOTAL, "consumer" => c.name.clone(), "provider" => c.provider.name.clone(), "outcome" => "allowed").increment(1);
         },
     );
-    drop((registry, second, config, limiter, detectors, recorder));
+    drop((
+        registry, second, config, limiter, detectors, recorder, slots,
+    ));
 
     let report = format!(
         "## Where the memory per consumer goes (counting allocator, {n} consumers)\n\n{}\n\n\
