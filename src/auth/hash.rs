@@ -20,6 +20,13 @@ impl KeyHash {
         KeyHash(Sha256::digest(key.as_bytes()).into())
     }
 
+    /// The digest's first 16 bytes: what the registry's key table indexes by.
+    pub fn prefix(&self) -> [u8; 16] {
+        let mut prefix = [0u8; 16];
+        prefix.copy_from_slice(&self.0[..16]);
+        prefix
+    }
+
     /// A short, non-secret identifier for logs, audit lines and `revoke key`.
     pub fn key_id(&self) -> KeyId {
         let mut id = [0u8; 6];

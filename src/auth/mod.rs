@@ -6,6 +6,7 @@ pub mod hash;
 pub mod identities;
 pub mod key;
 pub mod key_id;
+mod key_table;
 pub mod overrides;
 pub mod profile;
 pub mod registry;

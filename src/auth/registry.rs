@@ -1,11 +1,12 @@
 //! The registry: an immutable snapshot of consumers indexed by key hash. It is rebuilt on
 //! reload and swapped atomically by the gate, so a lookup never takes a lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::identities::{IdentityIndex, IdentityLookup};
+use super::key_table::{KeyEntry, KeyTable, NEVER};
 use super::profile::Interner;
 pub use super::profile::{Binding, Profile, Provider};
 use super::{KeyEnv, KeyHash, KeyId, ParsedKey};
@@ -44,18 +45,6 @@ impl Consumer {
     }
 }
 
-/// 16 bytes: a million keys are a million of these in the key table.
-#[derive(Debug)]
-struct KeyEntry {
-    consumer: u32,
-    env: KeyEnv,
-    /// Milliseconds after the Unix epoch, rounded down (an expiry never comes late);
-    /// `i64::MAX` for none.
-    expires_ms: i64,
-}
-
-const NEVER: i64 = i64::MAX;
-
 fn unix_ms(at: SystemTime) -> i64 {
     match at.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(after) => i64::try_from(after.as_millis()).unwrap_or(NEVER - 1),
@@ -85,7 +74,7 @@ pub enum IdentityFound<'a> {
 
 #[derive(Debug, Default)]
 pub struct Registry {
-    keys: HashMap<KeyHash, KeyEntry>,
+    keys: KeyTable,
     consumers: Vec<Arc<Consumer>>,
     /// Indices into `consumers` sorted by name, for the work done per consumer (detectors,
     /// admin): 4 bytes per consumer where a hash map by name took about 50.
@@ -176,16 +165,17 @@ impl Registry {
                 registry.identities.add(&c.identities, index);
             }
             for key in &c.keys {
-                registry.keys.insert(
-                    key.hash,
-                    KeyEntry {
-                        consumer: position,
-                        env: key.env,
-                        expires_ms: key.expires.map_or(NEVER, unix_ms),
-                    },
-                );
+                let entry = KeyEntry {
+                    consumer: position,
+                    env: key.env,
+                    expires_ms: key.expires.map_or(NEVER, unix_ms),
+                };
+                if !registry.keys.insert(&key.hash, entry) {
+                    tracing::error!(consumer = %c.name, key_id = %key.hash.key_id(), "a key shares its digest's first 16 bytes with another key, or there are 2^31 expiry times; it is refused");
+                }
             }
         }
+        registry.keys.seal();
         registry.identities.seal();
         let mut by_name: Vec<u32> = (0..registry.consumers.len())
             .filter_map(|i| u32::try_from(i).ok())
