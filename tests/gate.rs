@@ -343,6 +343,24 @@ fn consumers_are_found_by_name_and_share_what_they_have_in_common() {
 }
 
 #[test]
+fn every_consumer_lists_the_ids_of_its_own_keys() {
+    let f = common::fixture();
+    let config = keygate::config::load(&f.config).unwrap();
+    let keygate::config::ConsumersConfig::Inline(consumers) = &config.consumers else {
+        panic!("the fixture's consumers are inline");
+    };
+    let registry = f.gate.registry();
+    let mut with_two = 0;
+    for c in consumers {
+        let found = registry.consumer(&c.name).expect("every consumer by its name");
+        let want: Vec<_> = c.keys.iter().map(|k| k.hash.key_id()).collect();
+        assert_eq!(registry.key_ids(found), &want[..], "{}", c.name);
+        with_two += usize::from(want.len() >= 2);
+    }
+    assert!(with_two >= 1, "the fixture has a consumer with two keys");
+}
+
+#[test]
 fn a_reload_swaps_the_whole_registry_and_a_decision_in_flight_keeps_its_snapshot() {
     use keygate::auth::{key, Lookup, Registry};
     use std::sync::atomic::{AtomicBool, Ordering};

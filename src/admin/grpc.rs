@@ -231,7 +231,11 @@ impl Admin for AdminService {
                     .map(|ago| unix(now) - ago.as_secs() as i64)
                     .unwrap_or(0),
                 month_to_date_usd: accounting.ledger.month_to_date(&c.name, now) as f64 / 1e6,
-                key_ids: c.key_ids().iter().map(ToString::to_string).collect(),
+                key_ids: registry
+                    .key_ids(c)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             })
             .collect();
         self.audit_call("ListConsumers", &actor);
