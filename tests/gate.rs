@@ -352,7 +352,9 @@ fn every_consumer_lists_the_ids_of_its_own_keys() {
     let registry = f.gate.registry();
     let mut with_two = 0;
     for c in consumers {
-        let found = registry.consumer(&c.name).expect("every consumer by its name");
+        let found = registry
+            .consumer(&c.name)
+            .expect("every consumer by its name");
         let want: Vec<_> = c.keys.iter().map(|k| k.hash.key_id()).collect();
         assert_eq!(registry.key_ids(found), &want[..], "{}", c.name);
         with_two += usize::from(want.len() >= 2);
