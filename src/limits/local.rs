@@ -1,7 +1,7 @@
 //! Limit state in this process: one set of buckets per consumer and kind, in the consumer's
-//! [slot](crate::consumer_state) (one short lock per decision). Idle state is evicted once its buckets are full again, so memory
-//! does not grow with key churn. [`LocalStore`] puts it, with this replica's budgets
-//! ([`LocalBudgets`]), behind the [`LimitStore`] seam.
+//! [slot](crate::consumer_state) (one short lock per decision). Idle buckets are dropped once
+//! they are full again, so memory does not grow with key churn. [`LocalStore`] puts them, with
+//! this replica's budgets ([`LocalBudgets`]), behind the [`LimitStore`] seam.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
